@@ -1,0 +1,72 @@
+// libkiln: load a model (GGUF file or Hugging Face folder), tokenize, and
+// generate text. Every fallible call returns a kiln_status; on failure
+// kiln_last_error() gives a message that names the file and the problem.
+#ifndef KILN_H
+#define KILN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum kiln_status {
+    KILN_OK = 0,
+    KILN_ERR_IO,
+    KILN_ERR_FORMAT,
+    KILN_ERR_UNSUPPORTED,
+    KILN_ERR_NOMEM,
+    KILN_ERR_INVALID_ARG,
+    KILN_ERR_CONTEXT_FULL,
+} kiln_status;
+
+const char *kiln_last_error(void);
+const char *kiln_status_name(kiln_status status);
+
+typedef struct kiln_model kiln_model;
+typedef struct kiln_session kiln_session;
+
+typedef struct kiln_model_params {
+    int n_threads; // 0: all cores
+} kiln_model_params;
+
+typedef struct kiln_sampling_params {
+    float temperature;        // 0: greedy
+    int top_k;                // 0: off
+    float top_p;              // 1: off
+    float min_p;              // 0: off
+    float repetition_penalty; // 1: off (divides positive logits, multiplies negative)
+    float frequency_penalty;  // 0: off
+    float presence_penalty;   // 0: off
+    int penalty_last_n;       // window of past tokens the penalties look at
+    uint64_t seed;
+} kiln_sampling_params;
+
+kiln_sampling_params kiln_sampling_default(void);
+
+kiln_status kiln_model_load(const char *path, const kiln_model_params *params, kiln_model **out);
+void kiln_model_free(kiln_model *model);
+int kiln_model_vocab_size(const kiln_model *model);
+int kiln_model_context_length(const kiln_model *model);
+
+// Tokenizes text. *ids is malloc'd; the caller frees it.
+kiln_status kiln_tokenize(const kiln_model *model, const char *text, size_t len, bool add_bos,
+                          bool parse_special, int32_t **ids, size_t *n_ids);
+// Bytes of one token as the model stores them (may be part of a UTF-8 sequence).
+kiln_status kiln_token_bytes(const kiln_model *model, int32_t id, const char **bytes, size_t *len);
+bool kiln_token_is_end_of_generation(const kiln_model *model, int32_t id);
+
+kiln_status kiln_session_create(kiln_model *model, int n_ctx, kiln_session **out);
+void kiln_session_free(kiln_session *session);
+// Feeds tokens (prompt or previous output) and returns the logits of the last
+// one, owned by the session, kiln_model_vocab_size() floats.
+kiln_status kiln_session_eval(kiln_session *session, const int32_t *ids, size_t n, const float **logits);
+kiln_status kiln_session_sample(kiln_session *session, const kiln_sampling_params *params, int32_t *id);
+int kiln_session_position(const kiln_session *session);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

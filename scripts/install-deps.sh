@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what kiln needs to build and test on Debian/Ubuntu, if missing.
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config libpcre2-dev libcjson-dev libcmocka-dev python3-pip unzip)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "kiln: installing ${missing[*]}"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi

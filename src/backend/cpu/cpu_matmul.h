@@ -1,0 +1,31 @@
+// Quantized matrix products on the CPU: weights stay in their stored type.
+// Activations are quantized on the fly (Q8_0 / Q8_1 / Q8_K, as the weight type
+// needs) and dot products run in integer SIMD; the kernel is chosen at run time
+// from the CPU's features (AVX-512 / AVX-VNNI / AVX2+FMA / scalar).
+#ifndef KILN_BACKEND_CPU_MATMUL_H
+#define KILN_BACKEND_CPU_MATMUL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/tensor.h"
+
+// True when w's dtype is supported by kiln_cpu_matmul.
+bool kiln_cpu_matmul_supports(kiln_dtype dtype);
+
+// y[t][o] = sum_i W[o][i] * x[t][i] for t < n_tokens, o < w->ne[1], i < w->ne[0].
+// x: [n_tokens][w->ne[0]] floats, y: [n_tokens][w->ne[1]] floats (rows of y are
+// ldy floats apart, ldy >= w->ne[1]). Runs on the calling OpenMP team if called
+// inside a parallel region, otherwise opens one with n_threads threads.
+void kiln_cpu_matmul(const kiln_tensor *w, const float *x, int n_tokens, float *y, int64_t ldy, int n_threads);
+
+// Rows ids[t] of an embedding table w (ne[0] = dim, ne[1] = vocab) as floats:
+// out[t][dim]. ids are assumed checked by the caller (0 <= id < ne[1]).
+void kiln_cpu_get_rows(const kiln_tensor *w, const int32_t *ids, int n, float *out);
+
+// Name of the SIMD path in use ("avx512-vnni", "avx2", "scalar"), for `kiln bench`.
+const char *kiln_cpu_simd_name(void);
+// Forces a path ("scalar", "avx2", "avx512"); for tests. NULL restores auto.
+bool kiln_cpu_force_simd(const char *name);
+
+#endif

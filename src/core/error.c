@@ -1,0 +1,41 @@
+#include "core/error.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static _Thread_local char last_error[1024];
+
+kiln_status kiln_fail(kiln_status status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+kiln_status kiln_fail_context(kiln_status status, const char *fmt, ...) {
+    char prefix[512], old[sizeof last_error];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    memcpy(old, last_error, sizeof old);
+    snprintf(last_error, sizeof last_error, "%s: %s", prefix, old);
+    return status;
+}
+
+const char *kiln_last_error(void) { return last_error; }
+
+const char *kiln_status_name(kiln_status status) {
+    switch (status) {
+    case KILN_OK: return "ok";
+    case KILN_ERR_IO: return "i/o error";
+    case KILN_ERR_FORMAT: return "malformed file";
+    case KILN_ERR_UNSUPPORTED: return "unsupported";
+    case KILN_ERR_NOMEM: return "out of memory";
+    case KILN_ERR_INVALID_ARG: return "invalid argument";
+    case KILN_ERR_CONTEXT_FULL: return "context full";
+    }
+    return "unknown error";
+}
