@@ -24,6 +24,7 @@ typedef enum kiln_status {
 
 const char *kiln_last_error(void);
 const char *kiln_status_name(kiln_status status);
+const char *kiln_version(void);
 
 typedef struct kiln_model kiln_model;
 typedef struct kiln_session kiln_session;
@@ -65,6 +66,10 @@ void kiln_session_free(kiln_session *session);
 kiln_status kiln_session_eval(kiln_session *session, const int32_t *ids, size_t n, const float **logits);
 kiln_status kiln_session_sample(kiln_session *session, const kiln_sampling_params *params, int32_t *id);
 int kiln_session_position(const kiln_session *session);
+// Forgets all tokens: the session starts again at position 0.
+void kiln_session_reset(kiln_session *session);
+// Drops tokens from position n on (n <= position), keeping the prefix cached.
+kiln_status kiln_session_truncate(kiln_session *session, int n);
 
 #ifdef __cplusplus
 }

@@ -21,7 +21,15 @@ kiln_status kiln_fail_context(kiln_status status, const char *fmt, ...) {
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, last_error, sizeof old);
-    snprintf(last_error, sizeof last_error, "%s: %s", prefix, old);
+    // Truncation is fine: the message is for people, and stays NUL-terminated.
+    size_t n = strlen(prefix);
+    if (n > sizeof last_error - 3) n = sizeof last_error - 3;
+    memcpy(last_error, prefix, n);
+    memcpy(last_error + n, ": ", 2);
+    size_t rest = sizeof last_error - n - 3, old_len = strlen(old);
+    if (old_len > rest) old_len = rest;
+    memcpy(last_error + n + 2, old, old_len);
+    last_error[n + 2 + old_len] = '\0';
     return status;
 }
 

@@ -37,6 +37,11 @@ bool kiln_tokenizer_is_eog(const kiln_tokenizer *tok, int32_t id);
 int32_t kiln_tokenizer_find(const kiln_tokenizer *tok, const char *text);
 // Chat template text from the model files, or NULL.
 const char *kiln_tokenizer_chat_template(const kiln_tokenizer *tok);
+// Pre-tokenizer name (GGUF tokenizer.ggml.pre, "tokenizer.json" for HF
+// files), or NULL. pre_known is false when the name was not recognised and
+// the GPT-2 regex was used instead (for `kiln inspect` to report).
+const char *kiln_tokenizer_pre_name(const kiln_tokenizer *tok);
+bool kiln_tokenizer_pre_known(const kiln_tokenizer *tok);
 
 // Encodes `len` bytes of text. With parse_special, special/added tokens written
 // in the text become their ids; otherwise they are tokenized as plain text.

@@ -1,0 +1,18 @@
+// The CPU backend's operations, one function per entry of kiln_backend_ops.
+#ifndef KILN_BACKEND_CPU_OPS_H
+#define KILN_BACKEND_CPU_OPS_H
+
+#include "backend/backend.h"
+
+void kiln_cpu_rmsnorm(kiln_backend *be, const float *x, const float *weight, float *y, int n, int dim, float eps);
+void kiln_cpu_add(kiln_backend *be, float *y, const float *x, size_t n);
+void kiln_cpu_add_bias(kiln_backend *be, float *y, const float *bias, int n, int dim);
+void kiln_cpu_swiglu(kiln_backend *be, const float *gate, const float *up, float *out, size_t n);
+void kiln_cpu_rope(kiln_backend *be, float *x, int n, int n_heads, int head_dim, const int32_t *pos,
+                   const kiln_rope_params *rope);
+void kiln_cpu_kv_store(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer layer, const kiln_batch_layout *batch,
+                       const float *k, const float *v);
+void kiln_cpu_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer layer, const kiln_batch_layout *batch,
+                        const float *q, int n_heads, float scale, float *out);
+
+#endif

@@ -1,0 +1,145 @@
+// kiln bench: prefill and decode throughput, median of several runs.
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/cpu_matmul.h"
+#include "cli/cli.h"
+#include "runtime/generate.h"
+#include "runtime/session.h"
+
+#define BENCH_MAX_SIZES 8
+
+static void bench_help(FILE *out) {
+    fprintf(out, "usage: kiln bench -m MODEL [options]\n\n"
+                 "Measures prompt processing (prefill) and generation (decode) speed in tokens\n"
+                 "per second; prints the median of the repetitions.\n\n"
+                 "  -m, --model PATH     GGUF file or Hugging Face folder (required)\n"
+                 "  -p, --prefill LIST   prompt lengths, comma-separated (default 128,512)\n"
+                 "  -n, --decode N       tokens to generate after a 16-token prompt (default 128; 0: skip)\n"
+                 "  -r, --repetitions R  runs per measurement (default 3)\n"
+                 "  -t, --threads N      CPU threads (default: all cores)\n"
+                 "  -h, --help           this help\n");
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Deterministic token ids away from the special tokens at the vocabulary's start.
+static void fill_tokens(int32_t *ids, int n, int vocab) {
+    uint64_t x = 0x2545f4914f6cdd1dull;
+    for (int i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        ids[i] = (int32_t)(256 + x % (uint64_t)(vocab > 512 ? vocab - 512 : 1));
+    }
+}
+
+int cmd_bench(int argc, char **argv) {
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"prefill", required_argument, 0, 'p'},
+                                         {"decode", required_argument, 0, 'n'},
+                                         {"repetitions", required_argument, 0, 'r'},
+                                         {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    cli_common c;
+    cli_common_init(&c, 0);
+    int sizes[BENCH_MAX_SIZES] = {128, 512}, n_sizes = 2, n_decode = 128, reps = 3, opt;
+    long v;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "m:p:n:r:t:h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'm': c.model = optarg; break;
+        case 'p': {
+            n_sizes = 0;
+            char *list = strdup(optarg), *save = NULL;
+            for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+                if (n_sizes == BENCH_MAX_SIZES || !cli_parse_int(tok, 1, 1 << 20, &v)) {
+                    cli_error("bench", "bad --prefill list '%s' (up to %d lengths, e.g. 128,512)", optarg,
+                              BENCH_MAX_SIZES);
+                    free(list);
+                    return 2;
+                }
+                sizes[n_sizes++] = (int)v;
+            }
+            free(list);
+            break;
+        }
+        case 'n':
+            if (!cli_parse_int(optarg, 0, 1 << 20, &v)) goto bad;
+            n_decode = (int)v;
+            break;
+        case 'r':
+            if (!cli_parse_int(optarg, 1, 1000, &v)) goto bad;
+            reps = (int)v;
+            break;
+        case 't':
+            if (!cli_parse_int(optarg, 1, 1024, &v)) goto bad;
+            c.threads = (int)v;
+            break;
+        case 'h': bench_help(stdout); return 0;
+        default: fprintf(stderr, "see 'kiln bench --help'\n"); return 2;
+        }
+    }
+    if (!c.model) {
+        cli_error("bench", "no model given: pass -m MODEL; see --help");
+        return 2;
+    }
+    kiln_model *model = cli_load_model(&c, "bench");
+    if (!model) return 1;
+    int max_prefill = 16;
+    for (int i = 0; i < n_sizes; i++) max_prefill = sizes[i] > max_prefill ? sizes[i] : max_prefill;
+    int ctx = max_prefill > 16 + n_decode ? max_prefill : 16 + n_decode;
+    int vocab = kiln_model_vocab_size(model), rc = 1;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)(max_prefill + n_decode + 16));
+    double *times = malloc(sizeof(double) * (size_t)reps);
+    kiln_session *s = NULL;
+    if (!ids || !times || kiln_session_create(model, ctx, &s) != KILN_OK) {
+        cli_error("bench", "%s", ids && times ? kiln_last_error() : "out of memory");
+        goto done;
+    }
+    fill_tokens(ids, max_prefill + n_decode + 16, vocab);
+    printf("kiln bench: %s, %d threads, %s kernels, %d repetitions\n", c.model, model->be->n_threads,
+           kiln_cpu_simd_name(), reps);
+    // One untimed pass warms caches and the page mapping of the weights.
+    kiln_session_eval(s, ids, 16, NULL);
+    for (int i = 0; i < n_sizes; i++) {
+        for (int r = 0; r < reps; r++) {
+            kiln_session_reset(s);
+            double t0 = kiln_now_seconds();
+            if (kiln_session_eval(s, ids, (size_t)sizes[i], NULL) != KILN_OK) goto fail;
+            times[r] = kiln_now_seconds() - t0;
+        }
+        printf("kiln prefill %d: %.1f tok/s\n", sizes[i], sizes[i] / median(times, reps));
+        fflush(stdout);
+    }
+    if (n_decode > 0) {
+        for (int r = 0; r < reps; r++) {
+            kiln_session_reset(s);
+            if (kiln_session_eval(s, ids, 16, NULL) != KILN_OK) goto fail;
+            double t0 = kiln_now_seconds();
+            for (int k = 0; k < n_decode; k++)
+                if (kiln_session_eval(s, &ids[16 + k], 1, NULL) != KILN_OK) goto fail;
+            times[r] = kiln_now_seconds() - t0;
+        }
+        printf("kiln decode %d: %.1f tok/s\n", n_decode, n_decode / median(times, reps));
+    }
+    rc = 0;
+    goto done;
+fail:
+    cli_error("bench", "%s", kiln_last_error());
+done:
+    free(ids);
+    free(times);
+    kiln_session_free(s);
+    kiln_model_free(model);
+    return rc;
+bad:
+    cli_error("bench", "'%s' is not a valid number for this option", optarg);
+    return 2;
+}

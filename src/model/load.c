@@ -1,0 +1,173 @@
+// Loading a model: pick the format from the path, read hyperparameters, bind
+// every weight the architecture table names, check its type and shape.
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "backend/cpu/cpu_matmul.h"
+#include "model/arch.h"
+#include "model/hparams.h"
+
+typedef const kiln_tensor *(*find_fn)(const kiln_llm *m, const char *name);
+
+static const kiln_tensor *find_gguf(const kiln_llm *m, const char *name) {
+    const kiln_gguf_tensor_info *info = kiln_gguf_find_tensor(m->gguf, name);
+    return info ? &info->t : NULL;
+}
+
+static const kiln_tensor *find_hf(const kiln_llm *m, const char *name) {
+    return kiln_safetensors_find(m->st, name);
+}
+
+static kiln_status keep_owned(kiln_llm *m, float *p) {
+    float **grown = realloc(m->owned, sizeof *grown * (size_t)(m->n_owned + 1));
+    if (!grown) {
+        free(p);
+        return kiln_fail(KILN_ERR_NOMEM, "%s: out of memory", m->path);
+    }
+    m->owned = grown;
+    m->owned[m->n_owned++] = p;
+    return KILN_OK;
+}
+
+// Norms and biases are used as plain float vectors by every backend.
+static kiln_status vector_to_f32(kiln_llm *m, kiln_tensor *t) {
+    if (t->dtype == KILN_F32) return KILN_OK;
+    float *f = malloc(sizeof(float) * (size_t)t->ne[0]);
+    if (!f) return kiln_fail(KILN_ERR_NOMEM, "%s: out of memory", m->path);
+    kiln_dequantize_row(t->dtype, t->data, f, t->ne[0]);
+    t->dtype = KILN_F32;
+    t->data = f;
+    t->nbytes = sizeof(float) * (uint64_t)t->ne[0];
+    return keep_owned(m, f);
+}
+
+static kiln_status bind_weight(kiln_llm *m, const kiln_weight_desc *d, int layer, find_fn find) {
+    char name[256];
+    const char *fmt = m->format == KILN_FORMAT_GGUF ? d->gguf_name : d->hf_name;
+    if (d->per_layer)
+        snprintf(name, sizeof name, fmt, layer);
+    else
+        snprintf(name, sizeof name, "%s", fmt);
+    bool wanted = d->presence == KILN_W_REQUIRED || (d->presence == KILN_W_QKV_BIAS && m->hp.qkv_bias) ||
+                  (d->presence == KILN_W_UNTIED && !m->hp.tied_embeddings);
+    const kiln_tensor *src = find(m, name);
+    if (!wanted) return KILN_OK;
+    if (!src) {
+        if (d->presence == KILN_W_UNTIED)
+            return kiln_fail(KILN_ERR_FORMAT, "%s: missing tensor %s (and embeddings are not tied)", m->path, name);
+        return kiln_fail(KILN_ERR_FORMAT, "%s: missing tensor %s", m->path, name);
+    }
+    int64_t ne0 = kiln_dim_value(&m->hp, d->ne0), ne1 = kiln_dim_value(&m->hp, d->ne1);
+    bool shape_ok = src->ne[0] == ne0 && src->ne[1] == ne1 && src->ne[2] == 1 && src->ne[3] == 1;
+    if (!shape_ok)
+        return kiln_fail(KILN_ERR_FORMAT, "%s: tensor %s has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]",
+                         m->path, name, (long long)src->ne[0], (long long)src->ne[1], (long long)src->ne[2],
+                         (long long)src->ne[3], (long long)ne0, (long long)ne1);
+    kiln_tensor *dst = (kiln_tensor *)((d->per_layer ? (char *)&m->w.layers[layer] : (char *)&m->w) + d->offset);
+    *dst = *src;
+    if (d->is_vector) return vector_to_f32(m, dst);
+    if (!kiln_cpu_matmul_supports(src->dtype))
+        return kiln_fail(KILN_ERR_UNSUPPORTED, "%s: tensor %s has type %s, which kiln cannot multiply", m->path, name,
+                         kiln_dtype_name(src->dtype));
+    return KILN_OK;
+}
+
+static kiln_status bind_weights(kiln_llm *m, find_fn find) {
+    m->w.layers = calloc((size_t)m->hp.n_layers, sizeof *m->w.layers);
+    if (!m->w.layers) return kiln_fail(KILN_ERR_NOMEM, "%s: out of memory", m->path);
+    for (size_t i = 0; i < kiln_llama_n_weights; i++) {
+        const kiln_weight_desc *d = &kiln_llama_weights[i];
+        for (int l = 0; l < (d->per_layer ? m->hp.n_layers : 1); l++) {
+            kiln_status st = bind_weight(m, d, l, find);
+            if (st != KILN_OK) return st;
+        }
+    }
+    if (m->hp.tied_embeddings) m->w.output = m->w.tok_embd;
+    return KILN_OK;
+}
+
+static kiln_status load_gguf(kiln_llm *m) {
+    kiln_status st = kiln_gguf_open(m->path, &m->gguf);
+    if (st != KILN_OK) return st;
+    if ((st = kiln_hparams_from_gguf(m->gguf, m->path, &m->hp)) != KILN_OK) return st;
+    // Llama 3.x stores its RoPE scaling as per-frequency divisors.
+    const kiln_gguf_tensor_info *freqs = kiln_gguf_find_tensor(m->gguf, "rope_freqs.weight");
+    if (freqs) {
+        if (freqs->t.dtype != KILN_F32 || freqs->t.ne[0] != m->hp.rope.rot_dim / 2)
+            return kiln_fail(KILN_ERR_FORMAT, "%s: rope_freqs.weight must be F32 of %d elements", m->path,
+                             m->hp.rope.rot_dim / 2);
+        m->rope_freq_factors = malloc(sizeof(float) * (size_t)freqs->t.ne[0]);
+        if (!m->rope_freq_factors) return kiln_fail(KILN_ERR_NOMEM, "%s: out of memory", m->path);
+        memcpy(m->rope_freq_factors, freqs->t.data, sizeof(float) * (size_t)freqs->t.ne[0]);
+    }
+    if ((st = bind_weights(m, find_gguf)) != KILN_OK) return st;
+    if ((st = kiln_tokenizer_from_gguf(m->gguf, &m->tok)) != KILN_OK) return kiln_fail_context(st, "%s", m->path);
+    return KILN_OK;
+}
+
+static kiln_status load_hf(kiln_llm *m) {
+    char file[PATH_MAX], config_path[PATH_MAX];
+    snprintf(config_path, sizeof config_path, "%s/config.json", m->path);
+    kiln_hf_config config;
+    kiln_status st = kiln_hf_config_load(config_path, &config);
+    if (st != KILN_OK) return st;
+    if ((st = kiln_hparams_from_hf(&config, config_path, &m->hp, &m->rope_freq_factors)) != KILN_OK) return st;
+    if ((st = kiln_safetensors_open_dir(m->path, &m->st)) != KILN_OK) return st;
+    // Some tied checkpoints still carry lm_head.weight; use it when present.
+    if (m->hp.tied_embeddings && kiln_safetensors_find(m->st, "lm_head.weight")) m->hp.tied_embeddings = false;
+    if ((st = bind_weights(m, find_hf)) != KILN_OK) return st;
+    snprintf(file, sizeof file, "%s/tokenizer.json", m->path);
+    snprintf(config_path, sizeof config_path, "%s/tokenizer_config.json", m->path);
+    struct stat sb;
+    return kiln_tokenizer_from_hf(file, stat(config_path, &sb) == 0 ? config_path : NULL, &m->tok);
+}
+
+kiln_status kiln_llm_load(const char *path, kiln_llm **out) {
+    *out = NULL;
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return kiln_fail(KILN_ERR_IO, "%s: no such file or folder (expected a .gguf file or a Hugging Face folder)",
+                         path);
+    kiln_llm *m = calloc(1, sizeof *m);
+    if (!m || !(m->path = strdup(path))) {
+        free(m);
+        return kiln_fail(KILN_ERR_NOMEM, "%s: out of memory", path);
+    }
+    m->format = S_ISDIR(sb.st_mode) ? KILN_FORMAT_HF : KILN_FORMAT_GGUF;
+    kiln_status st = m->format == KILN_FORMAT_HF ? load_hf(m) : load_gguf(m);
+    if (st == KILN_OK && kiln_tokenizer_vocab_size(m->tok) > m->hp.vocab)
+        st = kiln_fail(KILN_ERR_FORMAT, "%s: tokenizer has %d tokens but the model only %d rows of embeddings", path,
+                       kiln_tokenizer_vocab_size(m->tok), m->hp.vocab);
+    if (st != KILN_OK) {
+        kiln_llm_free(m);
+        return st;
+    }
+    m->hp.rope.freq_factors = m->rope_freq_factors;
+    *out = m;
+    return KILN_OK;
+}
+
+void kiln_llm_free(kiln_llm *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m->w.layers);
+    free(m->rope_freq_factors);
+    kiln_tokenizer_free(m->tok);
+    kiln_gguf_close(m->gguf);
+    kiln_safetensors_close(m->st);
+    free(m->path);
+    free(m);
+}
+
+uint64_t kiln_llm_weight_bytes(const kiln_llm *m) {
+    uint64_t total = 0;
+    if (m->gguf)
+        for (uint64_t i = 0; i < m->gguf->n_tensors; i++) total += m->gguf->tensors[i].t.nbytes;
+    if (m->st)
+        for (uint64_t i = 0; i < m->st->n_tensors; i++) total += m->st->tensors[i].nbytes;
+    return total;
+}
