@@ -31,6 +31,9 @@ typedef struct kiln_session kiln_session;
 
 typedef struct kiln_model_params {
     int n_threads; // 0: all cores
+    // Float activations in matrix products instead of 8-bit quantized ones:
+    // slower, and equal to a float reference up to summation order.
+    bool precise;
 } kiln_model_params;
 
 typedef struct kiln_sampling_params {

@@ -5,6 +5,7 @@
 #ifndef KILN_BACKEND_BACKEND_H
 #define KILN_BACKEND_BACKEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -85,10 +86,11 @@ typedef struct kiln_backend_ops {
 struct kiln_backend {
     const kiln_backend_ops *ops;
     int n_threads;
+    bool precise; // float activations in matrix products (no 8-bit rounding)
     void *impl;
 };
 
-kiln_status kiln_backend_cpu_create(int n_threads, kiln_backend **out);
+kiln_status kiln_backend_cpu_create(int n_threads, bool precise, kiln_backend **out);
 
 static inline void kiln_backend_destroy(kiln_backend *be) {
     if (be) be->ops->destroy(be);

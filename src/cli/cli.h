@@ -17,12 +17,13 @@ typedef struct cli_common {
     const char *stop[16];
     int n_stop;
     bool ignore_eos;
+    bool precise;
 } cli_common;
 
 // Options every generating command takes (getopt_long ids >= 1000).
 enum {
     OPT_TEMP = 1000, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_REPEAT_PENALTY, OPT_REPEAT_LAST_N, OPT_FREQ_PENALTY,
-    OPT_PRESENCE_PENALTY, OPT_SEED, OPT_STOP, OPT_IGNORE_EOS, OPT_CTX, OPT_HELP,
+    OPT_PRESENCE_PENALTY, OPT_SEED, OPT_STOP, OPT_IGNORE_EOS, OPT_CTX, OPT_HELP, OPT_PRECISE,
 };
 
 #define CLI_SAMPLING_OPTIONS                                                                                       \
@@ -35,6 +36,7 @@ enum {
         {"stop", required_argument, 0, OPT_STOP}, {"ignore-eos", no_argument, 0, OPT_IGNORE_EOS},                  \
         {"n-predict", required_argument, 0, 'n'}, {"ctx-size", required_argument, 0, 'c'},                         \
         {"threads", required_argument, 0, 't'}, {"model", required_argument, 0, 'm'},                              \
+        {"precise", no_argument, 0, OPT_PRECISE},                                                                  \
         {"help", no_argument, 0, 'h'}
 
 #define CLI_SAMPLING_HELP                                                                                          \
@@ -42,6 +44,7 @@ enum {
     "  -n, --n-predict N         maximum new tokens (default %d; 0: until the context is full)\n"                  \
     "  -c, --ctx-size N          context length in tokens (default: min(model's, 4096))\n"                         \
     "  -t, --threads N           CPU threads (default: all cores)\n"                                               \
+    "      --precise             float activations in matrix products (slower; matches float references)\n"       \
     "      --temp T              temperature; 0 is greedy (default 0.8)\n"                                         \
     "      --top-k K             keep the K most likely tokens; 0 is off (default 40)\n"                           \
     "      --top-p P             keep the smallest set with probability mass P; 1 is off (default 0.95)\n"         \

@@ -100,6 +100,7 @@ int cli_common_option(cli_common *c, int opt, const char *arg, const char *cmd) 
         c->stop[c->n_stop++] = arg;
         return 0;
     case OPT_IGNORE_EOS: c->ignore_eos = true; return 0;
+    case OPT_PRECISE: c->precise = true; return 0;
     default: return 1;
     }
 bad_int:
@@ -125,7 +126,7 @@ bool cli_common_finish(cli_common *c, const char *cmd) {
 }
 
 kiln_model *cli_load_model(const cli_common *c, const char *cmd) {
-    kiln_model_params mp = {.n_threads = c->threads};
+    kiln_model_params mp = {.n_threads = c->threads, .precise = c->precise};
     kiln_model *model;
     if (kiln_model_load(c->model, &mp, &model) != KILN_OK) {
         cli_error(cmd, "cannot load model: %s", kiln_last_error());

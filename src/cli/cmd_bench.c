@@ -19,6 +19,7 @@ static void bench_help(FILE *out) {
                  "  -n, --decode N       tokens to generate after a 16-token prompt (default 128; 0: skip)\n"
                  "  -r, --repetitions R  runs per measurement (default 3)\n"
                  "  -t, --threads N      CPU threads (default: all cores)\n"
+                 "      --precise        float activations in matrix products (slower)\n"
                  "  -h, --help           this help\n");
 }
 
@@ -46,6 +47,7 @@ int cmd_bench(int argc, char **argv) {
                                          {"decode", required_argument, 0, 'n'},
                                          {"repetitions", required_argument, 0, 'r'},
                                          {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
+                                         {"precise", no_argument, 0, 'P'},
                                          {0, 0, 0, 0}};
     cli_common c;
     cli_common_init(&c, 0);
@@ -82,6 +84,7 @@ int cmd_bench(int argc, char **argv) {
             if (!cli_parse_int(optarg, 1, 1024, &v)) goto bad;
             c.threads = (int)v;
             break;
+        case 'P': c.precise = true; break;
         case 'h': bench_help(stdout); return 0;
         default: fprintf(stderr, "see 'kiln bench --help'\n"); return 2;
         }
@@ -104,8 +107,8 @@ int cmd_bench(int argc, char **argv) {
         goto done;
     }
     fill_tokens(ids, max_prefill + n_decode + 16, vocab);
-    printf("kiln bench: %s, %d threads, %s kernels, %d repetitions\n", c.model, model->be->n_threads,
-           kiln_cpu_simd_name(), reps);
+    printf("kiln bench: %s, %d threads, %s kernels%s, %d repetitions\n", c.model, model->be->n_threads,
+           kiln_cpu_simd_name(), c.precise ? " (precise)" : "", reps);
     // One untimed pass warms caches and the page mapping of the weights.
     kiln_session_eval(s, ids, 16, NULL);
     for (int i = 0; i < n_sizes; i++) {

@@ -10,7 +10,8 @@ kiln_status kiln_model_load(const char *path, const kiln_model_params *params, k
     kiln_model *m = calloc(1, sizeof *m);
     if (!m) return kiln_fail(KILN_ERR_NOMEM, "out of memory");
     kiln_status st = kiln_llm_load(path, &m->llm);
-    if (st == KILN_OK) st = kiln_backend_cpu_create(params ? params->n_threads : 0, &m->be);
+    if (st == KILN_OK)
+        st = kiln_backend_cpu_create(params ? params->n_threads : 0, params ? params->precise : false, &m->be);
     if (st != KILN_OK) {
         kiln_model_free(m);
         return st;

@@ -19,7 +19,7 @@ static float frand(void) { return (float)rand() / (float)RAND_MAX * 2.0f - 1.0f;
 static int setup(void **state) {
     (void)state;
     srand(1234);
-    return kiln_backend_cpu_create(2, &be) == KILN_OK ? 0 : -1;
+    return kiln_backend_cpu_create(2, false, &be) == KILN_OK ? 0 : -1;
 }
 
 static int teardown(void **state) {

@@ -11,7 +11,7 @@
 static void test_blocks_are_private_and_recycled(void **state) {
     (void)state;
     kiln_backend *be;
-    assert_int_equal(kiln_backend_cpu_create(1, &be), KILN_OK);
+    assert_int_equal(kiln_backend_cpu_create(1, false, &be), KILN_OK);
     kiln_hparams hp = {.n_layers = 2, .n_kv_heads = 2, .head_dim = 8};
     kiln_kv_cache *c;
     // 100 tokens -> 7 blocks of 16 shared by 3 sequences.

@@ -94,10 +94,30 @@ static void free_reference(reference *r) {
 
 typedef struct tolerance {
     const char *why;
-    double max_abs;       // on every compared logit
-    double top1_agree;    // fraction of positions whose argmax equals the reference's
-    bool greedy_exact;    // 64 greedy tokens identical
+    double max_abs;      // on every compared logit, after centring when `centred`
+    bool centred;        // compare logits up to a constant shift per position
+    double top1_margin;  // argmax must equal the reference's wherever its top-2 gap exceeds this
+    double greedy_margin; // greedy ids must match up to the first step whose gap is below this
 } tolerance;
+
+// The reference's top-1 minus top-2 logit at each greedy step (the
+// *_gen_margins.bin fixture): where it is tiny, either token is right.
+static float *load_margins(const char *name, uint32_t n_prompts, uint32_t n_gen) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/reference/%s", KILN_FIXTURES, name);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    char magic[8];
+    uint32_t dims[2];
+    float *m = malloc(sizeof(float) * n_prompts * n_gen);
+    assert_int_equal(fread(magic, 1, 8, f), 8);
+    assert_memory_equal(magic, "KLNGMG1", 8);
+    assert_int_equal(fread(dims, 4, 2, f), 2);
+    assert_true(dims[0] == n_prompts && dims[1] == n_gen);
+    assert_int_equal(fread(m, sizeof(float), n_prompts * n_gen, f), n_prompts * n_gen);
+    fclose(f);
+    return m;
+}
 
 // Logits at every position of a prompt, through the forward pass directly
 // (the public API only returns the last row).
@@ -124,32 +144,52 @@ static float *all_logits(kiln_model *model, const ref_prompt *q) {
     return logits;
 }
 
-static void check_model(const char *model_path, const char *fixture, const tolerance *tol) {
+static void check_model(const char *model_path, const char *fixture, const tolerance *tol, bool precise) {
     reference r = {0};
     if (!load_reference(fixture, &r)) fail_msg("cannot read fixture %s", fixture);
-    kiln_model_params mp = {.n_threads = 0};
+    char margins_name[64];
+    snprintf(margins_name, sizeof margins_name, "%.*s_gen_margins.bin", (int)(strlen(fixture) - 4), fixture);
+    float *margins = load_margins(margins_name, r.n_prompts, r.n_gen);
+    kiln_model_params mp = {.n_threads = 0, .precise = precise};
     kiln_model *model;
     if (kiln_model_load(model_path, &mp, &model) != KILN_OK) fail_msg("load %s: %s", model_path, kiln_last_error());
     assert_int_equal(kiln_model_vocab_size(model), (int)r.vocab);
     double worst = 0;
-    int agree = 0, positions = 0, greedy_diverged = -1;
+    int agree = 0, positions = 0, must_agree_failed = 0;
+    bool greedy_failed = false;
     for (uint32_t i = 0; i < r.n_prompts; i++) {
         const ref_prompt *q = &r.prompts[i];
         float *logits = all_logits(model, q);
         for (uint32_t t = 0; t < q->n_tokens; t++) {
             const float *row = logits + (size_t)t * r.vocab;
-            for (uint32_t k = 0; k < r.n_probe; k++)
-                worst = fmax(worst, fabs(row[r.probe_ids[k]] - q->probe[t * r.n_probe + k]));
-            for (uint32_t k = 0; k < r.topk; k++)
-                worst = fmax(worst, fabs(row[q->top_ids[t * r.topk + k]] - q->top[t * r.topk + k]));
+            const int32_t *top_ids = q->top_ids + t * r.topk;
+            const float *top = q->top + t * r.topk, *probe = q->probe + t * r.n_probe;
+            double shift = 0;
+            if (tol->centred) { // mean difference over the compared logits
+                for (uint32_t k = 0; k < r.n_probe; k++) shift += row[r.probe_ids[k]] - probe[k];
+                for (uint32_t k = 0; k < r.topk; k++) shift += row[top_ids[k]] - top[k];
+                shift /= r.n_probe + r.topk;
+            }
+            for (uint32_t k = 0; k < r.n_probe; k++) worst = fmax(worst, fabs(row[r.probe_ids[k]] - shift - probe[k]));
+            for (uint32_t k = 0; k < r.topk; k++) worst = fmax(worst, fabs(row[top_ids[k]] - shift - top[k]));
             int32_t best = 0;
             for (uint32_t v = 1; v < r.vocab; v++)
                 if (row[v] > row[best]) best = (int32_t)v;
-            agree += best == q->top_ids[t * r.topk];
+            agree += best == top_ids[0];
+            if (best != top_ids[0] && top[0] - top[1] > tol->top1_margin) {
+                printf("  prompt %u position %u: argmax %d, reference %d with a gap of %.3f\n", i, t, best, top_ids[0],
+                       top[0] - top[1]);
+                must_agree_failed++;
+            }
             positions++;
         }
         const float *last = logits + (size_t)(q->n_tokens - 1) * r.vocab;
-        for (uint32_t v = 0; v < r.vocab; v++) worst = fmax(worst, fabs(last[v] - q->last[v]));
+        double shift = 0;
+        if (tol->centred) {
+            for (uint32_t v = 0; v < r.vocab; v++) shift += last[v] - q->last[v];
+            shift /= r.vocab;
+        }
+        for (uint32_t v = 0; v < r.vocab; v++) worst = fmax(worst, fabs(last[v] - shift - q->last[v]));
         free(logits);
 
         // Greedy continuation, fed token by token through the session.
@@ -158,7 +198,8 @@ static void check_model(const char *model_path, const char *fixture, const toler
         assert_int_equal(kiln_session_eval(s, q->ids, q->n_tokens, NULL), KILN_OK);
         kiln_sampling_params greedy = kiln_sampling_default();
         greedy.temperature = 0.0f;
-        int matched = 0;
+        int matched = 0, must_match = 0;
+        while (must_match < (int)r.n_gen && margins[i * r.n_gen + must_match] >= tol->greedy_margin) must_match++;
         for (uint32_t g = 0; g < r.n_gen; g++) {
             int32_t id;
             assert_int_equal(kiln_session_sample(s, &greedy, &id), KILN_OK);
@@ -167,16 +208,17 @@ static void check_model(const char *model_path, const char *fixture, const toler
             if (g + 1 < r.n_gen) assert_int_equal(kiln_session_eval(s, &id, 1, NULL), KILN_OK);
         }
         kiln_session_free(s);
-        printf("  %s prompt %u (%u tokens): greedy %d/%u tokens match\n", fixture, i, q->n_tokens, matched, r.n_gen);
-        if (matched != (int)r.n_gen && greedy_diverged < 0) greedy_diverged = (int)i;
+        printf("  prompt %u (%u tokens): greedy %d/%u tokens match (%d required: reference gaps >= %g up to there)\n",
+               i, q->n_tokens, matched, r.n_gen, must_match, tol->greedy_margin);
+        greedy_failed |= matched < must_match;
     }
-    double agreement = (double)agree / positions;
-    printf("  %s vs %s: max |logit diff| %.3g (bound %.3g: %s), top-1 agreement %.4f over %d positions\n",
-           model_path, fixture, worst, tol->max_abs, tol->why, agreement, positions);
+    printf("  %s%s vs %s: max |logit diff|%s %.3g (bound %.3g: %s), top-1 agreement %.4f over %d positions\n",
+           model_path, precise ? " (precise)" : "", fixture, tol->centred ? " (centred)" : "", worst, tol->max_abs,
+           tol->why, (double)agree / positions, positions);
     assert_true(worst <= tol->max_abs);
-    assert_true(agreement >= tol->top1_agree);
-    if (tol->greedy_exact && greedy_diverged >= 0)
-        fail_msg("%s: greedy output of prompt %d diverges from transformers", model_path, greedy_diverged);
+    assert_int_equal(must_agree_failed, 0);
+    if (greedy_failed) fail_msg("%s: greedy output diverges from transformers before a near-tie", model_path);
+    free(margins);
     kiln_model_free(model);
     free_reference(&r);
 }
@@ -196,35 +238,41 @@ static bool hf_folder(const char *name, char *out, size_t cap) {
 // F32 weights computed in F32 on both sides: only summation order differs.
 // Over 30 layers that moves logits (magnitude ~20) by ~1e-4; 5e-3 flags any
 // real error (a wrong RoPE pair or norm moves them by whole units).
-static const tolerance exact_weights = {"same f32 weights, summation order only", 5e-3, 1.0, true};
+// Argmax and all 64 greedy tokens must match (a gap of 0 still counts).
+static const tolerance exact_weights = {"same f32 weights, summation order only", 5e-3, false, 0.0, 0.0};
 
 static void test_hf_f32(void **state) {
     (void)state;
     char path[PATH_MAX];
     if (!hf_folder("smollm2-hf-f32", path, sizeof path)) skip();
-    check_model(path, "smollm2_f32.bin", &exact_weights);
+    check_model(path, "smollm2_f32.bin", &exact_weights, false);
 }
 
 static void test_hf_f32_sharded(void **state) {
     (void)state;
     char path[PATH_MAX];
     if (!hf_folder("smollm2-hf-f32-sharded", path, sizeof path)) skip();
-    check_model(path, "smollm2_f32.bin", &exact_weights);
+    check_model(path, "smollm2_f32.bin", &exact_weights, false);
 }
 
 static void test_hf_bf16(void **state) {
     (void)state;
     char path[PATH_MAX];
     if (!hf_folder("smollm2-hf-bf16", path, sizeof path)) skip();
-    check_model(path, "smollm2_bf16.bin", &exact_weights);
+    check_model(path, "smollm2_bf16.bin", &exact_weights, false);
 }
 
 // The GGUF's Q4_1 weights are the reference's weights exactly (transformers
-// dequantizes the same blocks), but kiln's kernels round the activations to
-// 8 bits (Q8_1 blocks) before each product, as llama.cpp does. That rounding
-// is ~0.4% per element; through 30 layers it moves logits by a few tenths
-// (llama.cpp lands at the same distance: docs/reference.md).
-static const tolerance q8_activations = {"8-bit activation rounding, as llama.cpp", 1.0, 0.97, false};
+// dequantizes the same blocks), but kiln's fast kernels round the activations
+// to 8 bits (Q8_1 blocks) before each product, as llama.cpp does. Measured on
+// these prompts, llama.cpp lands at a centred max |diff| of 0.85 from the same
+// reference (docs/reference.md); kiln must stay within 1.5, under twice that.
+// Such rounding can flip near-ties, so the argmax must agree only where the
+// reference's top-2 gap exceeds 0.5, and greedy output must match up to the
+// first step whose gap is below 0.3 (a ~7% change of the two probabilities'
+// ratio; llama.cpp flips at gaps of 0.26 and 0.09 on these prompts).
+static const tolerance q8_activations = {"8-bit activation rounding, about twice llama.cpp's error", 1.5, true, 0.5,
+                                         0.3};
 
 static void test_gguf(void **state) {
     (void)state;
@@ -233,12 +281,83 @@ static void test_gguf(void **state) {
         printf("SKIP: default model not found (run scripts/fetch-model.sh)\n");
         skip();
     }
-    check_model(path, "smollm2_f32.bin", &q8_activations);
+    check_model(path, "smollm2_f32.bin", &q8_activations, false);
+}
+
+// Precise mode multiplies the same Q4_1 weights with float activations: the
+// reference's arithmetic up to summation order, so the exact-weights bound
+// and token-for-token greedy output apply.
+static void test_gguf_precise(void **state) {
+    (void)state;
+    const char *path = kiln_test_model_path();
+    if (!path) {
+        printf("SKIP: default model not found (run scripts/fetch-model.sh)\n");
+        skip();
+    }
+    check_model(path, "smollm2_f32.bin", &exact_weights, true);
+}
+
+// kiln's fast path against llama.cpp (tools/llamacpp_reference.py): both
+// round activations to 8 bits, in different ways; the figures printed here are
+// the ones docs/reference.md records.
+static void test_llamacpp_agreement(void **state) {
+    (void)state;
+    const char *path = kiln_test_model_path();
+    if (!path) {
+        printf("SKIP: default model not found (run scripts/fetch-model.sh)\n");
+        skip();
+    }
+    char fixture[PATH_MAX];
+    snprintf(fixture, sizeof fixture, "%s/reference/smollm2_llamacpp_last.bin", KILN_FIXTURES);
+    FILE *f = fopen(fixture, "rb");
+    assert_non_null(f);
+    char magic[8];
+    uint32_t head[2];
+    assert_int_equal(fread(magic, 1, 8, f), 8);
+    assert_memory_equal(magic, "KLNLCP1", 8);
+    assert_int_equal(fread(head, 4, 2, f), 2);
+    kiln_model_params mp = {0};
+    kiln_model *model;
+    assert_int_equal(kiln_model_load(path, &mp, &model), KILN_OK);
+    assert_int_equal(kiln_model_vocab_size(model), (int)head[1]);
+    float *ref = malloc(sizeof(float) * head[1]);
+    for (uint32_t i = 0; i < head[0]; i++) {
+        uint32_t n;
+        assert_int_equal(fread(&n, 4, 1, f), 1);
+        int32_t *ids = malloc(sizeof(int32_t) * n);
+        assert_int_equal(fread(ids, 4, n, f), n);
+        assert_int_equal(fread(ref, 4, head[1], f), head[1]);
+        kiln_session *s;
+        const float *logits;
+        assert_int_equal(kiln_session_create(model, (int)n, &s), KILN_OK);
+        assert_int_equal(kiln_session_eval(s, ids, n, &logits), KILN_OK);
+        double shift = 0, raw = 0, centred = 0;
+        int32_t best = 0, ref_best = 0;
+        for (uint32_t v = 0; v < head[1]; v++) {
+            shift += logits[v] - ref[v];
+            raw = fmax(raw, fabs(logits[v] - ref[v]));
+            if (logits[v] > logits[best]) best = (int32_t)v;
+            if (ref[v] > ref[ref_best]) ref_best = (int32_t)v;
+        }
+        shift /= head[1];
+        for (uint32_t v = 0; v < head[1]; v++) centred = fmax(centred, fabs(logits[v] - shift - ref[v]));
+        printf("  llama.cpp prompt %u (%u tokens): max |diff| %.3f, centred %.3f, argmax %s\n", i, n, raw, centred,
+               best == ref_best ? "equal" : "differs");
+        assert_int_equal(best, ref_best);
+        assert_true(centred <= 1.5);
+        kiln_session_free(s);
+        free(ids);
+    }
+    free(ref);
+    fclose(f);
+    kiln_model_free(model);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gguf),
+        cmocka_unit_test(test_gguf_precise),
+        cmocka_unit_test(test_llamacpp_agreement),
         cmocka_unit_test(test_hf_f32),
         cmocka_unit_test(test_hf_f32_sharded),
         cmocka_unit_test(test_hf_bf16),

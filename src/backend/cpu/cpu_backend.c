@@ -29,7 +29,7 @@ static void cpu_get_rows(kiln_backend *be, const kiln_tensor *table, const int32
 }
 
 static void cpu_matmul(kiln_backend *be, const kiln_tensor *w, const float *x, int n, float *y, int64_t ldy) {
-    kiln_cpu_matmul(w, x, n, y, ldy, be->n_threads);
+    kiln_cpu_matmul_ex(w, x, n, y, ldy, be->n_threads, be->precise);
 }
 
 static void cpu_copy(kiln_backend *be, void *dst, const void *src, size_t n) {
@@ -56,11 +56,12 @@ static const kiln_backend_ops cpu_ops = {
     .from_host = cpu_copy,
 };
 
-kiln_status kiln_backend_cpu_create(int n_threads, kiln_backend **out) {
+kiln_status kiln_backend_cpu_create(int n_threads, bool precise, kiln_backend **out) {
     kiln_backend *be = calloc(1, sizeof *be);
     if (!be) return kiln_fail(KILN_ERR_NOMEM, "cpu backend: out of memory");
     be->ops = &cpu_ops;
     be->n_threads = n_threads > 0 ? n_threads : omp_get_num_procs();
+    be->precise = precise;
     *out = be;
     return KILN_OK;
 }

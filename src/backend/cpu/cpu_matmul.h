@@ -19,6 +19,13 @@ bool kiln_cpu_matmul_supports(kiln_dtype dtype);
 // inside a parallel region, otherwise opens one with n_threads threads.
 void kiln_cpu_matmul(const kiln_tensor *w, const float *x, int n_tokens, float *y, int64_t ldy, int n_threads);
 
+// As kiln_cpu_matmul; with float_activations, quantized weights are
+// dequantized a panel of rows at a time and multiplied with float activations
+// (no 8-bit rounding of x): slower, but equal to a float reference up to
+// summation order. "Precise mode".
+void kiln_cpu_matmul_ex(const kiln_tensor *w, const float *x, int n_tokens, float *y, int64_t ldy, int n_threads,
+                        bool float_activations);
+
 // Rows ids[t] of an embedding table w (ne[0] = dim, ne[1] = vocab) as floats:
 // out[t][dim]. ids are assumed checked by the caller (0 <= id < ne[1]).
 void kiln_cpu_get_rows(const kiln_tensor *w, const int32_t *ids, int n, float *out);

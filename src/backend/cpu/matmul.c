@@ -72,10 +72,15 @@ static void thread_rows(int64_t rows, int tid, int nth, int64_t *r0, int64_t *r1
     if (*r1 > rows) *r1 = rows;
 }
 
+// Float activations: F32 rows are used in place, F16/BF16 rows converted, and
+// (precise mode) quantized rows dequantized with the scalar reference, a panel
+// at a time: the model is never dequantized as a whole.
 static void matmul_float(const kiln_tensor *w, const float *x, int n, float *y, int64_t ldy, int64_t r0, int64_t r1,
                          kiln_simd_level level) {
     const int64_t k = w->ne[0];
-    const size_t esize = w->dtype == KILN_F32 ? 4 : 2;
+    const kiln_dtype_traits *traits = kiln_dtype_info((uint32_t)w->dtype);
+    uint64_t row_bytes = 0;
+    kiln_dtype_row_bytes(w->dtype, (uint64_t)k, &row_bytes);
     float *panel = NULL;
     if (w->dtype != KILN_F32) {
         panel = scratch_get(&panel_scratch, (size_t)KILN_MR * (size_t)k * sizeof(float));
@@ -92,12 +97,16 @@ static void matmul_float(const kiln_tensor *w, const float *x, int n, float *y, 
         const float *rows[KILN_MR];
         for (int i = 0; i < KILN_MR; i++) {
             const int src = i < nrows ? i : 0; // pad with a real row; its results are dropped
-            const uint8_t *row = (const uint8_t *)w->data + (size_t)(r + src) * (size_t)k * esize;
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)(r + src) * (size_t)row_bytes;
             if (w->dtype == KILN_F32) {
                 rows[i] = (const float *)row;
             } else {
                 rows[i] = panel + (size_t)i * (size_t)k;
-                if (i < nrows) kiln_convert_row(w->dtype, row, panel + (size_t)i * (size_t)k, k, level);
+                if (i >= nrows) continue;
+                if (traits->is_quantized)
+                    kiln_dequantize_row(w->dtype, row, panel + (size_t)i * (size_t)k, k);
+                else
+                    kiln_convert_row(w->dtype, row, panel + (size_t)i * (size_t)k, k, level);
             }
         }
         kernel(rows, k, x, 0, n, y + r, ldy, nrows);
@@ -105,14 +114,14 @@ static void matmul_float(const kiln_tensor *w, const float *x, int n, float *y, 
 }
 
 // Runs on every thread of the current team (a team of one outside parallel).
-static void matmul_team(const kiln_tensor *w, const float *x, int n, float *y, int64_t ldy) {
+static void matmul_team(const kiln_tensor *w, const float *x, int n, float *y, int64_t ldy, bool float_act) {
     const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
     const kiln_simd_level level = kiln_simd_level_now();
     const int64_t k = w->ne[0], rows = w->ne[1];
     int64_t r0, r1;
     thread_rows(rows, tid, nth, &r0, &r1);
 
-    if (w->dtype == KILN_F32 || w->dtype == KILN_F16 || w->dtype == KILN_BF16) {
+    if (float_act || w->dtype == KILN_F32 || w->dtype == KILN_F16 || w->dtype == KILN_BF16) {
         matmul_float(w, x, n, y, ldy, r0, r1, level);
 #pragma omp barrier
         return;
@@ -174,6 +183,11 @@ static void matmul_team(const kiln_tensor *w, const float *x, int n, float *y, i
 }
 
 void kiln_cpu_matmul(const kiln_tensor *w, const float *x, int n_tokens, float *y, int64_t ldy, int n_threads) {
+    kiln_cpu_matmul_ex(w, x, n_tokens, y, ldy, n_threads, false);
+}
+
+void kiln_cpu_matmul_ex(const kiln_tensor *w, const float *x, int n_tokens, float *y, int64_t ldy, int n_threads,
+                        bool float_activations) {
     const kiln_dtype_traits *t = kiln_dtype_info((uint32_t)w->dtype);
     if (n_tokens <= 0 || w->ne[1] <= 0) return;
     // Callers (the model loader) validate shapes; a mismatch here is a bug, and
@@ -184,9 +198,9 @@ void kiln_cpu_matmul(const kiln_tensor *w, const float *x, int n_tokens, float *
         return;
     }
     if (omp_in_parallel() || n_threads <= 1) {
-        matmul_team(w, x, n_tokens, y, ldy);
+        matmul_team(w, x, n_tokens, y, ldy, float_activations);
     } else {
 #pragma omp parallel num_threads(n_threads)
-        matmul_team(w, x, n_tokens, y, ldy);
+        matmul_team(w, x, n_tokens, y, ldy, float_activations);
     }
 }
