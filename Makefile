@@ -20,7 +20,7 @@ build: deps
 	@cmake --build $(BUILD) -j $(JOBS)
 
 build-asan: deps
-	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DKILN_SANITIZE=ON >/dev/null
+	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_SANITIZE=ON >/dev/null
 	@cmake --build $(BUILD_ASAN) -j $(JOBS)
 
 model:
@@ -39,7 +39,7 @@ test-fast: build fixtures
 
 test: build build-asan fixtures
 	ctest --test-dir $(BUILD) --output-on-failure
-	ASAN_OPTIONS=detect_leaks=1 ctest --test-dir $(BUILD_ASAN) --output-on-failure
+	ASAN_OPTIONS=detect_leaks=1 KILN_REFERENCE_PROMPTS=2 ctest --test-dir $(BUILD_ASAN) --output-on-failure
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN)

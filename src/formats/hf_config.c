@@ -106,9 +106,22 @@ static kiln_status read_token_ids(const cJSON *root, const char *file, kiln_hf_c
     return KILN_OK;
 }
 
+// transformers >= 5 writes rope_theta and the scaling fields together in
+// "rope_parameters" instead of top-level rope_theta and "rope_scaling".
+static kiln_status rope_parameters(const cJSON *root, const char *file, const cJSON **out) {
+    *out = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
+    if (*out && cJSON_IsNull(*out)) *out = NULL;
+    if (*out && !cJSON_IsObject(*out))
+        return kiln_fail(KILN_ERR_FORMAT, "%s: field \"rope_parameters\" must be an object or null", file);
+    return KILN_OK;
+}
+
 static kiln_status read_rope_scaling(const cJSON *root, const char *file, kiln_hf_config *c) {
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
-    if (!rs || cJSON_IsNull(rs)) return KILN_OK;
+    if (!rs || cJSON_IsNull(rs)) {
+        kiln_status st = rope_parameters(root, file, &rs);
+        if (st != KILN_OK || !rs) return st;
+    }
     if (!cJSON_IsObject(rs)) return kiln_fail(KILN_ERR_FORMAT, "%s: field \"rope_scaling\" must be an object or null", file);
     // Newer configs say "rope_type", older ones "type".
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
@@ -200,8 +213,12 @@ static kiln_status read_config(const cJSON *root, const char *file, kiln_hf_conf
     if ((uint64_t)c->head_dim * heads > (1u << 22))
         return kiln_fail(KILN_ERR_FORMAT, "%s: head_dim * num_attention_heads is absurdly large", file);
 
+    const cJSON *rope_params;
+    if ((st = rope_parameters(root, file, &rope_params)) != KILN_OK) return st;
+    const cJSON *theta_holder =
+        !cJSON_GetObjectItemCaseSensitive(root, "rope_theta") && rope_params ? rope_params : root;
     if ((st = read_float(root, file, "rms_norm_eps", false, 1e-6f, 1.0, &c->rms_norm_eps)) != KILN_OK ||
-        (st = read_float(root, file, "rope_theta", false, 10000.0f, 1e12, &c->rope_theta)) != KILN_OK ||
+        (st = read_float(theta_holder, file, "rope_theta", false, 10000.0f, 1e12, &c->rope_theta)) != KILN_OK ||
         (st = read_bool(root, file, "tie_word_embeddings", false, &c->tie_word_embeddings)) != KILN_OK ||
         (st = read_bool(root, file, "attention_bias", false, &c->attention_bias)) != KILN_OK)
         return st;

@@ -83,7 +83,12 @@ kiln_status kiln_hparams_from_gguf(const kiln_gguf *g, const char *path, kiln_hp
         }
     }
     if (!hp->n_kv_heads) hp->n_kv_heads = hp->n_heads;
-    if (!hp->head_dim && hp->n_heads) hp->head_dim = hp->dim / hp->n_heads;
+    if (!hp->head_dim && hp->n_heads) {
+        if (hp->dim % hp->n_heads != 0)
+            return kiln_fail(KILN_ERR_FORMAT, "%s: %d attention heads do not divide hidden size %d (and no %s.attention.key_length)",
+                             path, hp->n_heads, hp->dim, hp->arch);
+        hp->head_dim = hp->dim / hp->n_heads;
+    }
     if (!hp->rope.rot_dim) hp->rope.rot_dim = hp->head_dim;
     if (!hp->vocab) {
         const kiln_gguf_tensor_info *embd = kiln_gguf_find_tensor(g, "token_embd.weight");
@@ -91,6 +96,15 @@ kiln_status kiln_hparams_from_gguf(const kiln_gguf *g, const char *path, kiln_hp
     }
     if (!gguf_arch_f32(g, hp->arch, "attention.layer_norm_rms_epsilon", &hp->norm_eps)) hp->norm_eps = 1e-5f;
     if (!gguf_arch_f32(g, hp->arch, "rope.freq_base", &hp->rope.theta)) hp->rope.theta = 10000.0f;
+    // Linear, YaRN and LongRoPE scaling change every angle; running without
+    // them would give wrong logits, so refuse. (Llama 3's scaling has no such
+    // key: it comes as the rope_freqs.weight tensor.)
+    char key[128];
+    kiln_gguf_str scaling;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", hp->arch);
+    if (kiln_gguf_get_str(g, key, &scaling) && !(scaling.len == 4 && memcmp(scaling.ptr, "none", 4) == 0))
+        return kiln_fail(KILN_ERR_UNSUPPORTED, "%s: RoPE scaling type '%.*s' is not supported", path,
+                         (int)(scaling.len > 32 ? 32 : scaling.len), scaling.ptr);
     // llama.cpp's converter permutes Q and K of llama-arch models so that RoPE
     // rotates adjacent pairs; qwen2 keeps Hugging Face's halves layout.
     hp->rope.interleaved = strcmp(hp->arch, "qwen2") != 0;

@@ -1,6 +1,7 @@
 // Loading a model: pick the format from the path, read hyperparameters, bind
 // every weight the architecture table names, check its type and shape.
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,12 +97,19 @@ static kiln_status load_gguf(kiln_llm *m) {
     // Llama 3.x stores its RoPE scaling as per-frequency divisors.
     const kiln_gguf_tensor_info *freqs = kiln_gguf_find_tensor(m->gguf, "rope_freqs.weight");
     if (freqs) {
-        if (freqs->t.dtype != KILN_F32 || freqs->t.ne[0] != m->hp.rope.rot_dim / 2)
+        if (freqs->t.dtype != KILN_F32 || freqs->t.ne[0] != m->hp.rope.rot_dim / 2 || freqs->t.ne[1] != 1 ||
+            freqs->t.ne[2] != 1 || freqs->t.ne[3] != 1)
             return kiln_fail(KILN_ERR_FORMAT, "%s: rope_freqs.weight must be F32 of %d elements", m->path,
                              m->hp.rope.rot_dim / 2);
         m->rope_freq_factors = malloc(sizeof(float) * (size_t)freqs->t.ne[0]);
         if (!m->rope_freq_factors) return kiln_fail(KILN_ERR_NOMEM, "%s: out of memory", m->path);
         memcpy(m->rope_freq_factors, freqs->t.data, sizeof(float) * (size_t)freqs->t.ne[0]);
+        // Each is a divisor of a frequency: zero, negative or NaN would make
+        // the angles meaningless.
+        for (int64_t i = 0; i < freqs->t.ne[0]; i++)
+            if (!(m->rope_freq_factors[i] > 0.0f && isfinite(m->rope_freq_factors[i])))
+                return kiln_fail(KILN_ERR_FORMAT, "%s: rope_freqs.weight[%lld] = %g is not a positive divisor",
+                                 m->path, (long long)i, (double)m->rope_freq_factors[i]);
     }
     if ((st = bind_weights(m, find_gguf)) != KILN_OK) return st;
     if ((st = kiln_tokenizer_from_gguf(m->gguf, &m->tok)) != KILN_OK) return kiln_fail_context(st, "%s", m->path);
