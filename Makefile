@@ -27,9 +27,10 @@ model:
 	@bash scripts/fetch-model.sh >/dev/null
 
 # Hugging Face folders made from the default model (F32, BF16, sharded F32),
-# used by the reference tests.
+# used by the reference tests, and Gemma 3 270M for the SentencePiece tests.
 fixtures: model
 	@bash scripts/make-hf-folders.sh
+	@bash scripts/fetch-gemma.sh >/dev/null
 
 run: build model
 	./$(BUILD)/kiln run -m $(MODEL) -p "$(PROMPT)" -n 64 --temp 0

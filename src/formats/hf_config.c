@@ -188,6 +188,7 @@ static kiln_status read_config(const cJSON *root, const char *file, kiln_hf_conf
         {"num_attention_heads", &c->num_attention_heads, true, 0, 1u << 16},
         {"vocab_size", &c->vocab_size, true, 0, 1u << 24},
         {"max_position_embeddings", &c->max_position_embeddings, false, 2048, 1u << 26},
+        {"sliding_window", &c->sliding_window, false, 0, 1u << 26},
     };
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
         st = read_uint(root, file, sizes[i].name, sizes[i].required, sizes[i].fallback, sizes[i].max, sizes[i].dst);
@@ -224,6 +225,10 @@ static kiln_status read_config(const cJSON *root, const char *file, kiln_hf_conf
         return st;
     // Qwen2 always has q/k/v biases; its config has no attention_bias field.
     if (strcmp(c->model_type, "qwen2") == 0) c->attention_bias = true;
+    // Qwen2 configs carry a sliding_window that is off unless use_sliding_window.
+    bool use_window = true;
+    if ((st = read_bool(root, file, "use_sliding_window", true, &use_window)) != KILN_OK) return st;
+    if (!use_window) c->sliding_window = 0;
 
     const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(root, "torch_dtype");
     if (!dtype) dtype = cJSON_GetObjectItemCaseSensitive(root, "dtype"); // transformers >= 4.56 name

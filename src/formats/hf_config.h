@@ -18,6 +18,7 @@ typedef struct kiln_hf_config {
     uint32_t head_dim;            // defaults to hidden_size / num_attention_heads
     uint32_t vocab_size;
     uint32_t max_position_embeddings;
+    uint32_t sliding_window; // 0: none (Mistral v0.1 sets 4096)
     float rms_norm_eps;
     float rope_theta; // default 10000
     bool tie_word_embeddings;

@@ -22,6 +22,9 @@ static kiln_status check_hparams(const char *path, kiln_hparams *hp) {
     if (hp->n_heads % hp->n_kv_heads != 0)
         return kiln_fail(KILN_ERR_FORMAT, "%s: %d attention heads are not a multiple of %d key/value heads", path,
                          hp->n_heads, hp->n_kv_heads);
+    if (hp->n_heads / hp->n_kv_heads > 64)
+        return kiln_fail(KILN_ERR_UNSUPPORTED, "%s: %d query heads per key/value head (kiln supports up to 64)", path,
+                         hp->n_heads / hp->n_kv_heads);
     if (hp->head_dim > 512 || hp->head_dim % 2 != 0)
         return kiln_fail(KILN_ERR_UNSUPPORTED, "%s: head size %d (kiln supports even sizes up to 512)", path,
                          hp->head_dim);
@@ -85,8 +88,9 @@ kiln_status kiln_hparams_from_gguf(const kiln_gguf *g, const char *path, kiln_hp
     if (!hp->n_kv_heads) hp->n_kv_heads = hp->n_heads;
     if (!hp->head_dim && hp->n_heads) {
         if (hp->dim % hp->n_heads != 0)
-            return kiln_fail(KILN_ERR_FORMAT, "%s: %d attention heads do not divide hidden size %d (and no %s.attention.key_length)",
-                             path, hp->n_heads, hp->dim, hp->arch);
+            return kiln_fail(KILN_ERR_FORMAT,
+                             "%s: %d attention heads do not divide hidden size %d (and no %s.attention.key_length)", path,
+                             hp->n_heads, hp->dim, hp->arch);
         hp->head_dim = hp->dim / hp->n_heads;
     }
     if (!hp->rope.rot_dim) hp->rope.rot_dim = hp->head_dim;
@@ -154,6 +158,7 @@ kiln_status kiln_hparams_from_hf(const kiln_hf_config *c, const char *path, kiln
     hp->head_dim = (int)c->head_dim;
     hp->vocab = (int)c->vocab_size;
     hp->ctx_train = (int)c->max_position_embeddings;
+    hp->sliding_window = c->sliding_window < c->max_position_embeddings ? (int)c->sliding_window : 0;
     hp->norm_eps = c->rms_norm_eps;
     hp->rope.theta = c->rope_theta;
     hp->rope.rot_dim = hp->head_dim;

@@ -22,6 +22,7 @@ typedef struct kiln_hparams {
     int head_dim;
     int vocab;
     int ctx_train;       // context length the model was trained for
+    int sliding_window;  // attention window in tokens; 0: none
     float norm_eps;
     kiln_rope_params rope; // freq_factors owned by the model
     bool qkv_bias;

@@ -47,6 +47,13 @@ kiln_status kiln_session_create(kiln_model *model, int n_ctx, kiln_session **out
     *out = NULL;
     const kiln_hparams *hp = &model->llm->hp;
     if (n_ctx <= 0) n_ctx = hp->ctx_train < 4096 ? hp->ctx_train : 4096;
+    // Within the window, sliding-window attention is full attention; beyond
+    // it kiln would attend too far, so longer contexts are refused.
+    if (hp->sliding_window > 0 && n_ctx > hp->sliding_window)
+        return kiln_fail(KILN_ERR_UNSUPPORTED,
+                         "context %d exceeds the model's sliding attention window of %d tokens, which kiln does not "
+                         "implement yet; use a context of at most %d (-c %d)",
+                         n_ctx, hp->sliding_window, hp->sliding_window, hp->sliding_window);
     if (n_ctx > (1 << 22)) return kiln_fail(KILN_ERR_INVALID_ARG, "context %d is too large", n_ctx);
     kiln_session *s = calloc(1, sizeof *s);
     if (!s) return kiln_fail(KILN_ERR_NOMEM, "out of memory");

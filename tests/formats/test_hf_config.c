@@ -109,6 +109,18 @@ static void test_qwen2_has_attention_bias(void **state) {
     assert_int_equal(c.num_key_value_heads, 2);
     assert_float_equal(c.rms_norm_eps, 1e-6f, 0);
     assert_int_equal(c.eos_token_ids[0], 151645);
+    assert_int_equal(c.sliding_window, 0); // present, but use_sliding_window is false
+}
+
+// Mistral 7B v0.1 attends within a 4096-token window.
+static void test_sliding_window(void **state) {
+    (void)state;
+    static const char v01[] = "{\"model_type\": \"mistral\", \"hidden_size\": 4096, \"intermediate_size\": 14336, "
+                              "\"num_hidden_layers\": 32, \"num_attention_heads\": 32, \"num_key_value_heads\": 8, "
+                              "\"vocab_size\": 32000, \"max_position_embeddings\": 32768, \"sliding_window\": 4096}";
+    kiln_hf_config c = parse_ok(v01);
+    assert_int_equal(c.sliding_window, 4096);
+    assert_int_equal(parse_ok(mistral).sliding_window, 0); // v0.2: null
 }
 
 // transformers' LlamaConfig defaults for absent fields.
@@ -246,6 +258,7 @@ int main(void) {
         cmocka_unit_test(test_llama31),
         cmocka_unit_test(test_mistral),
         cmocka_unit_test(test_qwen2_has_attention_bias),
+        cmocka_unit_test(test_sliding_window),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_generated_smollm2_config),
         cmocka_unit_test(test_rejects_invalid_configs),

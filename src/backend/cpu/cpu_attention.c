@@ -1,6 +1,9 @@
-// Attention over the paged KV cache on the CPU: one pass per (token, head)
-// with an online softmax, so no score buffer of context length is needed.
+// Attention over the paged KV cache on the CPU. Work items are (token, KV
+// head): the query heads that share a KV head are done together, so each K
+// and V row is loaded once for the whole group. Three passes per item: scores,
+// softmax (vectorised exp), weighted sum of V.
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend/cpu/cpu_ops.h"
@@ -40,9 +43,34 @@ KILN_CLONES static float dot_f32(const float *a, const float *b, int n) {
     return s;
 }
 
-KILN_CLONES static void scale_axpy_f32(float *acc, float acc_scale, float w, const float *v, int n) {
+KILN_CLONES static void axpy_f32(float *acc, float w, const float *v, int n) {
 #pragma omp simd
-    for (int i = 0; i < n; i++) acc[i] = acc[i] * acc_scale + w * v[i];
+    for (int i = 0; i < n; i++) acc[i] += w * v[i];
+}
+
+// e^x for x <= 0 (softmax after subtracting the max): 2^(x log2 e) split into
+// an integer power and a degree-6 polynomial of the fraction; relative error
+// ~2e-7, and plain arithmetic, so the loop below vectorises.
+KILN_CLONES static float softmax_inplace(float *s, int n) {
+    float max = -INFINITY, sum = 0.0f;
+    for (int i = 0; i < n; i++) max = s[i] > max ? s[i] : max;
+#pragma omp simd reduction(+ : sum)
+    for (int i = 0; i < n; i++) {
+        float t = (s[i] - max) * 1.44269504088896341f;
+        t = t < -126.0f ? -126.0f : t;
+        float whole = floorf(t), f = t - whole;
+        float p = 1.535336188319500e-4f;
+        p = p * f + 1.339887440266574e-3f;
+        p = p * f + 9.618437357674640e-3f;
+        p = p * f + 5.550332471162809e-2f;
+        p = p * f + 2.402264791363012e-1f;
+        p = p * f + 6.931472028550421e-1f;
+        p = p * f + 1.0f;
+        union { uint32_t u; float f; } scale = {.u = (uint32_t)((int32_t)whole + 127) << 23};
+        s[i] = p * scale.f;
+        sum += s[i];
+    }
+    return sum;
 }
 
 static void load_f16(const uint16_t *src, float *dst, int n) {
@@ -53,39 +81,47 @@ void kiln_cpu_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer 
                         const float *q, int n_heads, float scale, float *out) {
     const int d = kv->head_dim, group = n_heads / kv->n_kv_heads;
     const size_t row = (size_t)kv->n_kv_heads * d;
-    const int n_items = batch->n_tokens * n_heads;
-#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 4)
-    for (int item = 0; item < n_items; item++) {
-        const int t = item / n_heads, h = item % n_heads, kvh = h / group;
-        const float *qh = q + (size_t)item * d;
-        float *acc = out + (size_t)item * d;
+    const int n_items = batch->n_tokens * kv->n_kv_heads;
+    int max_len = 1;
+    for (int t = 0; t < batch->n_tokens; t++) max_len = batch->pos[t] + 1 > max_len ? batch->pos[t] + 1 : max_len;
+#pragma omp parallel num_threads(be->n_threads)
+    {
+        // Scores of one item: [group][positions]; K/V rows converted from F16.
+        float *scores = malloc(sizeof(float) * (size_t)group * (size_t)max_len);
         float kbuf[512], vbuf[512]; // head_dim <= 512 is checked at model load
-        float max = -INFINITY, sum = 0.0f;
-        memset(acc, 0, (size_t)d * sizeof(float));
-        for (int p = 0; p <= batch->pos[t]; p++) {
-            size_t offset = kv_slot(kv, batch->seq[t], p) * row + (size_t)kvh * d;
-            const float *kp, *vp;
-            if (kv->dtype == KILN_F16) {
-                load_f16((const uint16_t *)layer.k + offset, kbuf, d);
-                load_f16((const uint16_t *)layer.v + offset, vbuf, d);
-                kp = kbuf;
-                vp = vbuf;
-            } else {
-                kp = (const float *)layer.k + offset;
-                vp = (const float *)layer.v + offset;
+#pragma omp for schedule(dynamic, 1)
+        for (int item = 0; item < n_items; item++) {
+            const int t = item / kv->n_kv_heads, kvh = item % kv->n_kv_heads, len = batch->pos[t] + 1;
+            const float *qg = q + ((size_t)t * n_heads + (size_t)kvh * group) * d;
+            float *og = out + ((size_t)t * n_heads + (size_t)kvh * group) * d;
+            if (!scores) { // out of memory: make it visible rather than silently stale
+                for (int i = 0; i < group * d; i++) og[i] = NAN;
+                continue;
             }
-            float s = dot_f32(qh, kp, d) * scale;
-            float acc_scale = 1.0f;
-            if (s > max) {
-                acc_scale = expf(max - s);
-                sum *= acc_scale;
-                max = s;
+            for (int p = 0; p < len; p++) {
+                size_t offset = kv_slot(kv, batch->seq[t], p) * row + (size_t)kvh * d;
+                const float *kp = (const float *)layer.k + offset;
+                if (kv->dtype == KILN_F16) {
+                    load_f16((const uint16_t *)layer.k + offset, kbuf, d);
+                    kp = kbuf;
+                }
+                for (int g = 0; g < group; g++) scores[(size_t)g * len + p] = dot_f32(qg + (size_t)g * d, kp, d) * scale;
             }
-            float w = expf(s - max);
-            sum += w;
-            scale_axpy_f32(acc, acc_scale, w, vp, d);
+            float inv_sum[64]; // n_heads / n_kv_heads <= 64 is checked at model load
+            for (int g = 0; g < group; g++) inv_sum[g] = 1.0f / softmax_inplace(scores + (size_t)g * len, len);
+            memset(og, 0, sizeof(float) * (size_t)group * d);
+            for (int p = 0; p < len; p++) {
+                size_t offset = kv_slot(kv, batch->seq[t], p) * row + (size_t)kvh * d;
+                const float *vp = (const float *)layer.v + offset;
+                if (kv->dtype == KILN_F16) {
+                    load_f16((const uint16_t *)layer.v + offset, vbuf, d);
+                    vp = vbuf;
+                }
+                for (int g = 0; g < group; g++) axpy_f32(og + (size_t)g * d, scores[(size_t)g * len + p], vp, d);
+            }
+            for (int g = 0; g < group; g++)
+                for (int i = 0; i < d; i++) og[(size_t)g * d + i] *= inv_sum[g];
         }
-        float inv = 1.0f / sum;
-        for (int i = 0; i < d; i++) acc[i] *= inv;
+        free(scores);
     }
 }
