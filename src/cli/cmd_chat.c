@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "core/strbuf.h"
 #include "runtime/chat_template.h"
 #include "runtime/generate.h"
 #include "runtime/session.h"
@@ -23,26 +24,10 @@ static void chat_help(FILE *out) {
             CHAT_DEFAULT_TOKENS);
 }
 
-typedef struct reply {
-    char *text;
-    size_t len, cap;
-} reply;
-
 static bool stream_reply(const char *text, size_t len, void *user) {
-    reply *r = user;
     fwrite(text, 1, len, stdout);
     fflush(stdout);
-    if (r->len + len + 1 > r->cap) {
-        size_t cap = (r->len + len + 1) * 2;
-        char *grown = realloc(r->text, cap);
-        if (!grown) return false;
-        r->text = grown;
-        r->cap = cap;
-    }
-    memcpy(r->text + r->len, text, len);
-    r->len += len;
-    r->text[r->len] = '\0';
-    return true;
+    return kiln_strbuf_append(user, text, len);
 }
 
 static kiln_chat_format format_by_name(const char *name) {
@@ -179,7 +164,7 @@ int cmd_chat(int argc, char **argv) {
         free(prompt);
         if (st == KILN_OK && n_ids == 0) st = kiln_fail(KILN_ERR_INVALID_ARG, "nothing to send");
         if (st == KILN_OK && !raw) st = sync_prefix(s, ids, n_ids, &start);
-        reply r = {0};
+        kiln_strbuf r = {0};
         kiln_generate_stats stats;
         if (st == KILN_OK) st = kiln_generate(s, ids + start, n_ids - start, &c.sampling, &gp, stream_reply, &r, &stats);
         free(ids);
@@ -188,11 +173,11 @@ int cmd_chat(int argc, char **argv) {
             cli_error("chat", "%s%s", kiln_last_error(),
                       st == KILN_ERR_CONTEXT_FULL ? " (type /reset to start over, or pass a larger -c)" : "");
             if (!raw) clear_conversation(&conv, conv.n - 1);
-            free(r.text);
+            kiln_strbuf_free(&r);
             continue;
         }
-        if (!raw) add_message(&conv, "assistant", r.text ? r.text : "");
-        free(r.text);
+        if (!raw) add_message(&conv, "assistant", r.data ? r.data : "");
+        kiln_strbuf_free(&r);
     }
     rc = 0;
 done:

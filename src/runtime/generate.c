@@ -1,5 +1,7 @@
 #include "runtime/generate.h"
 
+#include "core/strbuf.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -8,26 +10,6 @@ double kiln_now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-// Text held back because it may be the start of a stop string.
-typedef struct pending_text {
-    char *buf;
-    size_t len, cap;
-} pending_text;
-
-static bool pending_append(pending_text *p, const char *s, size_t n) {
-    if (p->len + n + 1 > p->cap) {
-        size_t cap = (p->len + n + 1) * 2;
-        char *grown = realloc(p->buf, cap);
-        if (!grown) return false;
-        p->buf = grown;
-        p->cap = cap;
-    }
-    memcpy(p->buf + p->len, s, n);
-    p->len += n;
-    p->buf[p->len] = '\0';
-    return true;
 }
 
 // Longest suffix of text that is a proper prefix of some stop string.
@@ -46,23 +28,22 @@ static size_t held_suffix(const char *text, size_t len, const char *const *stop,
 
 // Emits what is final; returns false when a stop string was found or the
 // callback asked to stop.
-static bool flush_pending(pending_text *p, const kiln_generate_params *gp, kiln_text_fn on_text, void *user,
+static bool flush_pending(kiln_strbuf *p, const kiln_generate_params *gp, kiln_text_fn on_text, void *user,
                           bool *hit_stop) {
     size_t cut = p->len;
     *hit_stop = false;
     for (int i = 0; i < gp->n_stop; i++) {
         if (!gp->stop[i][0]) continue;
-        const char *found = memmem(p->buf, p->len, gp->stop[i], strlen(gp->stop[i]));
-        if (found && (size_t)(found - p->buf) < cut) {
-            cut = (size_t)(found - p->buf);
+        const char *found = memmem(p->data, p->len, gp->stop[i], strlen(gp->stop[i]));
+        if (found && (size_t)(found - p->data) < cut) {
+            cut = (size_t)(found - p->data);
             *hit_stop = true;
         }
     }
-    size_t emit = *hit_stop ? cut : p->len - held_suffix(p->buf, p->len, gp->stop, gp->n_stop);
+    size_t emit = *hit_stop ? cut : p->len - held_suffix(p->data, p->len, gp->stop, gp->n_stop);
     bool go_on = true;
-    if (emit > 0 && on_text) go_on = on_text(p->buf, emit, user);
-    memmove(p->buf, p->buf + emit, p->len - emit);
-    p->len -= emit;
+    if (emit > 0 && on_text) go_on = on_text(p->data, emit, user);
+    kiln_strbuf_consume(p, emit);
     return go_on && !*hit_stop;
 }
 
@@ -80,7 +61,7 @@ kiln_status kiln_generate(kiln_session *s, const int32_t *prompt, size_t n_promp
 
     kiln_detokenizer detok;
     kiln_detokenizer_init(&detok, tok);
-    pending_text pending = {0};
+    kiln_strbuf pending = {0};
     char piece[4096];
     stats->stop_reason = "length";
     for (int i = 0; gp->max_new_tokens <= 0 || i < gp->max_new_tokens; i++) {
@@ -93,7 +74,7 @@ kiln_status kiln_generate(kiln_session *s, const int32_t *prompt, size_t n_promp
         stats->n_generated++;
         size_t n = kiln_detokenizer_push(&detok, id, piece, sizeof piece);
         bool hit_stop = false;
-        if (!pending_append(&pending, piece, n)) {
+        if (!kiln_strbuf_append(&pending, piece, n)) {
             st = kiln_fail(KILN_ERR_NOMEM, "generate: out of memory");
             break;
         }
@@ -111,9 +92,9 @@ kiln_status kiln_generate(kiln_session *s, const int32_t *prompt, size_t n_promp
     if (st == KILN_OK && strcmp(stats->stop_reason, "stop string") != 0 && strcmp(stats->stop_reason, "callback") != 0) {
         size_t n = kiln_detokenizer_flush(&detok, piece, sizeof piece);
         // What is still held back never completed a stop string: it is final.
-        if (pending_append(&pending, piece, n) && pending.len && on_text) on_text(pending.buf, pending.len, user);
+        if (kiln_strbuf_append(&pending, piece, n) && pending.len && on_text) on_text(pending.data, pending.len, user);
     }
-    free(pending.buf);
+    kiln_strbuf_free(&pending);
     stats->decode_seconds = kiln_now_seconds() - t1;
     return st;
 }
