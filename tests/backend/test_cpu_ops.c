@@ -31,7 +31,7 @@ static int teardown(void **state) {
 // Two sequences share a pool of blocks handed out out of order; a batch holds
 // the last 3 tokens of sequence 0 (positions 37..39) and 2 of sequence 1
 // (positions 0..1). Each token must see exactly its own sequence's prefix.
-static void check_attention(kiln_dtype kv_dtype, double tol) {
+static void check_attention(kiln_dtype kv_dtype, double tol, int n_batch) {
     enum { BS = 16, HD = 40, KVH = 2, H = 6, BLOCKS = 8, MAXB = 4 };
     const int row = KVH * HD;
     int32_t tables[2][MAXB] = {{5, 2, 7, 0}, {3, 1, 4, 6}};
@@ -57,13 +57,15 @@ static void check_attention(kiln_dtype kv_dtype, double tol) {
                     v_ref[s][p][i] = kiln_f16_to_f32(kiln_f32_to_f16(v_ref[s][p][i]));
                 }
     int32_t pos[5] = {37, 38, 39, 0, 1}, seq[5] = {0, 0, 0, 1, 1};
-    kiln_batch_layout batch = {.n_tokens = 5, .pos = pos, .seq = seq};
+    // n_batch 5: the batch above; 1: only the first token, as in decode (few
+    // work items: the kernel then splits by head instead of by group).
+    kiln_batch_layout batch = {.n_tokens = n_batch, .pos = pos, .seq = seq};
     float q[5 * H * HD], out[5 * H * HD];
     for (int i = 0; i < 5 * H * HD; i++) q[i] = frand() * 3.0f;
     for (int i = 0; i < 5 * H * HD; i++) out[i] = NAN;
     const float scale = 1.0f / sqrtf((float)HD);
     be->ops->attention(be, &kv, layer, &batch, q, H, scale, out);
-    for (int t = 0; t < 5; t++)
+    for (int t = 0; t < n_batch; t++)
         for (int h = 0; h < H; h++) {
             const float *qh = q + (t * H + h) * HD;
             int kvh = h / (H / KVH), s = seq[t];
@@ -90,12 +92,14 @@ static void check_attention(kiln_dtype kv_dtype, double tol) {
 // near 1e-6; 1e-5 leaves room without hiding a wrong index (which gives ~0.1).
 static void test_paged_attention_f32(void **state) {
     (void)state;
-    check_attention(KILN_F32, 1e-5);
+    check_attention(KILN_F32, 1e-5, 5);
+    check_attention(KILN_F32, 1e-5, 1);
 }
 
 static void test_paged_attention_f16(void **state) {
     (void)state;
-    check_attention(KILN_F16, 1e-5);
+    check_attention(KILN_F16, 1e-5, 5);
+    check_attention(KILN_F16, 1e-5, 1);
 }
 
 static void check_rope(int interleaved) {

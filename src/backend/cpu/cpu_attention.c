@@ -1,7 +1,8 @@
 // Attention over the paged KV cache on the CPU. Work items are (token, KV
 // head): the query heads that share a KV head are done together, so each K
-// and V row is loaded once for the whole group. Three passes per item: scores,
-// softmax (vectorised exp), weighted sum of V.
+// and V row is loaded once for the whole group (or, with too few items for
+// the threads, one head each). Three passes per item: scores, softmax
+// (vectorised exp), weighted sum of V.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,21 +82,25 @@ void kiln_cpu_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer 
                         const float *q, int n_heads, float scale, float *out) {
     const int d = kv->head_dim, group = n_heads / kv->n_kv_heads;
     const size_t row = (size_t)kv->n_kv_heads * d;
-    const int n_items = batch->n_tokens * kv->n_kv_heads;
+    // Heads per work item: a whole group shares each K/V load, unless that
+    // leaves too few items to keep every thread busy (decode of one token).
+    const int per_item = batch->n_tokens * kv->n_kv_heads >= 4 * be->n_threads ? group : 1;
+    const int items_per_token = n_heads / per_item, n_items = batch->n_tokens * items_per_token;
     int max_len = 1;
     for (int t = 0; t < batch->n_tokens; t++) max_len = batch->pos[t] + 1 > max_len ? batch->pos[t] + 1 : max_len;
 #pragma omp parallel num_threads(be->n_threads)
     {
-        // Scores of one item: [group][positions]; K/V rows converted from F16.
-        float *scores = malloc(sizeof(float) * (size_t)group * (size_t)max_len);
+        // Scores of one item: [heads][positions]; K/V rows converted from F16.
+        float *scores = malloc(sizeof(float) * (size_t)per_item * (size_t)max_len);
         float kbuf[512], vbuf[512]; // head_dim <= 512 is checked at model load
 #pragma omp for schedule(dynamic, 1)
         for (int item = 0; item < n_items; item++) {
-            const int t = item / kv->n_kv_heads, kvh = item % kv->n_kv_heads, len = batch->pos[t] + 1;
-            const float *qg = q + ((size_t)t * n_heads + (size_t)kvh * group) * d;
-            float *og = out + ((size_t)t * n_heads + (size_t)kvh * group) * d;
+            const int t = item / items_per_token, h0 = (item % items_per_token) * per_item, kvh = h0 / group;
+            const int len = batch->pos[t] + 1;
+            const float *qg = q + ((size_t)t * n_heads + (size_t)h0) * d;
+            float *og = out + ((size_t)t * n_heads + (size_t)h0) * d;
             if (!scores) { // out of memory: make it visible rather than silently stale
-                for (int i = 0; i < group * d; i++) og[i] = NAN;
+                for (int i = 0; i < per_item * d; i++) og[i] = NAN;
                 continue;
             }
             for (int p = 0; p < len; p++) {
@@ -105,11 +110,12 @@ void kiln_cpu_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer 
                     load_f16((const uint16_t *)layer.k + offset, kbuf, d);
                     kp = kbuf;
                 }
-                for (int g = 0; g < group; g++) scores[(size_t)g * len + p] = dot_f32(qg + (size_t)g * d, kp, d) * scale;
+                for (int g = 0; g < per_item; g++)
+                    scores[(size_t)g * len + p] = dot_f32(qg + (size_t)g * d, kp, d) * scale;
             }
             float inv_sum[64]; // n_heads / n_kv_heads <= 64 is checked at model load
-            for (int g = 0; g < group; g++) inv_sum[g] = 1.0f / softmax_inplace(scores + (size_t)g * len, len);
-            memset(og, 0, sizeof(float) * (size_t)group * d);
+            for (int g = 0; g < per_item; g++) inv_sum[g] = 1.0f / softmax_inplace(scores + (size_t)g * len, len);
+            memset(og, 0, sizeof(float) * (size_t)per_item * d);
             for (int p = 0; p < len; p++) {
                 size_t offset = kv_slot(kv, batch->seq[t], p) * row + (size_t)kvh * d;
                 const float *vp = (const float *)layer.v + offset;
@@ -117,9 +123,9 @@ void kiln_cpu_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer 
                     load_f16((const uint16_t *)layer.v + offset, vbuf, d);
                     vp = vbuf;
                 }
-                for (int g = 0; g < group; g++) axpy_f32(og + (size_t)g * d, scores[(size_t)g * len + p], vp, d);
+                for (int g = 0; g < per_item; g++) axpy_f32(og + (size_t)g * d, scores[(size_t)g * len + p], vp, d);
             }
-            for (int g = 0; g < group; g++)
+            for (int g = 0; g < per_item; g++)
                 for (int i = 0; i < d; i++) og[(size_t)g * d + i] *= inv_sum[g];
         }
         free(scores);
