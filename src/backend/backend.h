@@ -59,6 +59,10 @@ typedef struct kiln_backend_ops {
     void (*get_rows)(kiln_backend *be, const kiln_tensor *table, const int32_t *ids, int n, float *out);
     // y[t][w->ne[1]] = W x[t], x[t] has w->ne[0] floats; rows of y are ldy apart
     void (*matmul)(kiln_backend *be, const kiln_tensor *w, const float *x, int n, float *y, int64_t ldy);
+    // ys[i] = W_i x for count <= 4 weights that share the input (Q, K, V;
+    // gate, up): one pass, the input prepared once; rows of ys[i] are ws[i]->ne[1] apart
+    void (*matmul_multi)(kiln_backend *be, const kiln_tensor *const *ws, float *const *ys, int count, const float *x,
+                         int n);
     // y[t][i] += bias[i]
     void (*add_bias)(kiln_backend *be, float *y, const float *bias, int n, int dim);
     // y[t] = x[t] / rms(x[t]) * weight; y may alias x

@@ -43,9 +43,9 @@ void kiln_activations_free(kiln_backend *be, kiln_activations *a) {
     memset(a, 0, sizeof *a);
 }
 
-static void linear(kiln_backend *be, const kiln_tensor *w, const kiln_tensor *bias, const float *x, int n, float *y) {
-    be->ops->matmul(be, w, x, n, y, w->ne[1]);
-    if (bias && bias->data) be->ops->add_bias(be, y, bias->data, n, (int)w->ne[1]);
+// Biases exist only in some architectures (Qwen 2); absent ones have no data.
+static void add_bias(kiln_backend *be, const kiln_tensor *bias, float *y, int n) {
+    if (bias->data) be->ops->add_bias(be, y, bias->data, n, (int)bias->ne[0]);
 }
 
 kiln_status kiln_llama_forward(const kiln_llm *m, kiln_backend *be, kiln_activations *a, const kiln_forward_args *args) {
@@ -70,9 +70,12 @@ kiln_status kiln_llama_forward(const kiln_llm *m, kiln_backend *be, kiln_activat
         const kiln_layer_weights *w = &m->w.layers[l];
         // Attention block.
         op->rmsnorm(be, a->x, w->attn_norm.data, a->h, n, dim, hp->norm_eps);          // h [n][dim]
-        linear(be, &w->wq, &w->bq, a->h, n, a->q);                                      // q [n][n_heads][hd]
-        linear(be, &w->wk, &w->bk, a->h, n, a->k);                                      // k [n][n_kv_heads][hd]
-        linear(be, &w->wv, &w->bv, a->h, n, a->v);                                      // v [n][n_kv_heads][hd]
+        const kiln_tensor *qkv_w[3] = {&w->wq, &w->wk, &w->wv};
+        float *const qkv[3] = {a->q, a->k, a->v};
+        op->matmul_multi(be, qkv_w, qkv, 3, a->h, n);                                  // q [n][n_heads][hd], k, v [n][n_kv_heads][hd]
+        add_bias(be, &w->bq, a->q, n);
+        add_bias(be, &w->bk, a->k, n);
+        add_bias(be, &w->bv, a->v, n);
         op->rope(be, a->q, n, hp->n_heads, hd, a->pos, &hp->rope);
         op->rope(be, a->k, n, hp->n_kv_heads, hd, a->pos, &hp->rope);
         op->kv_store(be, args->kv, args->kv_layers[l], &batch, a->k, a->v);             // cache <- k, v
@@ -81,8 +84,9 @@ kiln_status kiln_llama_forward(const kiln_llm *m, kiln_backend *be, kiln_activat
         op->add(be, a->x, a->h, (size_t)n * dim);                                       // x += h
         // Feed-forward block (SwiGLU).
         op->rmsnorm(be, a->x, w->ffn_norm.data, a->h, n, dim, hp->norm_eps);           // h [n][dim]
-        op->matmul(be, &w->w_gate, a->h, n, a->gate, hp->ffn_dim);                      // gate [n][ffn]
-        op->matmul(be, &w->w_up, a->h, n, a->up, hp->ffn_dim);                          // up [n][ffn]
+        const kiln_tensor *gate_up_w[2] = {&w->w_gate, &w->w_up};
+        float *const gate_up[2] = {a->gate, a->up};
+        op->matmul_multi(be, gate_up_w, gate_up, 2, a->h, n);                          // gate, up [n][ffn]
         op->swiglu(be, a->gate, a->up, a->gate, (size_t)n * hp->ffn_dim);               // gate = silu(gate) * up
         op->matmul(be, &w->w_down, a->gate, n, a->h, dim);                              // h [n][dim]
         op->add(be, a->x, a->h, (size_t)n * dim);                                       // x += h

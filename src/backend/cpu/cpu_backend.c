@@ -32,6 +32,11 @@ static void cpu_matmul(kiln_backend *be, const kiln_tensor *w, const float *x, i
     kiln_cpu_matmul_ex(w, x, n, y, ldy, be->n_threads, be->precise);
 }
 
+static void cpu_matmul_multi(kiln_backend *be, const kiln_tensor *const *ws, float *const *ys, int count,
+                             const float *x, int n) {
+    kiln_cpu_matmul_multi(ws, ys, count, x, n, be->n_threads, be->precise);
+}
+
 static void cpu_copy(kiln_backend *be, void *dst, const void *src, size_t n) {
     (void)be;
     memcpy(dst, src, n);
@@ -44,6 +49,7 @@ static const kiln_backend_ops cpu_ops = {
     .free = cpu_free,
     .get_rows = cpu_get_rows,
     .matmul = cpu_matmul,
+    .matmul_multi = cpu_matmul_multi,
     .add_bias = kiln_cpu_add_bias,
     .rmsnorm = kiln_cpu_rmsnorm,
     .add = kiln_cpu_add,

@@ -26,6 +26,14 @@ void kiln_cpu_matmul(const kiln_tensor *w, const float *x, int n_tokens, float *
 void kiln_cpu_matmul_ex(const kiln_tensor *w, const float *x, int n_tokens, float *y, int64_t ldy, int n_threads,
                         bool float_activations);
 
+// Several products of the same x (Q, K and V; gate and up) in one pass:
+// ys[i] = W_i x, rows of ys[i] are ws[i]->ne[1] apart. With the same type and
+// width the activations are quantized once and one thread team does all;
+// otherwise the products run one after another.
+#define KILN_MATMUL_MAX_FUSED 4
+void kiln_cpu_matmul_multi(const kiln_tensor *const *ws, float *const *ys, int count, const float *x, int n_tokens,
+                           int n_threads, bool float_activations);
+
 // Rows ids[t] of an embedding table w (ne[0] = dim, ne[1] = vocab) as floats:
 // out[t][dim]. ids are assumed checked by the caller (0 <= id < ne[1]).
 void kiln_cpu_get_rows(const kiln_tensor *w, const int32_t *ids, int n, float *out);

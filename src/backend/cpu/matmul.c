@@ -113,16 +113,28 @@ static void matmul_float(const kiln_tensor *w, const float *x, int n, float *y, 
     }
 }
 
+// One product of a fused call: weight, output, output row stride.
+typedef struct matmul_job {
+    const kiln_tensor *w;
+    float *y;
+    int64_t ldy;
+} matmul_job;
+
 // Runs on every thread of the current team (a team of one outside parallel).
-static void matmul_team(const kiln_tensor *w, const float *x, int n, float *y, int64_t ldy, bool float_act) {
+// All jobs share x and have the same type and width, so the activations are
+// quantized once for all of them (Q, K and V; gate and up).
+static void matmul_team(const matmul_job *jobs, int n_jobs, const float *x, int n, bool float_act) {
     const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
     const kiln_simd_level level = kiln_simd_level_now();
-    const int64_t k = w->ne[0], rows = w->ne[1];
+    const kiln_dtype dtype = jobs[0].w->dtype;
+    const int64_t k = jobs[0].w->ne[0];
     int64_t r0, r1;
-    thread_rows(rows, tid, nth, &r0, &r1);
 
-    if (float_act || w->dtype == KILN_F32 || w->dtype == KILN_F16 || w->dtype == KILN_BF16) {
-        matmul_float(w, x, n, y, ldy, r0, r1, level);
+    if (float_act || dtype == KILN_F32 || dtype == KILN_F16 || dtype == KILN_BF16) {
+        for (int j = 0; j < n_jobs; j++) {
+            thread_rows(jobs[j].w->ne[1], tid, nth, &r0, &r1);
+            matmul_float(jobs[j].w, x, n, jobs[j].y, jobs[j].ldy, r0, r1, level);
+        }
 #pragma omp barrier
         return;
     }
@@ -134,7 +146,10 @@ static void matmul_team(const kiln_tensor *w, const float *x, int n, float *y, i
 #pragma omp single copyprivate(abuf)
     abuf = scratch_get(&act_scratch, q_bytes + 4 * f_bytes);
     if (!abuf) {
-        fill_nan(y, ldy, n, r0, r1);
+        for (int j = 0; j < n_jobs; j++) {
+            thread_rows(jobs[j].w->ne[1], tid, nth, &r0, &r1);
+            fill_nan(jobs[j].y, jobs[j].ldy, n, r0, r1);
+        }
 #pragma omp barrier
         return;
     }
@@ -147,39 +162,59 @@ static void matmul_team(const kiln_tensor *w, const float *x, int n, float *y, i
         .xs16 = (float *)((char *)abuf + q_bytes + 2 * f_bytes),
     };
     // Every thread quantizes a share of the tokens; all wait for all.
-    kiln_quantize_act(act_kind_of(w->dtype), x, k, (int)((int64_t)n * tid / nth), (int)((int64_t)n * (tid + 1) / nth),
+    kiln_quantize_act(act_kind_of(dtype), x, k, (int)((int64_t)n * tid / nth), (int)((int64_t)n * (tid + 1) / nth),
                       &act, level);
 #pragma omp barrier
 
     const size_t pq = round64((size_t)KILN_MR * (size_t)gp * KILN_GROUP);
     const size_t pf = round64((size_t)KILN_MR * (size_t)gp * sizeof(float));
-    char *pbuf = r0 < r1 ? scratch_get(&panel_scratch, pq + 3 * pf) : NULL;
-    if (r0 < r1 && !pbuf) {
-        fill_nan(y, ldy, n, r0, r1);
-    } else if (r0 < r1) {
-        const kiln_panel panel = {
-            .g = g,
-            .gp = gp,
-            .offset = kiln_panel_offset(w->dtype),
-            .q = (uint8_t *)pbuf,
-            .dw16 = (float *)(pbuf + pq),
-            .mw = (float *)(pbuf + pq + 2 * pf),
-        };
-        const kiln_qkernel_fn kernel = level == KILN_SIMD_AVX512 ? kiln_qkernel_avx512
-                                       : level == KILN_SIMD_AVX2 ? kiln_qkernel_avx2
-                                                                 : kiln_qkernel_scalar;
-        uint64_t row_bytes = 0;
-        kiln_dtype_row_bytes(w->dtype, (uint64_t)k, &row_bytes);
+    char *pbuf = scratch_get(&panel_scratch, pq + 3 * pf);
+    const kiln_panel panel = {
+        .g = g,
+        .gp = gp,
+        .offset = kiln_panel_offset(dtype),
+        .q = (uint8_t *)pbuf,
+        .dw16 = (float *)(pbuf + pq),
+        .mw = (float *)(pbuf + pq + 2 * pf),
+    };
+    const kiln_qkernel_fn kernel = level == KILN_SIMD_AVX512 ? kiln_qkernel_avx512
+                                   : level == KILN_SIMD_AVX2 ? kiln_qkernel_avx2
+                                                             : kiln_qkernel_scalar;
+    uint64_t row_bytes = 0;
+    kiln_dtype_row_bytes(dtype, (uint64_t)k, &row_bytes);
+    for (int j = 0; j < n_jobs; j++) {
+        const matmul_job *job = &jobs[j];
+        thread_rows(job->w->ne[1], tid, nth, &r0, &r1);
+        if (r0 < r1 && !pbuf) {
+            fill_nan(job->y, job->ldy, n, r0, r1);
+            continue;
+        }
         for (int64_t r = r0; r < r1; r += KILN_MR) {
             const int nrows = r1 - r < KILN_MR ? (int)(r1 - r) : KILN_MR;
-            kiln_unpack_rows(w->dtype, (const uint8_t *)w->data + (size_t)r * row_bytes, row_bytes, nrows, &panel,
+            kiln_unpack_rows(dtype, (const uint8_t *)job->w->data + (size_t)r * row_bytes, row_bytes, nrows, &panel,
                              level);
-            kernel(&panel, &act, 0, n, y + r, ldy, nrows);
+            kernel(&panel, &act, 0, n, job->y + r, job->ldy, nrows);
         }
     }
     // The activation buffer is reused by the next call: nobody may leave
     // while others still read it. Also makes all of y visible on return.
 #pragma omp barrier
+}
+
+static bool shape_ok(const kiln_tensor *w) {
+    const kiln_dtype_traits *t = kiln_dtype_info((uint32_t)w->dtype);
+    return t && kiln_cpu_matmul_supports(w->dtype) && w->ne[0] > 0 && w->ne[0] % (t->is_quantized ? 32 : 1) == 0 &&
+           w->ne[0] % t->block_elems == 0 && w->ne[0] <= INT32_MAX / 2;
+}
+
+static void run_jobs(const matmul_job *jobs, int n_jobs, const float *x, int n_tokens, int n_threads,
+                     bool float_activations) {
+    if (omp_in_parallel() || n_threads <= 1) {
+        matmul_team(jobs, n_jobs, x, n_tokens, float_activations);
+    } else {
+#pragma omp parallel num_threads(n_threads)
+        matmul_team(jobs, n_jobs, x, n_tokens, float_activations);
+    }
 }
 
 void kiln_cpu_matmul(const kiln_tensor *w, const float *x, int n_tokens, float *y, int64_t ldy, int n_threads) {
@@ -188,19 +223,27 @@ void kiln_cpu_matmul(const kiln_tensor *w, const float *x, int n_tokens, float *
 
 void kiln_cpu_matmul_ex(const kiln_tensor *w, const float *x, int n_tokens, float *y, int64_t ldy, int n_threads,
                         bool float_activations) {
-    const kiln_dtype_traits *t = kiln_dtype_info((uint32_t)w->dtype);
     if (n_tokens <= 0 || w->ne[1] <= 0) return;
     // Callers (the model loader) validate shapes; a mismatch here is a bug, and
     // NaN outputs make it visible without reading out of bounds.
-    if (!t || !kiln_cpu_matmul_supports(w->dtype) || w->ne[0] <= 0 || w->ne[0] % (t->is_quantized ? 32 : 1) != 0 ||
-        w->ne[0] % t->block_elems != 0 || w->ne[0] > INT32_MAX / 2) {
+    if (!shape_ok(w)) {
         fill_nan(y, ldy, n_tokens, 0, w->ne[1]);
         return;
     }
-    if (omp_in_parallel() || n_threads <= 1) {
-        matmul_team(w, x, n_tokens, y, ldy, float_activations);
-    } else {
-#pragma omp parallel num_threads(n_threads)
-        matmul_team(w, x, n_tokens, y, ldy, float_activations);
+    const matmul_job job = {w, y, ldy};
+    run_jobs(&job, 1, x, n_tokens, n_threads, float_activations);
+}
+
+void kiln_cpu_matmul_multi(const kiln_tensor *const *ws, float *const *ys, int count, const float *x, int n_tokens,
+                           int n_threads, bool float_activations) {
+    matmul_job jobs[KILN_MATMUL_MAX_FUSED];
+    bool fusable = count <= KILN_MATMUL_MAX_FUSED;
+    for (int i = 0; fusable && i < count; i++)
+        fusable = shape_ok(ws[i]) && ws[i]->ne[1] > 0 && ws[i]->dtype == ws[0]->dtype && ws[i]->ne[0] == ws[0]->ne[0];
+    if (!fusable || n_tokens <= 0) {
+        for (int i = 0; i < count; i++) kiln_cpu_matmul_ex(ws[i], x, n_tokens, ys[i], ws[i]->ne[1], n_threads, float_activations);
+        return;
     }
+    for (int i = 0; i < count; i++) jobs[i] = (matmul_job){ws[i], ys[i], ws[i]->ne[1]};
+    run_jobs(jobs, count, x, n_tokens, n_threads, float_activations);
 }
