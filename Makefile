@@ -7,6 +7,7 @@ JOBS       ?= $(shell nproc)
 PROMPT     ?= The three primary colors are
 CACHE      := $(if $(KILN_CACHE),$(KILN_CACHE),$(HOME)/.cache/kiln)
 MODEL      ?= $(CACHE)/SmolLM2-135M-Instruct.Q4_1.gguf
+MAKEFLAGS  += --no-print-directory
 
 .PHONY: all deps build build-asan model fixtures run test test-fast clean
 
