@@ -37,14 +37,15 @@ void kiln_cpu_kv_store(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer l
     }
 }
 
-KILN_CLONES static float dot_f32(const float *a, const float *b, int n) {
+// Inlined into attend_item below, so that they take its target.
+static inline float dot_f32(const float *a, const float *b, int n) {
     float s = 0.0f;
 #pragma omp simd reduction(+ : s)
     for (int i = 0; i < n; i++) s += a[i] * b[i];
     return s;
 }
 
-KILN_CLONES static void axpy_f32(float *acc, float w, const float *v, int n) {
+static inline void axpy_f32(float *acc, float w, const float *v, int n) {
 #pragma omp simd
     for (int i = 0; i < n; i++) acc[i] += w * v[i];
 }
@@ -52,7 +53,7 @@ KILN_CLONES static void axpy_f32(float *acc, float w, const float *v, int n) {
 // e^x for x <= 0 (softmax after subtracting the max): 2^(x log2 e) split into
 // an integer power and a degree-6 polynomial of the fraction; relative error
 // ~2e-7, and plain arithmetic, so the loop below vectorises.
-KILN_CLONES static float softmax_inplace(float *s, int n) {
+static inline float softmax_inplace(float *s, int n) {
     float max = -INFINITY, sum = 0.0f;
     for (int i = 0; i < n; i++) max = s[i] > max ? s[i] : max;
 #pragma omp simd reduction(+ : sum)
@@ -78,10 +79,51 @@ static void load_f16(const uint16_t *src, float *dst, int n) {
     for (int i = 0; i < n; i++) dst[i] = kiln_f16_to_f32(src[i]);
 }
 
+// One work item: heads [h0, h0 + count) of token t, all reading KV head kvh.
+// Compiled per instruction set with the helpers above inlined: an indirect
+// call per position and head would cost as much as the 64-element dot itself.
+KILN_CLONES static void attend_item(const kiln_kv_view *kv, kiln_kv_layer layer, int seq, int len, int kvh,
+                                    const float *qg, int count, float scale, float *scores, float *og) {
+    const int d = kv->head_dim, bs = kv->block_size;
+    const size_t row = (size_t)kv->n_kv_heads * d;
+    const int32_t *table = kv->block_tables + (size_t)seq * kv->max_blocks_per_seq;
+    float buf[512]; // head_dim <= 512 is checked at model load
+    // Walk the sequence a block at a time: slots inside a block are contiguous.
+    for (int p0 = 0; p0 < len; p0 += bs) {
+        const size_t base = (size_t)table[p0 / bs] * bs * row + (size_t)kvh * d;
+        const int in_block = len - p0 < bs ? len - p0 : bs;
+        for (int j = 0; j < in_block; j++) {
+            const float *kp = (const float *)layer.k + base + (size_t)j * row;
+            if (kv->dtype == KILN_F16) {
+                load_f16((const uint16_t *)layer.k + base + (size_t)j * row, buf, d);
+                kp = buf;
+            }
+            for (int g = 0; g < count; g++)
+                scores[(size_t)g * len + p0 + j] = dot_f32(qg + (size_t)g * d, kp, d) * scale;
+        }
+    }
+    float inv_sum[64]; // n_heads / n_kv_heads <= 64 is checked at model load
+    for (int g = 0; g < count; g++) inv_sum[g] = 1.0f / softmax_inplace(scores + (size_t)g * len, len);
+    memset(og, 0, sizeof(float) * (size_t)count * d);
+    for (int p0 = 0; p0 < len; p0 += bs) {
+        const size_t base = (size_t)table[p0 / bs] * bs * row + (size_t)kvh * d;
+        const int in_block = len - p0 < bs ? len - p0 : bs;
+        for (int j = 0; j < in_block; j++) {
+            const float *vp = (const float *)layer.v + base + (size_t)j * row;
+            if (kv->dtype == KILN_F16) {
+                load_f16((const uint16_t *)layer.v + base + (size_t)j * row, buf, d);
+                vp = buf;
+            }
+            for (int g = 0; g < count; g++) axpy_f32(og + (size_t)g * d, scores[(size_t)g * len + p0 + j], vp, d);
+        }
+    }
+    for (int g = 0; g < count; g++)
+        for (int i = 0; i < d; i++) og[(size_t)g * d + i] *= inv_sum[g];
+}
+
 void kiln_cpu_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer layer, const kiln_batch_layout *batch,
                         const float *q, int n_heads, float scale, float *out) {
     const int d = kv->head_dim, group = n_heads / kv->n_kv_heads;
-    const size_t row = (size_t)kv->n_kv_heads * d;
     // Heads per work item: a whole group shares each K/V load, unless that
     // leaves too few items to keep every thread busy (decode of one token).
     const int per_item = batch->n_tokens * kv->n_kv_heads >= 4 * be->n_threads ? group : 1;
@@ -90,43 +132,18 @@ void kiln_cpu_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer 
     for (int t = 0; t < batch->n_tokens; t++) max_len = batch->pos[t] + 1 > max_len ? batch->pos[t] + 1 : max_len;
 #pragma omp parallel num_threads(be->n_threads)
     {
-        // Scores of one item: [heads][positions]; K/V rows converted from F16.
+        // Scores of one item: [heads][positions].
         float *scores = malloc(sizeof(float) * (size_t)per_item * (size_t)max_len);
-        float kbuf[512], vbuf[512]; // head_dim <= 512 is checked at model load
 #pragma omp for schedule(dynamic, 1)
         for (int item = 0; item < n_items; item++) {
-            const int t = item / items_per_token, h0 = (item % items_per_token) * per_item, kvh = h0 / group;
-            const int len = batch->pos[t] + 1;
-            const float *qg = q + ((size_t)t * n_heads + (size_t)h0) * d;
+            const int t = item / items_per_token, h0 = (item % items_per_token) * per_item;
             float *og = out + ((size_t)t * n_heads + (size_t)h0) * d;
             if (!scores) { // out of memory: make it visible rather than silently stale
                 for (int i = 0; i < per_item * d; i++) og[i] = NAN;
                 continue;
             }
-            for (int p = 0; p < len; p++) {
-                size_t offset = kv_slot(kv, batch->seq[t], p) * row + (size_t)kvh * d;
-                const float *kp = (const float *)layer.k + offset;
-                if (kv->dtype == KILN_F16) {
-                    load_f16((const uint16_t *)layer.k + offset, kbuf, d);
-                    kp = kbuf;
-                }
-                for (int g = 0; g < per_item; g++)
-                    scores[(size_t)g * len + p] = dot_f32(qg + (size_t)g * d, kp, d) * scale;
-            }
-            float inv_sum[64]; // n_heads / n_kv_heads <= 64 is checked at model load
-            for (int g = 0; g < per_item; g++) inv_sum[g] = 1.0f / softmax_inplace(scores + (size_t)g * len, len);
-            memset(og, 0, sizeof(float) * (size_t)per_item * d);
-            for (int p = 0; p < len; p++) {
-                size_t offset = kv_slot(kv, batch->seq[t], p) * row + (size_t)kvh * d;
-                const float *vp = (const float *)layer.v + offset;
-                if (kv->dtype == KILN_F16) {
-                    load_f16((const uint16_t *)layer.v + offset, vbuf, d);
-                    vp = vbuf;
-                }
-                for (int g = 0; g < per_item; g++) axpy_f32(og + (size_t)g * d, scores[(size_t)g * len + p], vp, d);
-            }
-            for (int g = 0; g < per_item; g++)
-                for (int i = 0; i < d; i++) og[(size_t)g * d + i] *= inv_sum[g];
+            attend_item(kv, layer, batch->seq[t], batch->pos[t] + 1, h0 / group,
+                        q + ((size_t)t * n_heads + (size_t)h0) * d, per_item, scale, scores, og);
         }
         free(scores);
     }
