@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "runtime/session.h"
+#include "forward_util.h"
 #include "test_util.h"
 
 typedef struct ref_prompt {
@@ -119,31 +120,6 @@ static float *load_margins(const char *name, uint32_t n_prompts, uint32_t n_gen)
     return m;
 }
 
-// Logits at every position of a prompt, through the forward pass directly
-// (the public API only returns the last row).
-static float *all_logits(kiln_model *model, const ref_prompt *q) {
-    const kiln_llm *m = model->llm;
-    int n = (int)q->n_tokens, vocab = m->hp.vocab;
-    kiln_kv_cache *kv;
-    kiln_activations act;
-    assert_int_equal(kiln_kv_cache_create(model->be, &m->hp, n, 1, KILN_F32, &kv), KILN_OK);
-    assert_int_equal(kiln_kv_cache_reserve(kv, 0, n), KILN_OK);
-    assert_int_equal(kiln_activations_create(model->be, &m->hp, n, &act), KILN_OK);
-    float *logits = malloc(sizeof(float) * (size_t)n * vocab);
-    int32_t *pos = malloc(sizeof(int32_t) * n), *seq = calloc((size_t)n, sizeof(int32_t)),
-            *rows = malloc(sizeof(int32_t) * n);
-    for (int i = 0; i < n; i++) pos[i] = rows[i] = i;
-    kiln_forward_args args = {.n_tokens = n, .tokens = q->ids, .pos = pos, .seq = seq, .kv = &kv->view,
-                              .kv_layers = kv->layers, .n_logits = n, .logit_rows = rows, .logits = logits};
-    assert_int_equal(kiln_llama_forward(m, model->be, &act, &args), KILN_OK);
-    free(pos);
-    free(seq);
-    free(rows);
-    kiln_activations_free(model->be, &act);
-    kiln_kv_cache_free(kv);
-    return logits;
-}
-
 static void check_model(const char *model_path, const char *fixture, const tolerance *tol, bool precise) {
     reference r = {0};
     if (!load_reference(fixture, &r)) fail_msg("cannot read fixture %s", fixture);
@@ -164,7 +140,7 @@ static void check_model(const char *model_path, const char *fixture, const toler
     if (limit && atoi(limit) > 0 && (uint32_t)atoi(limit) < n_prompts) n_prompts = (uint32_t)atoi(limit);
     for (uint32_t i = 0; i < n_prompts; i++) {
         const ref_prompt *q = &r.prompts[i];
-        float *logits = all_logits(model, q);
+        float *logits = kiln_test_all_logits(model, q->ids, (int)q->n_tokens);
         for (uint32_t t = 0; t < q->n_tokens; t++) {
             const float *row = logits + (size_t)t * r.vocab;
             const int32_t *top_ids = q->top_ids + t * r.topk;

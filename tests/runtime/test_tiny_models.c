@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "runtime/session.h"
+#include "forward_util.h"
 #include "test_util.h"
 
 #define MAX_PROMPTS 4
@@ -104,32 +105,6 @@ static void load_ref(const char *name, tiny_ref *r) {
     if (!ok || p != end) fail_msg("%s: malformed reference", path);
 }
 
-// Logits at every position, through the forward pass directly (the public
-// API only returns the last row).
-static float *all_logits(kiln_model *model, const tiny_prompt *q) {
-    const kiln_llm *m = model->llm;
-    int n = (int)q->n_tokens, vocab = m->hp.vocab;
-    kiln_kv_cache *kv;
-    kiln_activations act;
-    assert_int_equal(kiln_kv_cache_create(model->be, &m->hp, n, 1, KILN_F32, &kv), KILN_OK);
-    assert_int_equal(kiln_kv_cache_reserve(kv, 0, n), KILN_OK);
-    assert_int_equal(kiln_activations_create(model->be, &m->hp, n, &act), KILN_OK);
-    float *logits = malloc(sizeof(float) * (size_t)n * vocab);
-    int32_t *pos = malloc(sizeof(int32_t) * n), *seq = calloc((size_t)n, sizeof(int32_t)),
-            *rows = malloc(sizeof(int32_t) * n);
-    assert_true(logits && pos && seq && rows);
-    for (int i = 0; i < n; i++) pos[i] = rows[i] = i;
-    kiln_forward_args args = {.n_tokens = n, .tokens = q->ids, .pos = pos, .seq = seq, .kv = &kv->view,
-                              .kv_layers = kv->layers, .n_logits = n, .logit_rows = rows, .logits = logits};
-    assert_int_equal(kiln_llama_forward(m, model->be, &act, &args), KILN_OK);
-    free(pos);
-    free(seq);
-    free(rows);
-    kiln_activations_free(model->be, &act);
-    kiln_kv_cache_free(kv);
-    return logits;
-}
-
 // kiln's tokenizer (tokenizer.json or tokenizer.ggml.*) must give the ids
 // that transformers' tokenizer gave and the model ran on.
 static void check_tokenization(kiln_model *model, const char *path, const tiny_prompt *q) {
@@ -188,7 +163,7 @@ static void check_one(const char *path, const char *ref_name, bool precise, cons
     for (uint32_t i = 0; i < r.n_prompts; i++) {
         const tiny_prompt *q = &r.prompts[i];
         check_tokenization(model, path, q);
-        float *logits = all_logits(model, q);
+        float *logits = kiln_test_all_logits(model, q->ids, (int)q->n_tokens);
         for (uint32_t t = 0; t < q->n_tokens; t++) {
             const float *row = logits + (size_t)t * r.vocab;
             for (uint32_t k = 0; k < r.n_probe; k++)
@@ -342,7 +317,7 @@ static void test_llama3_q8_0_fast(void **state) {
     size_t count = 0;
     for (uint32_t i = 0; i < float_ref.n_prompts; i++) {
         const tiny_prompt *q = &float_ref.prompts[i];
-        float *logits = all_logits(model, q);
+        float *logits = kiln_test_all_logits(model, q->ids, (int)q->n_tokens);
         for (uint32_t t = 0; t < q->n_tokens; t++)
             for (uint32_t k = 0; k < float_ref.n_probe; k++) {
                 double d = fabs((double)logits[(size_t)t * float_ref.vocab + float_ref.probe_ids[k]] -
