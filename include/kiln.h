@@ -29,12 +29,32 @@ const char *kiln_version(void);
 typedef struct kiln_model kiln_model;
 typedef struct kiln_session kiln_session;
 
+typedef enum kiln_device {
+    KILN_DEVICE_AUTO = 0, // the environment variable KILN_DEVICE (cpu, cuda) if set, else cuda when a GPU is present
+    KILN_DEVICE_CPU,
+    KILN_DEVICE_CUDA,
+} kiln_device;
+
 typedef struct kiln_model_params {
-    int n_threads; // 0: all cores
-    // Float activations in matrix products instead of 8-bit quantized ones:
-    // slower, and equal to a float reference up to summation order.
+    int n_threads; // CPU threads; 0: all cores
+    // CPU: float activations in matrix products instead of 8-bit quantized
+    // ones: slower, and equal to a float reference up to summation order.
     bool precise;
+    kiln_device device;
+    int gpu;       // CUDA device index
+    // Called as the weights load (fraction done in [0, 1]); may be NULL.
+    void (*progress)(double fraction, void *user);
+    void *progress_user;
 } kiln_model_params;
+
+// Where memory goes, in bytes (device memory on a GPU, host memory on the CPU).
+typedef struct kiln_memory_info {
+    uint64_t weights;      // the model's weights as the device holds them (0 on the CPU: the file is mapped)
+    uint64_t kv_cache;     // KV cache of the given context
+    uint64_t workspace;    // activations and scratch of one session
+    uint64_t device_free;  // free device memory now (0: not known)
+    uint64_t device_total; // (0: not known)
+} kiln_memory_info;
 
 typedef struct kiln_sampling_params {
     float temperature;        // 0: greedy
@@ -54,6 +74,10 @@ kiln_status kiln_model_load(const char *path, const kiln_model_params *params, k
 void kiln_model_free(kiln_model *model);
 int kiln_model_vocab_size(const kiln_model *model);
 int kiln_model_context_length(const kiln_model *model);
+// "cpu" or "cuda"
+const char *kiln_model_device(const kiln_model *model);
+// Memory the model takes and one session of n_ctx tokens (0: the default) would take.
+void kiln_model_memory(const kiln_model *model, int n_ctx, kiln_memory_info *out);
 
 // Tokenizes text. *ids is malloc'd; the caller frees it.
 kiln_status kiln_tokenize(const kiln_model *model, const char *text, size_t len, bool add_bos,
@@ -64,8 +88,9 @@ bool kiln_token_is_end_of_generation(const kiln_model *model, int32_t id);
 
 kiln_status kiln_session_create(kiln_model *model, int n_ctx, kiln_session **out);
 void kiln_session_free(kiln_session *session);
-// Feeds tokens (prompt or previous output) and returns the logits of the last
-// one, owned by the session, kiln_model_vocab_size() floats.
+// Feeds tokens (prompt or previous output). If logits is not NULL it receives
+// the logits of the last token, owned by the session, kiln_model_vocab_size()
+// floats (on a GPU this copies them to the host; pass NULL when only sampling).
 kiln_status kiln_session_eval(kiln_session *session, const int32_t *ids, size_t n, const float **logits);
 kiln_status kiln_session_sample(kiln_session *session, const kiln_sampling_params *params, int32_t *id);
 int kiln_session_position(const kiln_session *session);

@@ -27,7 +27,7 @@ typedef struct kiln_kv_view {
     int n_kv_heads;
     int head_dim;
     int max_blocks_per_seq;     // row length of block_tables
-    const int32_t *block_tables; // [n_seqs][max_blocks_per_seq]
+    const int32_t *block_tables; // [n_seqs][max_blocks_per_seq] backend memory
 } kiln_kv_view;
 
 // Where each token of a batch sits: which sequence (row of block_tables), at
@@ -35,8 +35,11 @@ typedef struct kiln_kv_view {
 // position; token i attends to positions 0..pos[i] of its sequence.
 typedef struct kiln_batch_layout {
     int n_tokens;
-    const int32_t *pos; // [n_tokens]
-    const int32_t *seq; // [n_tokens]
+    const int32_t *pos; // [n_tokens] backend memory
+    const int32_t *seq; // [n_tokens] backend memory
+    // All tokens belong to one sequence at consecutive positions (a prompt
+    // chunk); lets a backend pick its prefill attention kernel.
+    bool one_seq;
 } kiln_batch_layout;
 
 typedef struct kiln_rope_params {
@@ -48,6 +51,41 @@ typedef struct kiln_rope_params {
 
 typedef struct kiln_backend kiln_backend;
 
+#define KILN_LINEAR_MAX 4
+
+// ys[i] = W_i x (+ bias_i) for up to KILN_LINEAR_MAX weights that share the
+// input x [n][k] (Q, K, V; gate, up): the input is prepared once.
+//   accumulate: y[0] += W_0 x (the residual add; count must be 1)
+//   glu:        count 2 (gate, up): y[0] = silu(W_0 x) * (W_1 x); y[1] is
+//               scratch the backend may or may not write
+typedef struct kiln_linear_args {
+    int count;
+    const kiln_tensor *w[KILN_LINEAR_MAX];
+    const float *bias[KILN_LINEAR_MAX]; // [w[i]->ne[1]] or NULL
+    float *y[KILN_LINEAR_MAX];          // [n][w[i]->ne[1]]
+    const float *x;                     // [n][w[0]->ne[0]]
+    int n;
+    bool accumulate;
+    bool glu;
+} kiln_linear_args;
+
+// Sampling done by the backend next to the logits (see kiln_cuda_sample):
+// only the token id crosses to the host. u is a uniform number in [0, 1).
+typedef struct kiln_backend_sample_args {
+    float temperature;
+    int top_k;
+    float top_p;
+    float min_p;
+    float u;
+} kiln_backend_sample_args;
+
+typedef struct kiln_backend_memory {
+    uint64_t weights;   // bytes of weights in backend memory (0: used in place)
+    uint64_t in_use;    // bytes the backend holds now
+    uint64_t free;      // bytes the device still has (0: not known)
+    uint64_t total;     // device memory (0: not known)
+} kiln_backend_memory;
+
 typedef struct kiln_backend_ops {
     const char *name;
     void (*destroy)(kiln_backend *be);
@@ -55,46 +93,67 @@ typedef struct kiln_backend_ops {
     void *(*alloc)(kiln_backend *be, size_t bytes); // zeroed; NULL on failure
     void (*free)(kiln_backend *be, void *ptr);
 
+    // Weights. weight_bytes: backend memory a weight needs (0: the backend
+    // reads the host copy in place); weight_load converts src into dst (that
+    // many bytes of backend memory) and describes the result in *out.
+    bool (*supports)(kiln_backend *be, kiln_dtype type);
+    bool (*supports_head_dim)(kiln_backend *be, int head_dim);
+    uint64_t (*weight_bytes)(kiln_backend *be, const kiln_tensor *src);
+    kiln_status (*weight_load)(kiln_backend *be, const kiln_tensor *src, void *dst, kiln_tensor *out);
+    // Waits until every weight_load has landed.
+    kiln_status (*weights_done)(kiln_backend *be);
+
     // out[t][dim] = row ids[t] of table (ne[0] = dim)
     void (*get_rows)(kiln_backend *be, const kiln_tensor *table, const int32_t *ids, int n, float *out);
-    // y[t][w->ne[1]] = W x[t], x[t] has w->ne[0] floats; rows of y are ldy apart
-    void (*matmul)(kiln_backend *be, const kiln_tensor *w, const float *x, int n, float *y, int64_t ldy);
-    // ys[i] = W_i x for count <= 4 weights that share the input (Q, K, V;
-    // gate, up): one pass, the input prepared once; rows of ys[i] are ws[i]->ne[1] apart
-    void (*matmul_multi)(kiln_backend *be, const kiln_tensor *const *ws, float *const *ys, int count, const float *x,
-                         int n);
-    // y[t][i] += bias[i]
-    void (*add_bias)(kiln_backend *be, float *y, const float *bias, int n, int dim);
+    void (*linear)(kiln_backend *be, const kiln_linear_args *a);
     // y[t] = x[t] / rms(x[t]) * weight; y may alias x
     void (*rmsnorm)(kiln_backend *be, const float *x, const float *weight, float *y, int n, int dim, float eps);
-    // y[i] += x[i]
-    void (*add)(kiln_backend *be, float *y, const float *x, size_t n);
-    // in-place rotation of x[t][n_heads][head_dim] at positions pos[t]
-    void (*rope)(kiln_backend *be, float *x, int n, int n_heads, int head_dim, const int32_t *pos,
-                 const kiln_rope_params *rope);
-    // writes k[t], v[t] ([n_kv_heads][head_dim]) into the slots of their positions
-    void (*kv_store)(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer layer, const kiln_batch_layout *batch,
-                     const float *k, const float *v);
+    // Rotates q [n][n_heads][head_dim] and k [n][n_kv_heads][head_dim] in
+    // place at positions batch->pos, then writes k and v into the cache slots
+    // of those positions.
+    void (*rope_kv_store)(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer layer,
+                          const kiln_batch_layout *batch, float *q, int n_heads, float *k, const float *v,
+                          const kiln_rope_params *rope);
     // out[t][n_heads][head_dim] = softmax(q k^T * scale) v over positions 0..pos[t]
     // of the token's sequence; grouped-query: head h reads kv head h / (n_heads / n_kv_heads)
     void (*attention)(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer layer, const kiln_batch_layout *batch,
                       const float *q, int n_heads, float scale, float *out);
-    // out[i] = silu(gate[i]) * up[i]
-    void (*swiglu)(kiln_backend *be, const float *gate, const float *up, float *out, size_t n);
     // copies n bytes within backend memory, or between it and host memory
     void (*copy)(kiln_backend *be, void *dst, const void *src, size_t n);
     void (*to_host)(kiln_backend *be, void *dst, const void *src, size_t n);
     void (*from_host)(kiln_backend *be, void *dst, const void *src, size_t n);
+    // Status of the work queued so far (asynchronous backends report kernel
+    // failures here); KILN_OK on synchronous ones.
+    kiln_status (*sync)(kiln_backend *be);
+    void (*memory)(kiln_backend *be, kiln_backend_memory *out);
+
+    // Optional (NULL where the backend has none).
+    // Draws a token from logits [vocab] in backend memory.
+    kiln_status (*sample)(kiln_backend *be, const float *logits, int vocab, const kiln_backend_sample_args *a,
+                          int32_t *id);
+    // Records the work queued between graph_begin and graph_end as a graph
+    // that graph_launch replays; buffers keep their addresses.
+    kiln_status (*graph_begin)(kiln_backend *be);
+    kiln_status (*graph_end)(kiln_backend *be, void **graph);
+    kiln_status (*graph_launch)(kiln_backend *be, void *graph);
+    void (*graph_free)(kiln_backend *be, void *graph);
 } kiln_backend_ops;
 
 struct kiln_backend {
     const kiln_backend_ops *ops;
     int n_threads;
-    bool precise; // float activations in matrix products (no 8-bit rounding)
+    bool precise;       // float activations in matrix products (no 8-bit rounding)
+    kiln_dtype kv_dtype; // what this backend's KV cache stores
     void *impl;
 };
 
 kiln_status kiln_backend_cpu_create(int n_threads, bool precise, kiln_backend **out);
+
+// The CUDA backend on device `device`; KILN_ERR_UNSUPPORTED with a message
+// when kiln was built without CUDA or no usable GPU is present.
+kiln_status kiln_backend_cuda_create(int device, kiln_backend **out);
+// Number of usable CUDA devices (0 in a CPU-only build or without a driver).
+int kiln_cuda_device_count(void);
 
 static inline void kiln_backend_destroy(kiln_backend *be) {
     if (be) be->ops->destroy(be);

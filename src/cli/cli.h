@@ -18,12 +18,13 @@ typedef struct cli_common {
     int n_stop;
     bool ignore_eos;
     bool precise;
+    kiln_device device;
 } cli_common;
 
 // Options every generating command takes (getopt_long ids >= 1000).
 enum {
     OPT_TEMP = 1000, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_REPEAT_PENALTY, OPT_REPEAT_LAST_N, OPT_FREQ_PENALTY,
-    OPT_PRESENCE_PENALTY, OPT_SEED, OPT_STOP, OPT_IGNORE_EOS, OPT_CTX, OPT_HELP, OPT_PRECISE,
+    OPT_PRESENCE_PENALTY, OPT_SEED, OPT_STOP, OPT_IGNORE_EOS, OPT_CTX, OPT_HELP, OPT_PRECISE, OPT_DEVICE,
 };
 
 #define CLI_SAMPLING_OPTIONS                                                                                       \
@@ -36,13 +37,14 @@ enum {
         {"stop", required_argument, 0, OPT_STOP}, {"ignore-eos", no_argument, 0, OPT_IGNORE_EOS},                  \
         {"n-predict", required_argument, 0, 'n'}, {"ctx-size", required_argument, 0, 'c'},                         \
         {"threads", required_argument, 0, 't'}, {"model", required_argument, 0, 'm'},                              \
-        {"precise", no_argument, 0, OPT_PRECISE},                                                                  \
+        {"precise", no_argument, 0, OPT_PRECISE}, {"device", required_argument, 0, OPT_DEVICE},                    \
         {"help", no_argument, 0, 'h'}
 
 #define CLI_SAMPLING_HELP                                                                                          \
     "  -m, --model PATH          GGUF file or Hugging Face folder (required)\n"                                    \
     "  -n, --n-predict N         maximum new tokens (default %d; 0: until the context is full)\n"                  \
     "  -c, --ctx-size N          context length in tokens (default: min(model's, 4096))\n"                         \
+    "      --device D            cpu or cuda (default: cuda when a GPU is present; env KILN_DEVICE)\n"            \
     "  -t, --threads N           CPU threads (default: all cores)\n"                                               \
     "      --precise             float activations in matrix products (slower; matches float references)\n"       \
     "      --temp T              temperature; 0 is greedy (default 0.8)\n"                                         \
@@ -66,6 +68,8 @@ int cli_common_option(cli_common *c, int opt, const char *arg, const char *cmd);
 bool cli_common_finish(cli_common *c, const char *cmd);
 
 bool cli_parse_int(const char *s, long min, long max, long *out);
+// Parses --device's value; prints an error and returns false on a bad one.
+bool cli_parse_device(const char *s, const char *cmd, kiln_device *out);
 bool cli_parse_float(const char *s, float *out);
 void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

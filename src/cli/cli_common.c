@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "cli/cli.h"
@@ -101,6 +102,7 @@ int cli_common_option(cli_common *c, int opt, const char *arg, const char *cmd) 
         return 0;
     case OPT_IGNORE_EOS: c->ignore_eos = true; return 0;
     case OPT_PRECISE: c->precise = true; return 0;
+    case OPT_DEVICE: return cli_parse_device(arg, cmd, &c->device) ? 0 : -1;
     default: return 1;
     }
 bad_int:
@@ -125,8 +127,37 @@ bool cli_common_finish(cli_common *c, const char *cmd) {
     return true;
 }
 
+bool cli_parse_device(const char *s, const char *cmd, kiln_device *out) {
+    if (strcmp(s, "cpu") == 0)
+        *out = KILN_DEVICE_CPU;
+    else if (strcmp(s, "cuda") == 0 || strcmp(s, "gpu") == 0)
+        *out = KILN_DEVICE_CUDA;
+    else {
+        cli_error(cmd, "unknown device '%s': use cpu or cuda", s);
+        return false;
+    }
+    return true;
+}
+
+// A bar on the terminal while the weights go to the device; nothing when
+// stderr is not a terminal (logs, tests).
+static void draw_progress(double fraction, void *user) {
+    int *last = user;
+    int pct = (int)(fraction * 100.0 + 0.5);
+    if (pct == *last) return;
+    *last = pct;
+    char bar[41];
+    int filled = pct * 40 / 100;
+    for (int i = 0; i < 40; i++) bar[i] = i < filled ? '#' : '.';
+    bar[40] = 0;
+    fprintf(stderr, "\rloading weights [%s] %3d%%%s", bar, pct, pct >= 100 ? "\n" : "");
+    fflush(stderr);
+}
+
 kiln_model *cli_load_model(const cli_common *c, const char *cmd) {
-    kiln_model_params mp = {.n_threads = c->threads, .precise = c->precise};
+    int last_pct = -1;
+    kiln_model_params mp = {.n_threads = c->threads, .precise = c->precise, .device = c->device,
+                            .progress = isatty(STDERR_FILENO) ? draw_progress : NULL, .progress_user = &last_pct};
     kiln_model *model;
     if (kiln_model_load(c->model, &mp, &model) != KILN_OK) {
         cli_error(cmd, "cannot load model: %s", kiln_last_error());

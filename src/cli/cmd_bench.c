@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "backend/cpu/cpu_matmul.h"
+#include "cli/bench_gpu.h"
 #include "cli/cli.h"
 #include "runtime/generate.h"
 #include "runtime/session.h"
@@ -18,6 +19,10 @@ static void bench_help(FILE *out) {
                  "  -p, --prefill LIST   prompt lengths, comma-separated (default 128,512)\n"
                  "  -n, --decode N       tokens to generate after a 16-token prompt (default 128; 0: skip)\n"
                  "  -r, --repetitions R  runs per measurement (default 3)\n"
+                 "      --device D       cpu or cuda (default: cuda when a GPU is present)\n"
+                 "      --gpu-suite      the GPU workloads: the card's read bandwidth and GEMM rate, decode at\n"
+                 "                       batch 1 (context 512, 4096), prefill (512, 2048), batched decode (8, 32,\n"
+                 "                       64 sequences); each as a figure and a fraction of the ceiling\n"
                  "  -t, --threads N      CPU threads (default: all cores)\n"
                  "      --precise        float activations in matrix products (slower)\n"
                  "  -h, --help           this help\n");
@@ -48,10 +53,13 @@ int cmd_bench(int argc, char **argv) {
                                          {"repetitions", required_argument, 0, 'r'},
                                          {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
                                          {"precise", no_argument, 0, 'P'},
+                                         {"device", required_argument, 0, OPT_DEVICE},
+                                         {"gpu-suite", no_argument, 0, 'G'},
                                          {0, 0, 0, 0}};
     cli_common c;
     cli_common_init(&c, 0);
     int sizes[BENCH_MAX_SIZES] = {128, 512}, n_sizes = 2, n_decode = 128, reps = 3, opt;
+    bool gpu_suite = false;
     long v;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "m:p:n:r:t:h", opts, NULL)) != -1) {
@@ -85,6 +93,10 @@ int cmd_bench(int argc, char **argv) {
             c.threads = (int)v;
             break;
         case 'P': c.precise = true; break;
+        case 'G': gpu_suite = true; break;
+        case OPT_DEVICE:
+            if (!cli_parse_device(optarg, "bench", &c.device)) return 2;
+            break;
         case 'h': bench_help(stdout); return 0;
         default: fprintf(stderr, "see 'kiln bench --help'\n"); return 2;
         }
@@ -93,8 +105,14 @@ int cmd_bench(int argc, char **argv) {
         cli_error("bench", "no model given: pass -m MODEL; see --help");
         return 2;
     }
+    if (gpu_suite) c.device = KILN_DEVICE_CUDA;
     kiln_model *model = cli_load_model(&c, "bench");
     if (!model) return 1;
+    if (gpu_suite) {
+        int suite_rc = bench_gpu_suite(model, c.model, reps);
+        kiln_model_free(model);
+        return suite_rc;
+    }
     int max_prefill = 16;
     for (int i = 0; i < n_sizes; i++) max_prefill = sizes[i] > max_prefill ? sizes[i] : max_prefill;
     int ctx = max_prefill > 16 + n_decode ? max_prefill : 16 + n_decode;
@@ -107,8 +125,11 @@ int cmd_bench(int argc, char **argv) {
         goto done;
     }
     fill_tokens(ids, max_prefill + n_decode + 16, vocab);
-    printf("kiln bench: %s, %d threads, %s kernels%s, %d repetitions\n", c.model, model->be->n_threads,
-           kiln_cpu_simd_name(), c.precise ? " (precise)" : "", reps);
+    if (strcmp(kiln_model_device(model), "cpu") == 0)
+        printf("kiln bench: %s, %d threads, %s kernels%s, %d repetitions\n", c.model, model->be->n_threads,
+               kiln_cpu_simd_name(), c.precise ? " (precise)" : "", reps);
+    else
+        printf("kiln bench: %s on %s, %d repetitions\n", c.model, kiln_model_device(model), reps);
     // One untimed pass warms caches and the page mapping of the weights.
     kiln_session_eval(s, ids, 16, NULL);
     for (int i = 0; i < n_sizes; i++) {

@@ -12,6 +12,7 @@ static void inspect_help(FILE *out) {
                  "Prints a model's architecture, hyperparameters, tokenizer, tensors (type and\n"
                  "shape) and the memory needed to run it.\n\n"
                  "  -c, --ctx-size N   context to size the KV cache for (default: min(model's, 4096))\n"
+                 "      --device D     cpu or cuda: load the weights there and report its memory (default cpu)\n"
                  "      --no-tensors   omit the tensor list\n"
                  "  -h, --help         this help\n");
 }
@@ -34,9 +35,11 @@ int cmd_inspect(int argc, char **argv) {
     enum { OPT_NO_TENSORS = 1 };
     static const struct option opts[] = {{"ctx-size", required_argument, 0, 'c'},
                                          {"no-tensors", no_argument, 0, OPT_NO_TENSORS},
+                                         {"device", required_argument, 0, OPT_DEVICE},
                                          {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     cli_common c;
     cli_common_init(&c, 0);
+    c.device = KILN_DEVICE_CPU;
     bool tensors = true;
     int opt;
     long v;
@@ -51,6 +54,8 @@ int cmd_inspect(int argc, char **argv) {
                 return 2;
             }
             c.ctx = (int)v;
+        } else if (opt == OPT_DEVICE) {
+            if (!cli_parse_device(optarg, "inspect", &c.device)) return 2;
         } else if (opt == OPT_NO_TENSORS) {
             tensors = false;
         } else {
@@ -91,13 +96,19 @@ int cmd_inspect(int argc, char **argv) {
            kiln_tokenizer_eos(tok));
     const char *tmpl = kiln_tokenizer_chat_template(tok);
     printf("chat template:  %s\n", tmpl ? "present" : "none");
-    uint64_t weights = kiln_llm_weight_bytes(m), kv = kiln_kv_cache_bytes(hp, ctx, KILN_F32),
-             act = kiln_activations_bytes(hp, ctx < KILN_PREFILL_CHUNK ? ctx : KILN_PREFILL_CHUNK);
-    printf("memory:\n");
-    print_bytes("weights (mapped)", weights);
-    print_bytes("kv cache (f32)", kv);
-    print_bytes("activations", act);
-    print_bytes("total", weights + kv + act);
+    kiln_memory_info mem;
+    kiln_model_memory(model, ctx, &mem);
+    const bool on_gpu = mem.weights > 0;
+    uint64_t weights = on_gpu ? mem.weights : kiln_llm_weight_bytes(m);
+    printf("memory (%s):\n", kiln_model_device(model));
+    print_bytes(on_gpu ? "weights (on the GPU)" : "weights (mapped)", weights);
+    print_bytes(model->be->kv_dtype == KILN_F16 ? "kv cache (f16)" : "kv cache (f32)", mem.kv_cache);
+    print_bytes("workspace", mem.workspace);
+    print_bytes("total", weights + mem.kv_cache + mem.workspace);
+    if (mem.device_total) {
+        print_bytes("device free now", mem.device_free);
+        print_bytes("device total", mem.device_total);
+    }
     if (tensors) {
         printf("tensors:\n");
         if (m->gguf)

@@ -62,6 +62,7 @@ int cmd_tokenize(int argc, char **argv) {
         return 2;
     }
     const char *text = argv[optind];
+    c.device = KILN_DEVICE_CPU; // tokenizing needs no weights on a GPU
     kiln_model *model = cli_load_model(&c, "tokenize");
     if (!model) return 1;
     bool add_bos = bos >= 0 ? bos == 1 : kiln_tokenizer_add_bos_default(model->llm->tok);

@@ -28,6 +28,10 @@ uint64_t kiln_activations_bytes(const kiln_hparams *hp, int max_tokens);
 
 typedef struct kiln_forward_args {
     int n_tokens;          // <= activations.max_tokens
+    // The caller already put tokens, positions and sequences into the
+    // activations' ids, pos and seq (kiln_forward_upload_inputs), as a
+    // captured decode step needs; tokens must still be given for validation.
+    bool inputs_ready;
     const int32_t *tokens; // [n_tokens] host
     const int32_t *pos;    // [n_tokens] host
     const int32_t *seq;    // [n_tokens] host
@@ -38,6 +42,12 @@ typedef struct kiln_forward_args {
     float *logits;              // [n_logits][vocab] backend memory
 } kiln_forward_args;
 
-kiln_status kiln_llama_forward(const kiln_llm *m, kiln_backend *be, kiln_activations *a, const kiln_forward_args *args);
+// Runs the batch through the model with weights `w` (bound to backend `be` by
+// kiln_weights_bind); logits land in args->logits.
+kiln_status kiln_llama_forward(const kiln_llm *m, const kiln_weights *w, kiln_backend *be, kiln_activations *a,
+                               const kiln_forward_args *args);
+// Checks the token ids and copies tokens, positions and sequences into a.
+kiln_status kiln_forward_upload_inputs(const kiln_llm *m, kiln_backend *be, kiln_activations *a,
+                                       const kiln_forward_args *args);
 
 #endif

@@ -43,63 +43,70 @@ void kiln_activations_free(kiln_backend *be, kiln_activations *a) {
     memset(a, 0, sizeof *a);
 }
 
-// Biases exist only in some architectures (Qwen 2); absent ones have no data.
-static void add_bias(kiln_backend *be, const kiln_tensor *bias, float *y, int n) {
-    if (bias->data) be->ops->add_bias(be, y, bias->data, n, (int)bias->ne[0]);
-}
+static const float *bias_of(const kiln_tensor *bias) { return bias->data; } // NULL when absent (only Qwen 2 has them)
 
-kiln_status kiln_llama_forward(const kiln_llm *m, kiln_backend *be, kiln_activations *a, const kiln_forward_args *args) {
-    const kiln_hparams *hp = &m->hp;
-    const kiln_backend_ops *op = be->ops;
-    const int n = args->n_tokens, dim = hp->dim, hd = hp->head_dim;
+kiln_status kiln_forward_upload_inputs(const kiln_llm *m, kiln_backend *be, kiln_activations *a,
+                                       const kiln_forward_args *args) {
+    const int n = args->n_tokens;
     if (n <= 0 || n > a->max_tokens || args->n_logits < 0 || args->n_logits > n)
         return kiln_fail(KILN_ERR_INVALID_ARG, "forward: %d tokens, %d logit rows (at most %d tokens)", n,
                          args->n_logits, a->max_tokens);
     for (int t = 0; t < n; t++)
-        if (args->tokens[t] < 0 || args->tokens[t] >= hp->vocab)
+        if (args->tokens[t] < 0 || args->tokens[t] >= m->hp.vocab)
             return kiln_fail(KILN_ERR_INVALID_ARG, "forward: token id %d out of range [0, %d)", args->tokens[t],
-                             hp->vocab);
-    op->from_host(be, a->ids, args->tokens, sizeof(int32_t) * (size_t)n);
-    op->from_host(be, a->pos, args->pos, sizeof(int32_t) * (size_t)n);
-    op->from_host(be, a->seq, args->seq, sizeof(int32_t) * (size_t)n);
-    const kiln_batch_layout batch = {.n_tokens = n, .pos = a->pos, .seq = a->seq};
-    const float scale = 1.0f / sqrtf((float)hd);
+                             m->hp.vocab);
+    be->ops->from_host(be, a->ids, args->tokens, sizeof(int32_t) * (size_t)n);
+    be->ops->from_host(be, a->pos, args->pos, sizeof(int32_t) * (size_t)n);
+    be->ops->from_host(be, a->seq, args->seq, sizeof(int32_t) * (size_t)n);
+    return KILN_OK;
+}
 
-    op->get_rows(be, &m->w.tok_embd, a->ids, n, a->x);                                  // x [n][dim]
+static bool is_one_sequence(const kiln_forward_args *args) {
+    for (int t = 1; t < args->n_tokens; t++)
+        if (args->seq[t] != args->seq[0] || args->pos[t] != args->pos[0] + t) return false;
+    return true;
+}
+
+kiln_status kiln_llama_forward(const kiln_llm *m, const kiln_weights *wts, kiln_backend *be, kiln_activations *a,
+                               const kiln_forward_args *args) {
+    const kiln_hparams *hp = &m->hp;
+    const kiln_backend_ops *op = be->ops;
+    const int n = args->n_tokens, dim = hp->dim;
+    kiln_status st;
+    if (!args->inputs_ready && (st = kiln_forward_upload_inputs(m, be, a, args)) != KILN_OK) return st;
+    for (int i = 0; i < args->n_logits; i++)
+        if (args->logit_rows[i] < 0 || args->logit_rows[i] >= n)
+            return kiln_fail(KILN_ERR_INVALID_ARG, "forward: logit row %d out of range", args->logit_rows[i]);
+    const kiln_batch_layout batch = {.n_tokens = n, .pos = a->pos, .seq = a->seq, .one_seq = is_one_sequence(args)};
+    const float scale = 1.0f / sqrtf((float)hp->head_dim);
+
+    op->get_rows(be, &wts->tok_embd, a->ids, n, a->x);                                   // x [n][dim]
     for (int l = 0; l < hp->n_layers; l++) {
-        const kiln_layer_weights *w = &m->w.layers[l];
+        const kiln_layer_weights *w = &wts->layers[l];
         // Attention block.
-        op->rmsnorm(be, a->x, w->attn_norm.data, a->h, n, dim, hp->norm_eps);          // h [n][dim]
-        const kiln_tensor *qkv_w[3] = {&w->wq, &w->wk, &w->wv};
-        float *const qkv[3] = {a->q, a->k, a->v};
-        op->matmul_multi(be, qkv_w, qkv, 3, a->h, n);                                  // q [n][n_heads][hd], k, v [n][n_kv_heads][hd]
-        add_bias(be, &w->bq, a->q, n);
-        add_bias(be, &w->bk, a->k, n);
-        add_bias(be, &w->bv, a->v, n);
-        op->rope(be, a->q, n, hp->n_heads, hd, a->pos, &hp->rope);
-        op->rope(be, a->k, n, hp->n_kv_heads, hd, a->pos, &hp->rope);
-        op->kv_store(be, args->kv, args->kv_layers[l], &batch, a->k, a->v);             // cache <- k, v
-        op->attention(be, args->kv, args->kv_layers[l], &batch, a->q, hp->n_heads, scale, a->att); // att [n][q_dim]
-        op->matmul(be, &w->wo, a->att, n, a->h, dim);                                   // h [n][dim]
-        op->add(be, a->x, a->h, (size_t)n * dim);                                       // x += h
+        op->rmsnorm(be, a->x, w->attn_norm.data, a->h, n, dim, hp->norm_eps);           // h [n][dim]
+        op->linear(be, &(kiln_linear_args){.count = 3, .w = {&w->wq, &w->wk, &w->wv},
+                                           .bias = {bias_of(&w->bq), bias_of(&w->bk), bias_of(&w->bv)},
+                                           .y = {a->q, a->k, a->v}, .x = a->h, .n = n}); // q [n][n_heads][hd], k, v [n][n_kv_heads][hd]
+        op->rope_kv_store(be, args->kv, args->kv_layers[l], &batch, a->q, hp->n_heads, a->k, a->v,
+                          &hp->rope);                                                     // q, k rotated; cache <- k, v
+        op->attention(be, args->kv, args->kv_layers[l], &batch, a->q, hp->n_heads, scale, a->att); // att [n][n_heads * hd]
+        op->linear(be, &(kiln_linear_args){.count = 1, .w = {&w->wo}, .y = {a->x}, .x = a->att, .n = n,
+                                           .accumulate = true});                          // x += Wo att
         // Feed-forward block (SwiGLU).
-        op->rmsnorm(be, a->x, w->ffn_norm.data, a->h, n, dim, hp->norm_eps);           // h [n][dim]
-        const kiln_tensor *gate_up_w[2] = {&w->w_gate, &w->w_up};
-        float *const gate_up[2] = {a->gate, a->up};
-        op->matmul_multi(be, gate_up_w, gate_up, 2, a->h, n);                          // gate, up [n][ffn]
-        op->swiglu(be, a->gate, a->up, a->gate, (size_t)n * hp->ffn_dim);               // gate = silu(gate) * up
-        op->matmul(be, &w->w_down, a->gate, n, a->h, dim);                              // h [n][dim]
-        op->add(be, a->x, a->h, (size_t)n * dim);                                       // x += h
+        op->rmsnorm(be, a->x, w->ffn_norm.data, a->h, n, dim, hp->norm_eps);            // h [n][dim]
+        op->linear(be, &(kiln_linear_args){.count = 2, .w = {&w->w_gate, &w->w_up}, .y = {a->gate, a->up},
+                                           .x = a->h, .n = n, .glu = true});              // gate = silu(Wg h) * (Wu h) [n][ffn]
+        op->linear(be, &(kiln_linear_args){.count = 1, .w = {&w->w_down}, .y = {a->x}, .x = a->gate, .n = n,
+                                           .accumulate = true});                          // x += Wd gate
     }
     // Logits only for the rows asked for (usually the last of each sequence).
-    for (int i = 0; i < args->n_logits; i++) {
-        int r = args->logit_rows[i];
-        if (r < 0 || r >= n) return kiln_fail(KILN_ERR_INVALID_ARG, "forward: logit row %d out of range", r);
-        op->copy(be, a->rows + (size_t)i * dim, a->x + (size_t)r * dim, sizeof(float) * (size_t)dim);
-    }
+    for (int i = 0; i < args->n_logits; i++)
+        op->copy(be, a->rows + (size_t)i * dim, a->x + (size_t)args->logit_rows[i] * dim, sizeof(float) * (size_t)dim);
     if (args->n_logits > 0) {
-        op->rmsnorm(be, a->rows, m->w.out_norm.data, a->rows, args->n_logits, dim, hp->norm_eps); // rows [n_logits][dim]
-        op->matmul(be, &m->w.output, a->rows, args->n_logits, args->logits, hp->vocab);          // logits [n_logits][vocab]
+        op->rmsnorm(be, a->rows, wts->out_norm.data, a->rows, args->n_logits, dim, hp->norm_eps); // rows [n_logits][dim]
+        op->linear(be, &(kiln_linear_args){.count = 1, .w = {&wts->output}, .y = {args->logits}, .x = a->rows,
+                                           .n = args->n_logits});                         // logits [n_logits][vocab]
     }
     return KILN_OK;
 }

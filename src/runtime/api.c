@@ -1,8 +1,53 @@
 // The public C API (include/kiln.h) over the runtime.
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "runtime/session.h"
+
+static kiln_status pick_backend(const kiln_model_params *p, kiln_backend **be) {
+    kiln_device device = p ? p->device : KILN_DEVICE_AUTO;
+    if (device == KILN_DEVICE_AUTO) {
+        const char *env = getenv("KILN_DEVICE");
+        if (env && strcmp(env, "cpu") == 0)
+            device = KILN_DEVICE_CPU;
+        else if (env && strcmp(env, "cuda") == 0)
+            device = KILN_DEVICE_CUDA;
+        else if (env && *env)
+            return kiln_fail(KILN_ERR_INVALID_ARG, "KILN_DEVICE=%s: expected cpu or cuda", env);
+        else
+            device = kiln_cuda_device_count() > 0 ? KILN_DEVICE_CUDA : KILN_DEVICE_CPU;
+    }
+    if (device == KILN_DEVICE_CUDA) return kiln_backend_cuda_create(p ? p->gpu : 0, be);
+    return kiln_backend_cpu_create(p ? p->n_threads : 0, p ? p->precise : false, be);
+}
+
+static int default_context(const kiln_hparams *hp) { return hp->ctx_train < 4096 ? hp->ctx_train : 4096; }
+
+static uint64_t session_workspace_bytes(const kiln_backend *be, const kiln_hparams *hp, int n_ctx) {
+    int chunk = n_ctx < kiln_prefill_chunk(be) ? n_ctx : kiln_prefill_chunk(be);
+    return kiln_activations_bytes(hp, chunk) + sizeof(float) * (uint64_t)hp->vocab;
+}
+
+// On a device with its own memory: refuse before allocating anything when
+// weights plus one session of the default context cannot fit.
+static kiln_status check_fits(const kiln_model *m, uint64_t weight_bytes) {
+    kiln_backend_memory mem;
+    m->be->ops->memory(m->be, &mem);
+    if (!weight_bytes || !mem.total) return KILN_OK;
+    const kiln_hparams *hp = &m->llm->hp;
+    int ctx = default_context(hp);
+    uint64_t kv = kiln_kv_cache_bytes(hp, ctx, m->be->kv_dtype), work = session_workspace_bytes(m->be, hp, ctx);
+    uint64_t need = weight_bytes + kv + work;
+    if (need <= mem.free) return KILN_OK;
+    const double gib = 1u << 30;
+    return kiln_fail(KILN_ERR_NOMEM,
+                     "%s does not fit on the GPU: weights %.2f GiB + KV cache %.2f GiB (context %d) + work space "
+                     "%.2f GiB = %.2f GiB, but only %.2f GiB of %.2f GiB are free; free the GPU, use a smaller or "
+                     "quantized model, or run with --device cpu",
+                     m->llm->path, weight_bytes / gib, kv / gib, ctx, work / gib, need / gib, mem.free / gib,
+                     mem.total / gib);
+}
 
 kiln_status kiln_model_load(const char *path, const kiln_model_params *params, kiln_model **out) {
     *out = NULL;
@@ -10,8 +55,13 @@ kiln_status kiln_model_load(const char *path, const kiln_model_params *params, k
     kiln_model *m = calloc(1, sizeof *m);
     if (!m) return kiln_fail(KILN_ERR_NOMEM, "out of memory");
     kiln_status st = kiln_llm_load(path, &m->llm);
+    if (st == KILN_OK) st = pick_backend(params, &m->be);
+    uint64_t weight_bytes = 0;
+    if (st == KILN_OK) st = kiln_weights_backend_bytes(m->llm, m->be, &weight_bytes);
+    if (st == KILN_OK) st = check_fits(m, weight_bytes);
     if (st == KILN_OK)
-        st = kiln_backend_cpu_create(params ? params->n_threads : 0, params ? params->precise : false, &m->be);
+        st = kiln_weights_bind(m->llm, m->be, params ? params->progress : NULL, params ? params->progress_user : NULL,
+                               &m->weights);
     if (st != KILN_OK) {
         kiln_model_free(m);
         return st;
@@ -22,9 +72,24 @@ kiln_status kiln_model_load(const char *path, const kiln_model_params *params, k
 
 void kiln_model_free(kiln_model *m) {
     if (!m) return;
+    if (m->be) kiln_weights_unbind(m->be, &m->weights);
     kiln_backend_destroy(m->be);
     kiln_llm_free(m->llm);
     free(m);
+}
+
+const char *kiln_model_device(const kiln_model *m) { return m->be->ops->name; }
+
+void kiln_model_memory(const kiln_model *m, int n_ctx, kiln_memory_info *out) {
+    const kiln_hparams *hp = &m->llm->hp;
+    if (n_ctx <= 0) n_ctx = default_context(hp);
+    kiln_backend_memory mem;
+    m->be->ops->memory(m->be, &mem);
+    *out = (kiln_memory_info){.weights = m->weights.bytes,
+                              .kv_cache = kiln_kv_cache_bytes(hp, n_ctx, m->be->kv_dtype),
+                              .workspace = session_workspace_bytes(m->be, hp, n_ctx),
+                              .device_free = mem.free,
+                              .device_total = mem.total};
 }
 
 int kiln_model_vocab_size(const kiln_model *m) { return m->llm->hp.vocab; }
@@ -46,7 +111,7 @@ bool kiln_token_is_end_of_generation(const kiln_model *m, int32_t id) { return k
 kiln_status kiln_session_create(kiln_model *model, int n_ctx, kiln_session **out) {
     *out = NULL;
     const kiln_hparams *hp = &model->llm->hp;
-    if (n_ctx <= 0) n_ctx = hp->ctx_train < 4096 ? hp->ctx_train : 4096;
+    if (n_ctx <= 0) n_ctx = default_context(hp);
     // Within the window, sliding-window attention is full attention; beyond
     // it kiln would attend too far, so longer contexts are refused.
     if (hp->sliding_window > 0 && n_ctx > hp->sliding_window)
@@ -60,8 +125,8 @@ kiln_status kiln_session_create(kiln_model *model, int n_ctx, kiln_session **out
     s->model = model;
     s->n_ctx = n_ctx;
     kiln_backend *be = model->be;
-    int chunk = n_ctx < KILN_PREFILL_CHUNK ? n_ctx : KILN_PREFILL_CHUNK;
-    kiln_status st = kiln_kv_cache_create(be, hp, n_ctx, 1, KILN_F32, &s->kv);
+    int chunk = n_ctx < kiln_prefill_chunk(be) ? n_ctx : kiln_prefill_chunk(be);
+    kiln_status st = kiln_kv_cache_create(be, hp, n_ctx, 1, be->kv_dtype, &s->kv);
     if (st == KILN_OK) st = kiln_activations_create(be, hp, chunk, &s->act);
     if (st == KILN_OK) {
         s->logits_dev = be->ops->alloc(be, sizeof(float) * (size_t)hp->vocab);
@@ -80,6 +145,7 @@ kiln_status kiln_session_create(kiln_model *model, int n_ctx, kiln_session **out
 void kiln_session_free(kiln_session *s) {
     if (!s) return;
     kiln_backend *be = s->model->be;
+    if (s->decode_graph) be->ops->graph_free(be, s->decode_graph);
     kiln_kv_cache_free(s->kv);
     kiln_activations_free(be, &s->act);
     if (s->logits_dev) be->ops->free(be, s->logits_dev);
@@ -91,6 +157,25 @@ void kiln_session_free(kiln_session *s) {
 
 int kiln_session_position(const kiln_session *s) { return s->n_history; }
 
+// One token through a captured graph: inputs are copied in front of it, so
+// the graph itself never changes (buffers keep their addresses, the
+// attention grid depends only on the context size).
+static kiln_status eval_one_graphed(kiln_session *s, kiln_forward_args *args) {
+    kiln_backend *be = s->model->be;
+    const kiln_llm *m = s->model->llm;
+    kiln_status st = kiln_forward_upload_inputs(m, be, &s->act, args);
+    if (st != KILN_OK) return st;
+    args->inputs_ready = true;
+    if (!s->decode_graph) {
+        if ((st = be->ops->graph_begin(be)) != KILN_OK) return st;
+        kiln_status fst = kiln_llama_forward(m, &s->model->weights.w, be, &s->act, args);
+        st = be->ops->graph_end(be, &s->decode_graph);
+        if (fst != KILN_OK) return fst;
+        if (st != KILN_OK) return st;
+    }
+    return be->ops->graph_launch(be, s->decode_graph);
+}
+
 kiln_status kiln_session_eval(kiln_session *s, const int32_t *ids, size_t n, const float **logits) {
     if (n == 0) return kiln_fail(KILN_ERR_INVALID_ARG, "eval: no tokens");
     if (n > (size_t)(s->n_ctx - s->n_history))
@@ -98,7 +183,10 @@ kiln_status kiln_session_eval(kiln_session *s, const int32_t *ids, size_t n, con
                          s->n_history, n, s->n_ctx);
     kiln_status st = kiln_kv_cache_reserve(s->kv, 0, s->n_history + (int)n);
     if (st != KILN_OK) return st;
-    int32_t pos[KILN_PREFILL_CHUNK], seq[KILN_PREFILL_CHUNK] = {0};
+    kiln_backend *be = s->model->be;
+    s->have_logits = s->logits_on_host = false;
+    static_assert(KILN_PREFILL_CHUNK_MAX <= 4096, "pos and seq live on the stack");
+    int32_t pos[KILN_PREFILL_CHUNK_MAX], seq[KILN_PREFILL_CHUNK_MAX] = {0};
     for (size_t done = 0; done < n;) {
         int chunk = (int)(n - done < (size_t)s->act.max_tokens ? n - done : (size_t)s->act.max_tokens);
         for (int i = 0; i < chunk; i++) pos[i] = s->n_history + i;
@@ -107,16 +195,26 @@ kiln_status kiln_session_eval(kiln_session *s, const int32_t *ids, size_t n, con
         kiln_forward_args args = {.n_tokens = chunk, .tokens = ids + done, .pos = pos, .seq = seq,
                                   .kv = &s->kv->view, .kv_layers = s->kv->layers, .n_logits = last ? 1 : 0,
                                   .logit_rows = &logit_row, .logits = s->logits_dev};
-        if ((st = kiln_llama_forward(s->model->llm, s->model->be, &s->act, &args)) != KILN_OK) return st;
+        bool graphed = chunk == 1 && last && be->ops->graph_begin && s->decode_steps++ > 0;
+        st = graphed ? eval_one_graphed(s, &args) : kiln_llama_forward(s->model->llm, &s->model->weights.w, be,
+                                                                        &s->act, &args);
+        if (st != KILN_OK) return st;
         memcpy(s->history + s->n_history, ids + done, sizeof(int32_t) * (size_t)chunk);
         s->n_history += chunk;
         done += (size_t)chunk;
     }
-    kiln_backend *be = s->model->be;
-    be->ops->to_host(be, s->logits, s->logits_dev, sizeof(float) * (size_t)s->model->llm->hp.vocab);
     s->have_logits = true;
-    if (logits) *logits = s->logits;
-    return KILN_OK;
+    if (logits) {
+        be->ops->to_host(be, s->logits, s->logits_dev, sizeof(float) * (size_t)s->model->llm->hp.vocab);
+        s->logits_on_host = true;
+        *logits = s->logits;
+    }
+    return be->ops->sync(be);
+}
+
+static bool penalties_active(const kiln_sampling_params *p) {
+    return p->penalty_last_n > 0 &&
+           (p->repetition_penalty != 1.0f || p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f);
 }
 
 kiln_status kiln_session_sample(kiln_session *s, const kiln_sampling_params *params, int32_t *id) {
@@ -128,6 +226,22 @@ kiln_status kiln_session_sample(kiln_session *s, const kiln_sampling_params *par
         if (st != KILN_OK) return st;
         s->sampler_params = *params;
     }
+    kiln_backend *be = s->model->be;
+    const int vocab = s->model->llm->hp.vocab;
+    // Next to the logits when the backend can: only the id crosses over.
+    if (be->ops->sample && !penalties_active(params)) {
+        kiln_backend_sample_args a = {.temperature = params->temperature, .top_k = params->top_k,
+                                      .top_p = params->top_p, .min_p = params->min_p,
+                                      .u = (float)kiln_sampler_next_uniform(s->sampler)};
+        if (a.u >= 1.0f) a.u = 0x1.fffffep-1f; // rounding to float must not reach 1
+        return be->ops->sample(be, s->logits_dev, vocab, &a, id);
+    }
+    if (!s->logits_on_host) {
+        be->ops->to_host(be, s->logits, s->logits_dev, sizeof(float) * (size_t)vocab);
+        kiln_status st = be->ops->sync(be);
+        if (st != KILN_OK) return st;
+        s->logits_on_host = true;
+    }
     *id = kiln_sampler_sample(s->sampler, s->logits, s->history, s->n_history);
     return KILN_OK;
 }
@@ -135,7 +249,7 @@ kiln_status kiln_session_sample(kiln_session *s, const kiln_sampling_params *par
 void kiln_session_reset(kiln_session *s) {
     kiln_kv_cache_release(s->kv, 0);
     s->n_history = 0;
-    s->have_logits = false;
+    s->have_logits = s->logits_on_host = false;
 }
 
 kiln_status kiln_session_truncate(kiln_session *s, int n) {
@@ -143,6 +257,6 @@ kiln_status kiln_session_truncate(kiln_session *s, int n) {
         return kiln_fail(KILN_ERR_INVALID_ARG, "truncate: position %d outside [0, %d]", n, s->n_history);
     // The cache keeps its blocks; positions >= n are simply overwritten later.
     s->n_history = n;
-    s->have_logits = false;
+    s->have_logits = s->logits_on_host = false;
     return KILN_OK;
 }

@@ -30,7 +30,8 @@ kiln_status kiln_kv_cache_create(kiln_backend *be, const kiln_hparams *hp, int n
     c->tables = calloc((size_t)max_seqs * (size_t)c->n_blocks, sizeof *c->tables);
     c->seq_blocks = calloc((size_t)max_seqs, sizeof *c->seq_blocks);
     c->free_blocks = malloc(sizeof *c->free_blocks * (size_t)c->n_blocks);
-    if (!c->layers || !c->tables || !c->seq_blocks || !c->free_blocks) {
+    c->tables_dev = be->ops->alloc(be, sizeof *c->tables * (size_t)max_seqs * (size_t)c->n_blocks);
+    if (!c->layers || !c->tables || !c->seq_blocks || !c->free_blocks || !c->tables_dev) {
         kiln_kv_cache_free(c);
         return kiln_fail(KILN_ERR_NOMEM, "kv cache: out of memory");
     }
@@ -46,7 +47,7 @@ kiln_status kiln_kv_cache_create(kiln_backend *be, const kiln_hparams *hp, int n
     // Hand out low block ids first: a lone sequence then reads memory in order.
     for (int b = 0; b < c->n_blocks; b++) c->free_blocks[b] = c->n_blocks - 1 - b;
     c->n_free = c->n_blocks;
-    c->view.block_tables = c->tables;
+    c->view.block_tables = c->tables_dev;
     *out = c;
     return KILN_OK;
 }
@@ -58,6 +59,7 @@ void kiln_kv_cache_free(kiln_kv_cache *c) {
             if (c->layers[l].k) c->be->ops->free(c->be, c->layers[l].k);
             if (c->layers[l].v) c->be->ops->free(c->be, c->layers[l].v);
         }
+    if (c->tables_dev) c->be->ops->free(c->be, c->tables_dev);
     free(c->layers);
     free(c->tables);
     free(c->seq_blocks);
@@ -75,7 +77,11 @@ kiln_status kiln_kv_cache_reserve(kiln_kv_cache *c, int seq, int n_positions) {
     if (need - c->seq_blocks[seq] > c->n_free)
         return kiln_fail(KILN_ERR_CONTEXT_FULL, "context full: the KV cache has no free blocks left");
     int32_t *table = c->tables + (size_t)seq * c->view.max_blocks_per_seq;
+    int first_new = c->seq_blocks[seq];
     while (c->seq_blocks[seq] < need) table[c->seq_blocks[seq]++] = c->free_blocks[--c->n_free];
+    if (need > first_new)
+        c->be->ops->from_host(c->be, c->tables_dev + (size_t)seq * c->view.max_blocks_per_seq + first_new,
+                              table + first_new, sizeof *table * (size_t)(need - first_new));
     return KILN_OK;
 }
 

@@ -11,12 +11,13 @@
 
 typedef struct kiln_kv_cache {
     kiln_backend *be;
-    kiln_kv_view view;        // block_tables points at host memory (`tables`)
+    kiln_kv_view view;        // block_tables points at backend memory (`tables_dev`)
     kiln_kv_layer *layers;    // [n_layers]
     int n_layers;
     int n_blocks;
     int max_seqs;
-    int32_t *tables;          // [max_seqs][max_blocks_per_seq]
+    int32_t *tables;          // [max_seqs][max_blocks_per_seq] host
+    int32_t *tables_dev;      // the same in backend memory, updated as blocks are handed out
     int *seq_blocks;          // blocks held by each sequence
     int32_t *free_blocks;     // stack of free block ids
     int n_free;

@@ -40,6 +40,8 @@ static uint64_t next_u64(uint64_t *s) {
 
 static double next_uniform(uint64_t *s) { return (double)(next_u64(s) >> 11) * 0x1.0p-53; }
 
+double kiln_sampler_next_uniform(kiln_sampler *s) { return next_uniform(s->rng); }
+
 kiln_sampling_params kiln_sampling_default(void) {
     return (kiln_sampling_params){.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f,
                                   .repetition_penalty = 1.0f, .penalty_last_n = 64, .seed = 0};

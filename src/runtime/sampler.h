@@ -18,5 +18,8 @@ kiln_status kiln_sampling_params_check(const kiln_sampling_params *p);
 // Picks the next token. history: the tokens so far (prompt and output), for
 // the penalties. logits are not modified.
 int32_t kiln_sampler_sample(kiln_sampler *s, const float *logits, const int32_t *history, int n_history);
+// The next uniform number in [0, 1) of the sampler's seeded stream, for a
+// backend that samples on its own device.
+double kiln_sampler_next_uniform(kiln_sampler *s);
 
 #endif

@@ -3,16 +3,23 @@
 #ifndef KILN_RUNTIME_SESSION_H
 #define KILN_RUNTIME_SESSION_H
 
+#include "model/bind.h"
 #include "model/forward.h"
 #include "runtime/kv_cache.h"
 #include "runtime/sampler.h"
 
-// Tokens per forward step when a prompt is processed in chunks.
-#define KILN_PREFILL_CHUNK 512
+// Tokens per forward step when a prompt is processed in chunks: larger on a
+// GPU, where the matrix products need many rows to reach the tensor cores' rate.
+#define KILN_PREFILL_CHUNK_CPU 512
+#define KILN_PREFILL_CHUNK_MAX 2048
+static inline int kiln_prefill_chunk(const kiln_backend *be) {
+    return be->kv_dtype == KILN_F32 ? KILN_PREFILL_CHUNK_CPU : KILN_PREFILL_CHUNK_MAX;
+}
 
 struct kiln_model {
     kiln_llm *llm;
     kiln_backend *be;
+    kiln_bound_weights weights;
 };
 
 struct kiln_session {
@@ -23,6 +30,11 @@ struct kiln_session {
     float *logits_dev;   // [vocab] backend memory
     float *logits;       // [vocab] host copy of the last logits
     bool have_logits;
+    bool logits_on_host; // `logits` holds the last logits
+    // The single-token decode step, captured once and replayed (backends
+    // with graphs); the first such step runs uncaptured to size workspaces.
+    void *decode_graph;
+    int decode_steps;
     int32_t *history;    // [n_ctx] tokens evaluated so far
     int n_history;
     kiln_sampler *sampler;

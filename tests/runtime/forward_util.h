@@ -23,7 +23,7 @@ static inline float *kiln_test_all_logits(kiln_model *model, const int32_t *ids,
     for (int i = 0; i < n; i++) pos[i] = rows[i] = i;
     kiln_forward_args args = {.n_tokens = n, .tokens = ids, .pos = pos, .seq = seq, .kv = &kv->view,
                               .kv_layers = kv->layers, .n_logits = n, .logit_rows = rows, .logits = logits};
-    assert_int_equal(kiln_llama_forward(m, model->be, &act, &args), KILN_OK);
+    assert_int_equal(kiln_llama_forward(m, &model->weights.w, model->be, &act, &args), KILN_OK);
     free(pos);
     free(seq);
     free(rows);

@@ -86,7 +86,7 @@ static void test_two_sequences_in_one_batch(void **state) {
     for (int i = 0; i < nb; i++) tokens[na + i] = b[i], pos[na + i] = i, seq[na + i] = 1;
     kiln_forward_args args = {.n_tokens = na + nb, .tokens = tokens, .pos = pos, .seq = seq, .kv = &kv->view,
                               .kv_layers = kv->layers, .n_logits = 2, .logit_rows = rows, .logits = batched};
-    assert_int_equal(kiln_llama_forward(m, model->be, &act, &args), KILN_OK);
+    assert_int_equal(kiln_llama_forward(m, &model->weights.w, model->be, &act, &args), KILN_OK);
     expect_close(batched, alone, vocab, "sequence 0 prompt, batched with sequence 1");
     expect_close(batched + vocab, alone + 2 * vocab, vocab, "sequence 1 prompt, batched with sequence 0");
 
@@ -94,7 +94,7 @@ static void test_two_sequences_in_one_batch(void **state) {
     int32_t dpos[2] = {na, nb}, dseq[2] = {0, 1}, drows[2] = {0, 1};
     args = (kiln_forward_args){.n_tokens = 2, .tokens = next, .pos = dpos, .seq = dseq, .kv = &kv->view,
                                .kv_layers = kv->layers, .n_logits = 2, .logit_rows = drows, .logits = batched};
-    assert_int_equal(kiln_llama_forward(m, model->be, &act, &args), KILN_OK);
+    assert_int_equal(kiln_llama_forward(m, &model->weights.w, model->be, &act, &args), KILN_OK);
     expect_close(batched, alone + vocab, vocab, "sequence 0 decode step, batched");
     expect_close(batched + vocab, alone + 3 * vocab, vocab, "sequence 1 decode step, batched");
 
@@ -116,10 +116,10 @@ static void test_bad_batches_rejected(void **state) {
     int32_t tokens[3] = {1, m->hp.vocab, 2}, pos[3] = {0, 1, 2}, seq[3] = {0};
     kiln_forward_args args = {.n_tokens = 2, .tokens = tokens, .pos = pos, .seq = seq, .kv = &kv->view,
                               .kv_layers = kv->layers, .logits = logits};
-    assert_int_equal(kiln_llama_forward(m, model->be, &act, &args), KILN_ERR_INVALID_ARG); // id == vocab
+    assert_int_equal(kiln_llama_forward(m, &model->weights.w, model->be, &act, &args), KILN_ERR_INVALID_ARG); // id == vocab
     assert_non_null(strstr(kiln_last_error(), "out of range"));
     args.n_tokens = 3; // more than the activations hold
-    assert_int_equal(kiln_llama_forward(m, model->be, &act, &args), KILN_ERR_INVALID_ARG);
+    assert_int_equal(kiln_llama_forward(m, &model->weights.w, model->be, &act, &args), KILN_ERR_INVALID_ARG);
     kiln_activations_free(model->be, &act);
     kiln_kv_cache_free(kv);
 }

@@ -6,7 +6,17 @@
 #include "backend/cpu/cpu_matmul.h"
 #include "backend/cpu/cpu_ops.h"
 
-static void cpu_destroy(kiln_backend *be) { free(be); }
+typedef struct cpu_impl {
+    float *scratch; // products awaiting a residual add
+    size_t scratch_floats;
+} cpu_impl;
+
+static void cpu_destroy(kiln_backend *be) {
+    cpu_impl *impl = be->impl;
+    if (impl) free(impl->scratch);
+    free(impl);
+    free(be);
+}
 
 static void *cpu_alloc(kiln_backend *be, size_t bytes) {
     (void)be;
@@ -28,13 +38,70 @@ static void cpu_get_rows(kiln_backend *be, const kiln_tensor *table, const int32
     kiln_cpu_get_rows(table, ids, n, out);
 }
 
-static void cpu_matmul(kiln_backend *be, const kiln_tensor *w, const float *x, int n, float *y, int64_t ldy) {
-    kiln_cpu_matmul_ex(w, x, n, y, ldy, be->n_threads, be->precise);
+// Fused forms run as their parts: the matrix products dominate on the CPU.
+static void cpu_linear(kiln_backend *be, const kiln_linear_args *a) {
+    cpu_impl *impl = be->impl;
+    float *ys[KILN_LINEAR_MAX];
+    for (int i = 0; i < a->count; i++) ys[i] = a->y[i];
+    const int64_t rows0 = a->w[0]->ne[1];
+    if (a->accumulate) {
+        size_t need = (size_t)a->n * (size_t)rows0;
+        if (need > impl->scratch_floats) {
+            float *grown = realloc(impl->scratch, sizeof(float) * need);
+            if (!grown) abort(); // the forward pass has no way to report this; sizes are bounded by the activations
+            impl->scratch = grown;
+            impl->scratch_floats = need;
+        }
+        ys[0] = impl->scratch;
+    }
+    if (a->count == 1)
+        kiln_cpu_matmul_ex(a->w[0], a->x, a->n, ys[0], rows0, be->n_threads, be->precise);
+    else
+        kiln_cpu_matmul_multi(a->w, ys, a->count, a->x, a->n, be->n_threads, be->precise);
+    for (int i = 0; i < a->count; i++)
+        if (a->bias[i]) kiln_cpu_add_bias(be, ys[i], a->bias[i], a->n, (int)a->w[i]->ne[1]);
+    if (a->accumulate) kiln_cpu_add(be, a->y[0], ys[0], (size_t)a->n * (size_t)rows0);
+    if (a->glu) kiln_cpu_swiglu(be, a->y[0], a->y[1], a->y[0], (size_t)a->n * (size_t)rows0);
 }
 
-static void cpu_matmul_multi(kiln_backend *be, const kiln_tensor *const *ws, float *const *ys, int count,
-                             const float *x, int n) {
-    kiln_cpu_matmul_multi(ws, ys, count, x, n, be->n_threads, be->precise);
+static void cpu_rope_kv_store(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer layer,
+                              const kiln_batch_layout *batch, float *q, int n_heads, float *k, const float *v,
+                              const kiln_rope_params *rope) {
+    kiln_cpu_rope(be, q, batch->n_tokens, n_heads, kv->head_dim, batch->pos, rope);
+    kiln_cpu_rope(be, k, batch->n_tokens, kv->n_kv_heads, kv->head_dim, batch->pos, rope);
+    kiln_cpu_kv_store(be, kv, layer, batch, k, v);
+}
+
+static bool cpu_supports(kiln_backend *be, kiln_dtype type) {
+    (void)be;
+    return kiln_cpu_matmul_supports(type);
+}
+
+static bool cpu_supports_head_dim(kiln_backend *be, int head_dim) {
+    (void)be;
+    return head_dim > 0;
+}
+
+// The CPU reads weights where they are (the memory-mapped file).
+static uint64_t cpu_weight_bytes(kiln_backend *be, const kiln_tensor *src) {
+    (void)be, (void)src;
+    return 0;
+}
+
+static kiln_status cpu_weight_load(kiln_backend *be, const kiln_tensor *src, void *dst, kiln_tensor *out) {
+    (void)be, (void)dst;
+    *out = *src;
+    return KILN_OK;
+}
+
+static kiln_status cpu_done(kiln_backend *be) {
+    (void)be;
+    return KILN_OK;
+}
+
+static void cpu_memory(kiln_backend *be, kiln_backend_memory *out) {
+    (void)be;
+    *out = (kiln_backend_memory){0};
 }
 
 static void cpu_copy(kiln_backend *be, void *dst, const void *src, size_t n) {
@@ -47,25 +114,34 @@ static const kiln_backend_ops cpu_ops = {
     .destroy = cpu_destroy,
     .alloc = cpu_alloc,
     .free = cpu_free,
+    .supports = cpu_supports,
+    .supports_head_dim = cpu_supports_head_dim,
+    .weight_bytes = cpu_weight_bytes,
+    .weight_load = cpu_weight_load,
+    .weights_done = cpu_done,
     .get_rows = cpu_get_rows,
-    .matmul = cpu_matmul,
-    .matmul_multi = cpu_matmul_multi,
-    .add_bias = kiln_cpu_add_bias,
+    .linear = cpu_linear,
     .rmsnorm = kiln_cpu_rmsnorm,
-    .add = kiln_cpu_add,
-    .rope = kiln_cpu_rope,
-    .kv_store = kiln_cpu_kv_store,
+    .rope_kv_store = cpu_rope_kv_store,
     .attention = kiln_cpu_attention,
-    .swiglu = kiln_cpu_swiglu,
     .copy = cpu_copy,
     .to_host = cpu_copy,
     .from_host = cpu_copy,
+    .sync = cpu_done,
+    .memory = cpu_memory,
 };
 
 kiln_status kiln_backend_cpu_create(int n_threads, bool precise, kiln_backend **out) {
     kiln_backend *be = calloc(1, sizeof *be);
-    if (!be) return kiln_fail(KILN_ERR_NOMEM, "cpu backend: out of memory");
+    cpu_impl *impl = calloc(1, sizeof *impl);
+    if (!be || !impl) {
+        free(be);
+        free(impl);
+        return kiln_fail(KILN_ERR_NOMEM, "cpu backend: out of memory");
+    }
+    be->impl = impl;
     be->ops = &cpu_ops;
+    be->kv_dtype = KILN_F32;
     be->n_threads = n_threads > 0 ? n_threads : omp_get_num_procs();
     be->precise = precise;
     *out = be;

@@ -1,0 +1,378 @@
+// The CUDA backend: one stream per backend, device memory from cudaMalloc,
+// kiln's kernels for everything but the large dense products (cuBLASLt).
+// Operations only enqueue work; failures are kept and reported by sync().
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda/cuda_impl.h"
+#include "backend/cuda/cuda_kernels.h"
+
+#define LT_WORKSPACE_BYTES (32u << 20)
+
+kiln_cuda_type kiln_cuda_type_of(kiln_dtype dtype) {
+    return dtype == KILN_BF16 ? KILN_CUDA_BF16 : dtype == KILN_F16 ? KILN_CUDA_F16 : KILN_CUDA_F32;
+}
+
+// A grown buffer's old memory is kept until the backend goes: graphs captured
+// earlier may still replay into it.
+bool cuda_scratch_reserve(cuda_impl *c, cuda_scratch *s, size_t bytes) {
+    if (s->bytes >= bytes) return true;
+    if (c->capturing) return false; // would change addresses the graph records
+    if (s->ptr) {
+        void **grown = realloc(c->retired, sizeof *grown * (size_t)(c->n_retired + 1));
+        if (!grown) return false;
+        c->retired = grown;
+        c->retired[c->n_retired++] = s->ptr;
+    }
+    s->ptr = NULL;
+    s->bytes = 0;
+    if (cudaMalloc(&s->ptr, bytes) != cudaSuccess) {
+        s->ptr = NULL;
+        return false;
+    }
+    s->bytes = bytes;
+    return true;
+}
+
+void cuda_scratch_release(cuda_scratch *s) {
+    if (s->ptr) cudaFree(s->ptr);
+    s->ptr = NULL;
+    s->bytes = 0;
+}
+
+static void cuda_destroy(kiln_backend *be) {
+    cuda_impl *c = cuda_of(be);
+    if (c) {
+        cudaSetDevice(c->device);
+        if (c->stream) cudaStreamSynchronize(c->stream);
+        cuda_staging_free(c);
+        cuda_scratch *scratch[] = {&c->gemm_input, &c->gemm_trial, &c->attention_ws, &c->sample_ws};
+        for (size_t i = 0; i < sizeof scratch / sizeof scratch[0]; i++) cuda_scratch_release(scratch[i]);
+        for (int i = 0; i < c->n_rope; i++) {
+            cudaFree(c->rope[i].inv_freq);
+            free(c->rope[i].factors);
+        }
+        for (int i = 0; i < c->n_retired; i++) cudaFree(c->retired[i]);
+        free(c->retired);
+        if (c->sampled) cudaFree(c->sampled);
+        if (c->sampled_host) cudaFreeHost(c->sampled_host);
+        cuda_gemm_cache_free(c->gemm_cache);
+        if (c->lt_workspace) cudaFree(c->lt_workspace);
+        if (c->lt) cublasLtDestroy(c->lt);
+        if (c->upload) cudaStreamDestroy(c->upload);
+        if (c->stream) cudaStreamDestroy(c->stream);
+        free(c);
+    }
+    free(be);
+}
+
+// Sizes are prefixed so that free() can keep the count of bytes in use.
+#define ALLOC_HEADER 256
+
+static void *cuda_alloc(kiln_backend *be, size_t bytes) {
+    cuda_impl *c = cuda_of(be);
+    char *p = NULL;
+    if (bytes > SIZE_MAX - ALLOC_HEADER || cudaMalloc((void **)&p, bytes + ALLOC_HEADER) != cudaSuccess) {
+        cudaGetLastError(); // an allocation failure is reported by the NULL, not later
+        return NULL;
+    }
+    size_t header = bytes;
+    // Zeroed before anything else (the weight upload uses another stream).
+    if (cudaMemcpy(p, &header, sizeof header, cudaMemcpyHostToDevice) != cudaSuccess ||
+        cudaMemsetAsync(p + ALLOC_HEADER, 0, bytes, c->stream) != cudaSuccess ||
+        cudaStreamSynchronize(c->stream) != cudaSuccess) {
+        cudaFree(p);
+        return NULL;
+    }
+    c->allocated += bytes;
+    return p + ALLOC_HEADER;
+}
+
+static void cuda_free(kiln_backend *be, void *ptr) {
+    cuda_impl *c = cuda_of(be);
+    if (!ptr) return;
+    char *p = (char *)ptr - ALLOC_HEADER;
+    size_t bytes = 0;
+    cudaStreamSynchronize(c->stream); // kernels queued before may still use it
+    if (cudaMemcpy(&bytes, p, sizeof bytes, cudaMemcpyDeviceToHost) == cudaSuccess) c->allocated -= bytes;
+    cudaFree(p);
+}
+
+static void cuda_get_rows(kiln_backend *be, const kiln_tensor *table, const int32_t *ids, int n, float *out) {
+    cuda_impl *c = cuda_of(be);
+    cuda_note(c, kiln_cuda_get_rows(c->stream, table->data, kiln_cuda_type_of(table->dtype), (int)table->ne[0], ids, n,
+                                    out),
+              "get_rows");
+}
+
+static void cuda_rmsnorm(kiln_backend *be, const float *x, const float *weight, float *y, int n, int dim, float eps) {
+    cuda_impl *c = cuda_of(be);
+    cuda_note(c, kiln_cuda_rmsnorm(c->stream, x, weight, y, n, dim, eps), "rmsnorm");
+}
+
+// Device table of theta^(-2i/rot_dim) / factor_i for these RoPE parameters.
+static const double *rope_table(cuda_impl *c, const kiln_rope_params *rope) {
+    for (int i = 0; i < c->n_rope; i++) {
+        const cuda_rope_table *r = &c->rope[i];
+        const size_t factor_bytes = sizeof(float) * (size_t)(rope->rot_dim / 2);
+        bool same_factors = !r->factors == !rope->freq_factors &&
+                            (!r->factors || memcmp(r->factors, rope->freq_factors, factor_bytes) == 0);
+        if (r->rot_dim == rope->rot_dim && r->theta == rope->theta && same_factors) return r->inv_freq;
+    }
+    if (c->n_rope == CUDA_MAX_ROPE_TABLES || c->capturing) return NULL;
+    const int half = rope->rot_dim / 2;
+    double *host = malloc(sizeof(double) * (size_t)(half ? half : 1));
+    float *factors = rope->freq_factors ? malloc(sizeof(float) * (size_t)(half ? half : 1)) : NULL;
+    double *dev = NULL;
+    if (!host || (rope->freq_factors && !factors) ||
+        cudaMalloc((void **)&dev, sizeof(double) * (size_t)(half ? half : 1)) != cudaSuccess) {
+        free(host);
+        free(factors);
+        return NULL;
+    }
+    if (factors) memcpy(factors, rope->freq_factors, sizeof(float) * (size_t)half);
+    for (int i = 0; i < half; i++) {
+        host[i] = pow((double)rope->theta, -2.0 * i / rope->rot_dim);
+        if (rope->freq_factors) host[i] /= rope->freq_factors[i];
+    }
+    cudaError_t e = cudaMemcpy(dev, host, sizeof(double) * (size_t)half, cudaMemcpyHostToDevice);
+    free(host);
+    if (e != cudaSuccess) {
+        cudaFree(dev);
+        free(factors);
+        return NULL;
+    }
+    c->rope[c->n_rope++] =
+        (cuda_rope_table){.rot_dim = rope->rot_dim, .theta = rope->theta, .factors = factors, .inv_freq = dev};
+    return dev;
+}
+
+static void cuda_rope_kv_store(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer layer,
+                               const kiln_batch_layout *batch, float *q, int n_heads, float *k, const float *v,
+                               const kiln_rope_params *rope) {
+    cuda_impl *c = cuda_of(be);
+    const double *inv_freq = rope_table(c, rope);
+    if (!inv_freq) {
+        cuda_note(c, cudaErrorMemoryAllocation, "rope frequency table (at most 4 RoPE settings per backend)");
+        return;
+    }
+    if (kv->dtype != KILN_F16) {
+        cuda_note(c, cudaErrorInvalidValue, "rope_kv_store (the CUDA KV cache is F16)");
+        return;
+    }
+    kiln_cuda_rope_kv_args a = {.q = q, .k = k, .v = v, .n_tokens = batch->n_tokens, .n_heads = n_heads,
+                                .n_kv_heads = kv->n_kv_heads, .head_dim = kv->head_dim, .rot_dim = rope->rot_dim,
+                                .interleaved = rope->interleaved != 0, .inv_freq = inv_freq, .pos = batch->pos,
+                                .seq = batch->seq, .k_cache = layer.k, .v_cache = layer.v,
+                                .block_tables = kv->block_tables, .max_blocks_per_seq = kv->max_blocks_per_seq,
+                                .block_size = kv->block_size};
+    cuda_note(c, kiln_cuda_rope_kv_store(c->stream, &a), "rope_kv_store");
+}
+
+static void cuda_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer layer,
+                           const kiln_batch_layout *batch, const float *q, int n_heads, float scale, float *out) {
+    cuda_impl *c = cuda_of(be);
+    kiln_cuda_attention_args a = {
+        .kv = {.k = layer.k, .v = layer.v, .block_tables = kv->block_tables,
+               .max_blocks_per_seq = kv->max_blocks_per_seq, .block_size = kv->block_size,
+               .n_kv_heads = kv->n_kv_heads, .head_dim = kv->head_dim},
+        .n_tokens = batch->n_tokens, .pos = batch->pos, .seq = batch->seq, .q = q, .out = out, .n_heads = n_heads,
+        .scale = scale};
+    // A prompt chunk of one sequence goes to the tensor-core kernel; single
+    // tokens (decode, batched decode) to the split-K one.
+    if (batch->one_seq && batch->n_tokens > 1) {
+        cuda_note(c, kiln_cuda_attention_prefill(c->stream, &a), "attention prefill");
+        return;
+    }
+    size_t ws = kiln_cuda_attention_decode_workspace(batch->n_tokens, n_heads, kv->head_dim, kv->max_blocks_per_seq);
+    if (!cuda_scratch_reserve(c, &c->attention_ws, ws)) {
+        cuda_note(c, cudaErrorMemoryAllocation, "attention workspace");
+        return;
+    }
+    cuda_note(c, kiln_cuda_attention_decode(c->stream, &a, c->attention_ws.ptr), "attention decode");
+}
+
+static void cuda_copy(kiln_backend *be, void *dst, const void *src, size_t n) {
+    cuda_impl *c = cuda_of(be);
+    cuda_note(c, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, c->stream), "copy");
+}
+
+static void cuda_to_host(kiln_backend *be, void *dst, const void *src, size_t n) {
+    cuda_impl *c = cuda_of(be);
+    cuda_note(c, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, c->stream), "to_host");
+    cuda_note(c, cudaStreamSynchronize(c->stream), "to_host");
+}
+
+static void cuda_from_host(kiln_backend *be, void *dst, const void *src, size_t n) {
+    cuda_impl *c = cuda_of(be);
+    cuda_note(c, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, c->stream), "from_host");
+}
+
+static kiln_status report(cuda_impl *c) {
+    if (c->error == cudaSuccess) return KILN_OK;
+    cudaError_t e = c->error;
+    c->error = cudaSuccess;
+    if (c->gemm_error && strstr(c->error_where, "cublasLt")) {
+        const char *lt = c->gemm_error;
+        c->gemm_error = NULL;
+        return kiln_fail(KILN_ERR_IO, "cuda: %s failed: %s", c->error_where, lt);
+    }
+    return kiln_fail(KILN_ERR_IO, "cuda: %s failed: %s", c->error_where, cudaGetErrorString(e));
+}
+
+static kiln_status cuda_sync(kiln_backend *be) {
+    cuda_impl *c = cuda_of(be);
+    cuda_note(c, cudaStreamSynchronize(c->stream), "a queued kernel");
+    return report(c);
+}
+
+static void cuda_memory(kiln_backend *be, kiln_backend_memory *out) {
+    cuda_impl *c = cuda_of(be);
+    size_t free_bytes = 0, total = 0;
+    cudaMemGetInfo(&free_bytes, &total);
+    *out = (kiln_backend_memory){.weights = c->weight_bytes, .in_use = c->allocated, .free = free_bytes,
+                                 .total = total};
+}
+
+static kiln_status cuda_sample(kiln_backend *be, const float *logits, int vocab, const kiln_backend_sample_args *a,
+                               int32_t *id) {
+    cuda_impl *c = cuda_of(be);
+    if (!cuda_scratch_reserve(c, &c->sample_ws, kiln_cuda_sample_workspace(vocab)))
+        return kiln_fail(KILN_ERR_NOMEM, "cuda: cannot allocate the sampler's workspace");
+    kiln_cuda_sample_params p = {.temperature = a->temperature, .top_k = a->top_k, .top_p = a->top_p,
+                                 .min_p = a->min_p, .u = a->u};
+    cuda_note(c, kiln_cuda_sample(c->stream, logits, vocab, &p, c->sample_ws.ptr, c->sampled), "sample");
+    cuda_note(c, cudaMemcpyAsync(c->sampled_host, c->sampled, sizeof(int32_t), cudaMemcpyDeviceToHost, c->stream),
+              "sample");
+    kiln_status st = cuda_sync(be);
+    *id = *c->sampled_host;
+    return st;
+}
+
+static kiln_status cuda_graph_begin(kiln_backend *be) {
+    cuda_impl *c = cuda_of(be);
+    kiln_status st = report(c);
+    if (st != KILN_OK) return st;
+    cudaError_t e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) return kiln_fail(KILN_ERR_IO, "cuda: cannot capture a graph: %s", cudaGetErrorString(e));
+    c->capturing = true;
+    return KILN_OK;
+}
+
+static kiln_status cuda_graph_end(kiln_backend *be, void **out) {
+    cuda_impl *c = cuda_of(be);
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    *out = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &graph);
+    c->capturing = false;
+    kiln_status st = report(c); // a failure during capture (e.g. a workspace that had to grow)
+    if (st == KILN_OK && e == cudaSuccess) e = cudaGraphInstantiate(&exec, graph, 0);
+    if (graph) cudaGraphDestroy(graph);
+    if (st != KILN_OK) return st;
+    if (e != cudaSuccess) return kiln_fail(KILN_ERR_IO, "cuda: graph capture failed: %s", cudaGetErrorString(e));
+    *out = exec;
+    return KILN_OK;
+}
+
+static kiln_status cuda_graph_launch(kiln_backend *be, void *graph) {
+    cuda_impl *c = cuda_of(be);
+    cuda_note(c, cudaGraphLaunch((cudaGraphExec_t)graph, c->stream), "graph launch");
+    return report(c);
+}
+
+static void cuda_graph_free(kiln_backend *be, void *graph) {
+    (void)be;
+    if (graph) cudaGraphExecDestroy((cudaGraphExec_t)graph);
+}
+
+static bool cuda_supports_head_dim(kiln_backend *be, int head_dim) {
+    (void)be;
+    return kiln_cuda_attention_supports(head_dim);
+}
+
+static const kiln_backend_ops cuda_ops = {
+    .name = "cuda",
+    .destroy = cuda_destroy,
+    .alloc = cuda_alloc,
+    .free = cuda_free,
+    .supports = cuda_supports,
+    .supports_head_dim = cuda_supports_head_dim,
+    .weight_bytes = cuda_weight_bytes,
+    .weight_load = cuda_weight_load,
+    .weights_done = cuda_weights_done,
+    .get_rows = cuda_get_rows,
+    .linear = cuda_linear,
+    .rmsnorm = cuda_rmsnorm,
+    .rope_kv_store = cuda_rope_kv_store,
+    .attention = cuda_attention,
+    .copy = cuda_copy,
+    .to_host = cuda_to_host,
+    .from_host = cuda_from_host,
+    .sync = cuda_sync,
+    .memory = cuda_memory,
+    .sample = cuda_sample,
+    .graph_begin = cuda_graph_begin,
+    .graph_end = cuda_graph_end,
+    .graph_launch = cuda_graph_launch,
+    .graph_free = cuda_graph_free,
+};
+
+int kiln_cuda_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
+    *out = NULL;
+    int count = kiln_cuda_device_count();
+    if (count == 0) {
+        cudaError_t e = cudaGetDeviceCount(&count);
+        return kiln_fail(KILN_ERR_UNSUPPORTED, "cuda: no usable GPU (%s); run with --device cpu",
+                         e == cudaSuccess ? "no devices" : cudaGetErrorString(e));
+    }
+    if (device < 0 || device >= count)
+        return kiln_fail(KILN_ERR_INVALID_ARG, "cuda: device %d does not exist (%d present)", device, count);
+    kiln_backend *be = calloc(1, sizeof *be);
+    cuda_impl *c = calloc(1, sizeof *c);
+    if (!be || !c) {
+        free(be);
+        free(c);
+        return kiln_fail(KILN_ERR_NOMEM, "cuda backend: out of memory");
+    }
+    be->ops = &cuda_ops;
+    be->impl = c;
+    be->kv_dtype = KILN_F16;
+    c->device = device;
+    cudaError_t e = cudaSetDevice(device);
+    if (e == cudaSuccess) e = cudaGetDeviceProperties(&c->prop, device);
+    if (e == cudaSuccess && c->prop.major < 8) {
+        kiln_status st = kiln_fail(KILN_ERR_UNSUPPORTED,
+                                   "cuda: %s has compute capability %d.%d; kiln needs 8.0 (Ampere) or later",
+                                   c->prop.name, c->prop.major, c->prop.minor);
+        cuda_destroy(be);
+        return st;
+    }
+    if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
+    if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&c->upload, cudaStreamNonBlocking);
+    if (e == cudaSuccess) e = cudaMalloc(&c->lt_workspace, LT_WORKSPACE_BYTES);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&c->sampled, sizeof(int32_t));
+    if (e == cudaSuccess) e = cudaMallocHost((void **)&c->sampled_host, sizeof(int32_t));
+    c->lt_workspace_bytes = LT_WORKSPACE_BYTES;
+    if (e != cudaSuccess) {
+        cuda_destroy(be);
+        return kiln_fail(KILN_ERR_IO, "cuda: cannot set up device %d: %s", device, cudaGetErrorString(e));
+    }
+    c->gemm_cache = cuda_gemm_cache_create();
+    if (!c->gemm_cache || cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS) {
+        cuda_destroy(be);
+        return kiln_fail(KILN_ERR_IO, "cuda: cannot create a cuBLASLt handle");
+    }
+    *out = be;
+    return KILN_OK;
+}

@@ -1,0 +1,146 @@
+// The small kernels of a forward step: RMSNorm, embedding rows, RoPE fused
+// with the KV-cache write, SwiGLU, bias, and the 16-bit conversion of GEMM
+// inputs. Each reads and writes its data once.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "backend/cuda/cuda_ops.h"
+
+static __device__ __forceinline__ float block_sum(float v, float *shared32) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = (blockDim.x + 31) / 32;
+    if (lane == 0) shared32[warp] = v;
+    __syncthreads();
+    v = lane < n_warps ? shared32[lane] : 0.0f;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads(); // shared32 may be reused by the caller
+    return v;
+}
+
+__global__ void rmsnorm_kernel(const float *x, const float *weight, float *y, int dim, float eps) {
+    __shared__ float partial[32];
+    const float *row = x + (size_t)blockIdx.x * dim;
+    float *out = y + (size_t)blockIdx.x * dim;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += row[i] * row[i];
+    const float inv = rsqrtf(block_sum(ss, partial) / (float)dim + eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) out[i] = row[i] * inv * weight[i];
+}
+
+extern "C" cudaError_t kiln_cuda_rmsnorm(cudaStream_t stream, const float *x, const float *weight, float *y, int n,
+                                         int dim, float eps) {
+    if (n <= 0 || dim <= 0) return cudaSuccess;
+    rmsnorm_kernel<<<n, dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32, 0, stream>>>(x, weight, y, dim, eps);
+    return cudaGetLastError();
+}
+
+static __device__ __forceinline__ float load_as_float(const void *p, size_t i, kiln_cuda_type type) {
+    switch (type) {
+    case KILN_CUDA_F16: return __half2float(static_cast<const __half *>(p)[i]);
+    case KILN_CUDA_BF16: return __bfloat162float(static_cast<const __nv_bfloat16 *>(p)[i]);
+    default: return static_cast<const float *>(p)[i];
+    }
+}
+
+__global__ void get_rows_kernel(const void *table, kiln_cuda_type type, int dim, const int32_t *ids, float *out) {
+    const size_t base = (size_t)ids[blockIdx.x] * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        out[(size_t)blockIdx.x * dim + i] = load_as_float(table, base + i, type);
+}
+
+extern "C" cudaError_t kiln_cuda_get_rows(cudaStream_t stream, const void *table, kiln_cuda_type type, int dim,
+                                          const int32_t *ids, int n, float *out) {
+    if (n <= 0) return cudaSuccess;
+    get_rows_kernel<<<n, 256, 0, stream>>>(table, type, dim, ids, out);
+    return cudaGetLastError();
+}
+
+// One block per token: rotate the pairs of q and k, then store k and v as
+// f16 in the token's cache slot.
+__global__ void rope_kv_kernel(const kiln_cuda_rope_kv_args a) {
+    const int t = blockIdx.x, p = a.pos[t], half_rot = a.rot_dim / 2, hd = a.head_dim;
+    const int q_pairs = a.n_heads * half_rot, k_pairs = a.n_kv_heads * half_rot;
+    const int32_t block = a.block_tables[(size_t)a.seq[t] * a.max_blocks_per_seq + p / a.block_size];
+    const size_t slot = ((size_t)block * a.block_size + p % a.block_size) * (size_t)a.n_kv_heads * hd;
+    __half *kc = static_cast<__half *>(a.k_cache) + slot, *vc = static_cast<__half *>(a.v_cache) + slot;
+    float *q = a.q + (size_t)t * a.n_heads * hd, *k = a.k + (size_t)t * a.n_kv_heads * hd;
+    const float *v = a.v + (size_t)t * a.n_kv_heads * hd;
+    for (int j = threadIdx.x; j < q_pairs + k_pairs; j += blockDim.x) {
+        const bool is_q = j < q_pairs;
+        const int jj = is_q ? j : j - q_pairs, head = jj / half_rot, i = jj % half_rot;
+        float *x = (is_q ? q : k) + (size_t)head * hd;
+        const int ia = a.interleaved ? 2 * i : i, ib = a.interleaved ? 2 * i + 1 : i + half_rot;
+        // The angle in double, as on the CPU: long contexts keep their precision.
+        double s, c;
+        sincos((double)p * a.inv_freq[i], &s, &c);
+        const float xa = x[ia], xb = x[ib], cf = (float)c, sf = (float)s;
+        const float ra = xa * cf - xb * sf, rb = xa * sf + xb * cf;
+        x[ia] = ra;
+        x[ib] = rb;
+        if (!is_q) {
+            kc[(size_t)head * hd + ia] = __float2half_rn(ra);
+            kc[(size_t)head * hd + ib] = __float2half_rn(rb);
+        }
+    }
+    // Dimensions past rot_dim are not rotated; V is stored as it is.
+    const int pass = hd - a.rot_dim;
+    for (int j = threadIdx.x; j < a.n_kv_heads * pass; j += blockDim.x) {
+        const int head = j / pass, d = a.rot_dim + j % pass;
+        kc[(size_t)head * hd + d] = __float2half_rn(k[(size_t)head * hd + d]);
+    }
+    for (int j = threadIdx.x; j < a.n_kv_heads * hd; j += blockDim.x) vc[j] = __float2half_rn(v[j]);
+}
+
+extern "C" cudaError_t kiln_cuda_rope_kv_store(cudaStream_t stream, const kiln_cuda_rope_kv_args *a) {
+    if (a->n_tokens <= 0) return cudaSuccess;
+    if (a->rot_dim % 2 || a->rot_dim > a->head_dim) return cudaErrorInvalidValue;
+    rope_kv_kernel<<<a->n_tokens, 256, 0, stream>>>(*a);
+    return cudaGetLastError();
+}
+
+__global__ void swiglu_kernel(const float *gate, const float *up, float *out, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const float g = gate[i];
+        out[i] = g / (1.0f + __expf(-g)) * up[i];
+    }
+}
+
+static unsigned grid_for(size_t n) {
+    size_t blocks = (n + 255) / 256;
+    return (unsigned)(blocks < 65536 ? (blocks ? blocks : 1) : 65536);
+}
+
+extern "C" cudaError_t kiln_cuda_swiglu(cudaStream_t stream, const float *gate, const float *up, float *out,
+                                        size_t n) {
+    swiglu_kernel<<<grid_for(n), 256, 0, stream>>>(gate, up, out, n);
+    return cudaGetLastError();
+}
+
+__global__ void convert_kernel(const float *src, void *dst, kiln_cuda_type type, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        if (type == KILN_CUDA_BF16)
+            static_cast<__nv_bfloat16 *>(dst)[i] = __float2bfloat16_rn(src[i]);
+        else
+            static_cast<__half *>(dst)[i] = __float2half_rn(src[i]);
+    }
+}
+
+extern "C" cudaError_t kiln_cuda_convert(cudaStream_t stream, const float *src, void *dst, kiln_cuda_type type,
+                                         size_t n) {
+    if (type == KILN_CUDA_F32) return cudaErrorInvalidValue;
+    convert_kernel<<<grid_for(n), 256, 0, stream>>>(src, dst, type, n);
+    return cudaGetLastError();
+}
+
+__global__ void add_bias_kernel(float *y, const float *bias, int dim, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] += bias[i % dim];
+}
+
+extern "C" cudaError_t kiln_cuda_add_bias(cudaStream_t stream, float *y, const float *bias, int n, int dim) {
+    const size_t total = (size_t)n * dim;
+    add_bias_kernel<<<grid_for(total), 256, 0, stream>>>(y, bias, dim, total);
+    return cudaGetLastError();
+}

@@ -1,0 +1,94 @@
+// The CUDA backend's state, shared by its host files (cuda_backend.c,
+// cuda_weights.c, cuda_linear.c, cuda_gemm.c).
+#ifndef KILN_BACKEND_CUDA_IMPL_H
+#define KILN_BACKEND_CUDA_IMPL_H
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_ops.h"
+
+// A device buffer that grows on demand; growth happens only outside graph
+// capture (the first decode step runs uncaptured for this reason).
+typedef struct cuda_scratch {
+    void *ptr;
+    size_t bytes;
+} cuda_scratch;
+
+typedef struct cuda_gemm_cache cuda_gemm_cache;
+
+// RoPE inverse frequencies on the device, one table per parameter set.
+typedef struct cuda_rope_table {
+    int rot_dim;
+    float theta;
+    float *factors; // copy of the frequency divisors, or NULL
+    double *inv_freq;
+} cuda_rope_table;
+
+#define CUDA_MAX_ROPE_TABLES 4
+#define CUDA_STAGING_BUFFERS 2
+
+typedef struct cuda_impl {
+    int device;
+    struct cudaDeviceProp prop;
+    cudaStream_t stream;
+    cudaStream_t upload;          // weight uploads, overlapping host-side conversion
+    cudaError_t error;            // first failure since the last sync
+    const char *error_where;
+    cublasLtHandle_t lt;
+    void *lt_workspace;
+    size_t lt_workspace_bytes;
+    cuda_gemm_cache *gemm_cache;
+    cuda_scratch gemm_input;      // 16-bit copy of a GEMM's input
+    cuda_scratch gemm_trial;      // output of the algorithm trials
+    cuda_scratch attention_ws;    // split-K partial results
+    cuda_scratch sample_ws;
+    int32_t *sampled;             // device: the sampled id
+    int32_t *sampled_host;        // pinned
+    cuda_rope_table rope[CUDA_MAX_ROPE_TABLES];
+    int n_rope;
+    // Weight upload: pinned staging buffers, each free once its event fired.
+    void *staging[CUDA_STAGING_BUFFERS];
+    cudaEvent_t staging_free[CUDA_STAGING_BUFFERS];
+    size_t staging_bytes;
+    int staging_next;
+    uint64_t weight_bytes;
+    uint64_t allocated;           // bytes held through alloc
+    void **retired;               // outgrown scratch buffers (graphs may still use them)
+    int n_retired;
+    const char *gemm_error;       // cuBLASLt's status of the last failure
+    bool capturing;
+} cuda_impl;
+
+static inline cuda_impl *cuda_of(kiln_backend *be) { return (cuda_impl *)be->impl; }
+
+// Records the first CUDA failure; sync() reports it.
+static inline void cuda_note(cuda_impl *c, cudaError_t e, const char *where) {
+    if (e != cudaSuccess && c->error == cudaSuccess) {
+        c->error = e;
+        c->error_where = where;
+    }
+}
+
+kiln_cuda_type kiln_cuda_type_of(kiln_dtype dtype);
+// Makes s hold at least bytes (contents not kept); false on failure.
+bool cuda_scratch_reserve(cuda_impl *c, cuda_scratch *s, size_t bytes);
+void cuda_scratch_release(cuda_scratch *s);
+
+// Weights (cuda_weights.c).
+bool cuda_supports(kiln_backend *be, kiln_dtype type);
+uint64_t cuda_weight_bytes(kiln_backend *be, const kiln_tensor *src);
+kiln_status cuda_weight_load(kiln_backend *be, const kiln_tensor *src, void *dst, kiln_tensor *out);
+kiln_status cuda_weights_done(kiln_backend *be);
+void cuda_staging_free(cuda_impl *c);
+
+// Dense products (cuda_linear.c, cuda_gemm.c).
+void cuda_linear(kiln_backend *be, const kiln_linear_args *a);
+// D[n][m] (+)= X[n][k] W[m][k]^T (+ bias[m]); X and W 16-bit of one type, D f32.
+cudaError_t cuda_gemm(cuda_impl *c, kiln_cuda_type type, const void *w, const void *x, float *d, const float *bias,
+                      int m, int n, int k, bool accumulate);
+cuda_gemm_cache *cuda_gemm_cache_create(void);
+void cuda_gemm_cache_free(cuda_gemm_cache *cache);
+
+#endif

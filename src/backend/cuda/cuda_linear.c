@@ -1,0 +1,60 @@
+// The backend's `linear`: decode-sized batches (up to 8 tokens) go through
+// kiln's matrix-vector kernel, which streams each weight once; larger ones
+// through cuBLASLt on tensor cores after a 16-bit copy of the input.
+#include "backend/cuda/cuda_impl.h"
+
+static bool matvec_fits(const kiln_linear_args *a, kiln_cuda_type type) {
+    if (a->n > KILN_MATVEC_MAX_TOKENS || type == KILN_CUDA_F32 || a->w[0]->ne[0] % 8 != 0) return false;
+    for (int i = 1; i < a->count; i++)
+        if (a->w[i]->dtype != a->w[0]->dtype) return false;
+    return !(a->glu && (a->bias[0] || a->bias[1]));
+}
+
+static void linear_matvec(cuda_impl *c, const kiln_linear_args *a, kiln_cuda_type type) {
+    kiln_cuda_matvec_args mv = {.count = a->count, .type = type, .k = (int)a->w[0]->ne[0], .x = a->x,
+                                .n_tokens = a->n, .accumulate = a->accumulate, .glu = a->glu};
+    for (int i = 0; i < a->count; i++) {
+        mv.w[i] = a->w[i]->data;
+        mv.bias[i] = a->bias[i];
+        mv.y[i] = a->y[i];
+        mv.rows[i] = (int)a->w[i]->ne[1];
+    }
+    cuda_note(c, kiln_cuda_matvec(c->stream, &mv), "matvec");
+}
+
+static void linear_gemm(cuda_impl *c, const kiln_linear_args *a) {
+    const int k = (int)a->w[0]->ne[0];
+    const size_t in_elems = (size_t)a->n * (size_t)k;
+    if (!cuda_scratch_reserve(c, &c->gemm_input, 2 * in_elems)) {
+        cuda_note(c, cudaErrorMemoryAllocation, "gemm input");
+        return;
+    }
+    kiln_cuda_type converted = KILN_CUDA_F32; // type of the input copy now in gemm_input
+    for (int i = 0; i < a->count; i++) {
+        const kiln_cuda_type type = kiln_cuda_type_of(a->w[i]->dtype);
+        if (type == KILN_CUDA_F32) { // only vectors stay F32; no matrix should get here
+            cuda_note(c, cudaErrorInvalidValue, "gemm on an F32 matrix");
+            return;
+        }
+        if (type != converted) {
+            cuda_note(c, kiln_cuda_convert(c->stream, a->x, c->gemm_input.ptr, type, in_elems), "convert");
+            converted = type;
+        }
+        cuda_note(c,
+                  cuda_gemm(c, type, a->w[i]->data, c->gemm_input.ptr, a->y[i], a->bias[i], (int)a->w[i]->ne[1],
+                            a->n, k, a->accumulate),
+                  "cublasLt matmul");
+    }
+    if (a->glu)
+        cuda_note(c, kiln_cuda_swiglu(c->stream, a->y[0], a->y[1], a->y[0], (size_t)a->n * (size_t)a->w[0]->ne[1]),
+                  "swiglu");
+}
+
+void cuda_linear(kiln_backend *be, const kiln_linear_args *a) {
+    cuda_impl *c = cuda_of(be);
+    const kiln_cuda_type type = kiln_cuda_type_of(a->w[0]->dtype);
+    if (matvec_fits(a, type))
+        linear_matvec(c, a, type);
+    else
+        linear_gemm(c, a);
+}

@@ -1,0 +1,88 @@
+// Launchers of the CUDA backend's matrix-vector, normalisation, embedding,
+// RoPE/KV and conversion kernels, callable from C. Like cuda_kernels.h: they
+// only enqueue work on `stream` and return cudaGetLastError().
+#ifndef KILN_BACKEND_CUDA_OPS_H
+#define KILN_BACKEND_CUDA_OPS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <cuda_runtime.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Element types of device weights and of GEMM inputs.
+typedef enum kiln_cuda_type { KILN_CUDA_F16, KILN_CUDA_BF16, KILN_CUDA_F32 } kiln_cuda_type;
+
+#define KILN_MATVEC_MAX_TOKENS 8
+#define KILN_MATVEC_MAX_WEIGHTS 4
+
+// y_i[t][r] (+)= sum_c W_i[r][c] x[t][c] (+ bias_i[r]) for tokens t < n_tokens
+// (1..KILN_MATVEC_MAX_TOKENS) and the rows of up to 4 weights of one type
+// (row-major [rows_i][k], k a multiple of 8, rows 16-byte aligned).
+// glu (count 2): y_0[t][r] = silu(W_0 x) * (W_1 x); y_1 is not written.
+typedef struct kiln_cuda_matvec_args {
+    int count;
+    kiln_cuda_type type;
+    const void *w[KILN_MATVEC_MAX_WEIGHTS];
+    const float *bias[KILN_MATVEC_MAX_WEIGHTS];
+    float *y[KILN_MATVEC_MAX_WEIGHTS];
+    int rows[KILN_MATVEC_MAX_WEIGHTS];
+    int k;
+    const float *x; // [n_tokens][k]
+    int n_tokens;
+    bool accumulate; // y_0 += (count 1)
+    bool glu;
+} kiln_cuda_matvec_args;
+
+cudaError_t kiln_cuda_matvec(cudaStream_t stream, const kiln_cuda_matvec_args *a);
+
+// y[t] = x[t] * rsqrt(mean(x[t]^2) + eps) * weight, for n rows of dim; y may alias x.
+cudaError_t kiln_cuda_rmsnorm(cudaStream_t stream, const float *x, const float *weight, float *y, int n, int dim,
+                              float eps);
+
+// out[t][:] = row ids[t] of table [vocab][dim] (f16, bf16 or f32) as float.
+cudaError_t kiln_cuda_get_rows(cudaStream_t stream, const void *table, kiln_cuda_type type, int dim,
+                               const int32_t *ids, int n, float *out);
+
+// RoPE on q [n][n_heads][head_dim] and k [n][n_kv_heads][head_dim] (in place)
+// at positions pos[t], with inv_freq [rot_dim / 2] (theta^(-2i/rot_dim) /
+// factor_i); then k and v go as f16 into the paged cache slots of their
+// positions (layout of kiln_cuda_kv in cuda_kernels.h).
+typedef struct kiln_cuda_rope_kv_args {
+    float *q;
+    float *k;
+    const float *v;
+    int n_tokens;
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;
+    int rot_dim;
+    bool interleaved;         // pairs (2i, 2i+1); else halves (i, i + rot_dim/2)
+    const double *inv_freq;   // [rot_dim / 2] device, double: angles of long contexts keep their precision
+    const int32_t *pos;       // [n] device
+    const int32_t *seq;       // [n] device
+    void *k_cache;            // __half
+    void *v_cache;
+    const int32_t *block_tables;
+    int max_blocks_per_seq;
+    int block_size;
+} kiln_cuda_rope_kv_args;
+
+cudaError_t kiln_cuda_rope_kv_store(cudaStream_t stream, const kiln_cuda_rope_kv_args *a);
+
+// out[i] = silu(gate[i]) * up[i]
+cudaError_t kiln_cuda_swiglu(cudaStream_t stream, const float *gate, const float *up, float *out, size_t n);
+
+// dst[i] = (type) src[i] for the GEMM's 16-bit inputs.
+cudaError_t kiln_cuda_convert(cudaStream_t stream, const float *src, void *dst, kiln_cuda_type type, size_t n);
+
+// y[t][i] += bias[i] for n rows of dim.
+cudaError_t kiln_cuda_add_bias(cudaStream_t stream, float *y, const float *bias, int n, int dim);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

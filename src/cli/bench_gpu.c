@@ -1,0 +1,196 @@
+// kiln bench --gpu-suite: the GPU workloads of the performance goals, each
+// printed as an absolute figure and as a fraction of the card's own ceilings
+// (streaming-read bandwidth, cuBLASLt BF16 GEMM rate) measured in the same run.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/bench_gpu.h"
+#include "runtime/batch.h"
+#include "runtime/generate.h"
+#include "runtime/session.h"
+
+#ifdef KILN_HAVE_CUDA
+#include "backend/cuda/cuda_ceilings.h"
+#endif
+
+#define DECODE_STEPS 128
+#define BATCH_STEPS 64
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void fill_tokens(int32_t *ids, int n, int vocab, uint64_t seed) {
+    uint64_t x = seed | 1;
+    for (int i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        ids[i] = (int32_t)(256 + x % (uint64_t)(vocab > 512 ? vocab - 512 : 1));
+    }
+}
+
+// Weight bytes one decode step reads: every matrix once, one embedding row.
+static double weight_bytes_per_token(const kiln_model *m) {
+    const kiln_hparams *hp = &m->llm->hp;
+    const kiln_weights *w = &m->weights.w;
+    double embd_table = (double)w->tok_embd.nbytes, row = embd_table / hp->vocab;
+    double total = (double)m->weights.bytes;
+    // A tied output matrix is the embedding table, read whole by the logits.
+    return hp->tied_embeddings ? total : total - embd_table + row;
+}
+
+// KV bytes attention reads for one token at context ctx (f16 K and V).
+static double kv_bytes_per_token(const kiln_hparams *hp, double ctx) {
+    return 2.0 * hp->n_layers * ctx * hp->n_kv_heads * hp->head_dim * 2.0;
+}
+
+// FLOPs of a causal prefill of n tokens from position 0: matrix products
+// (2 per weight element per token; the logits for the last token only) plus
+// attention (QK^T and PV: 4 * head_dim per head per visible position).
+static double prefill_flops(const kiln_hparams *hp, int n) {
+    double q = (double)hp->n_heads * hp->head_dim, kv = (double)hp->n_kv_heads * hp->head_dim;
+    double per_layer = hp->dim * (q + 2 * kv) + q * hp->dim + 3.0 * hp->dim * hp->ffn_dim;
+    double matmul = 2.0 * n * per_layer * hp->n_layers + 2.0 * hp->dim * hp->vocab;
+    double visible = (double)n * (n + 1) / 2.0;
+    return matmul + 4.0 * hp->n_layers * hp->n_heads * hp->head_dim * visible;
+}
+
+typedef struct ceilings {
+    double read_gbps, copy_gbps, gemm_tflops;
+} ceilings;
+
+static bool measure_ceilings(ceilings *c) {
+    memset(c, 0, sizeof *c);
+#ifdef KILN_HAVE_CUDA
+    kiln_cuda_ceilings k;
+    cudaError_t e = kiln_cuda_measure_ceilings(&k);
+    if (e != cudaSuccess) {
+        fprintf(stderr, "kiln bench: measuring the ceilings failed: %s\n", cudaGetErrorString(e));
+        return false;
+    }
+    *c = (ceilings){k.read_gbps, k.copy_gbps, k.gemm_bf16_tflops};
+    return true;
+#else
+    return false;
+#endif
+}
+
+// Decode at batch 1: a prompt of ctx tokens, then DECODE_STEPS greedy steps
+// sampled on the device (the real generation loop).
+static bool bench_decode(kiln_model *m, const int32_t *ids, int ctx, int reps, const ceilings *c, double w_bytes) {
+    kiln_session *s = NULL;
+    if (kiln_session_create(m, ctx + DECODE_STEPS + 1, &s) != KILN_OK) return false;
+    kiln_sampling_params greedy = kiln_sampling_default();
+    greedy.temperature = 0.0f;
+    double times[16];
+    for (int r = 0; r < reps; r++) {
+        kiln_session_reset(s);
+        int32_t id;
+        if (kiln_session_eval(s, ids, (size_t)ctx, NULL) != KILN_OK) goto fail;
+        double t0 = kiln_now_seconds();
+        for (int i = 0; i < DECODE_STEPS; i++)
+            if (kiln_session_sample(s, &greedy, &id) != KILN_OK || kiln_session_eval(s, &id, 1, NULL) != KILN_OK)
+                goto fail;
+        times[r] = kiln_now_seconds() - t0;
+    }
+    double t = median(times, reps) / DECODE_STEPS;
+    double bytes = w_bytes + kv_bytes_per_token(&m->llm->hp, ctx + DECODE_STEPS / 2.0);
+    double gbps = bytes / t / 1e9;
+    printf("| decode b1 ctx %-5d | %9.1f tok/s | %7.1f GB/s | %5.1f%% of read bw | %.3f ms/token |\n", ctx, 1.0 / t,
+           gbps, c->read_gbps ? 100.0 * gbps / c->read_gbps : 0.0, t * 1e3);
+    kiln_session_free(s);
+    return true;
+fail:
+    fprintf(stderr, "kiln bench: decode at %d failed: %s\n", ctx, kiln_last_error());
+    kiln_session_free(s);
+    return false;
+}
+
+static bool bench_prefill(kiln_model *m, const int32_t *ids, int n, int reps, const ceilings *c) {
+    kiln_session *s = NULL;
+    if (kiln_session_create(m, n, &s) != KILN_OK) return false;
+    double times[16];
+    for (int r = 0; r < reps; r++) {
+        kiln_session_reset(s);
+        double t0 = kiln_now_seconds();
+        if (kiln_session_eval(s, ids, (size_t)n, NULL) != KILN_OK) {
+            fprintf(stderr, "kiln bench: prefill %d failed: %s\n", n, kiln_last_error());
+            kiln_session_free(s);
+            return false;
+        }
+        times[r] = kiln_now_seconds() - t0;
+    }
+    double t = median(times, reps), tflops = prefill_flops(&m->llm->hp, n) / t / 1e12;
+    printf("| prefill %-5d       | %9.1f tok/s | %7.1f TFLOP/s | %5.1f%% of GEMM rate | %.1f ms |\n", n, n / t, tflops,
+           c->gemm_tflops ? 100.0 * tflops / c->gemm_tflops : 0.0, t * 1e3);
+    kiln_session_free(s);
+    return true;
+}
+
+static bool bench_batched(kiln_model *m, const int32_t *ids, int n_seqs, int ctx, int reps) {
+    kiln_batch *b = NULL;
+    if (kiln_batch_create(m, n_seqs, ctx + BATCH_STEPS * reps + 1, &b) != KILN_OK) goto fail;
+    for (int s = 0; s < n_seqs; s++)
+        if (kiln_batch_prefill(b, s, ids + s, ctx) != KILN_OK) goto fail;
+    int32_t step_ids[4096];
+    double times[16];
+    for (int r = 0; r < reps; r++) {
+        double t0 = kiln_now_seconds();
+        for (int i = 0; i < BATCH_STEPS; i++) {
+            for (int s = 0; s < n_seqs; s++) step_ids[s] = ids[(s + i) % ctx];
+            if (kiln_batch_decode(b, step_ids) != KILN_OK) goto fail;
+        }
+        if (m->be->ops->sync(m->be) != KILN_OK) goto fail;
+        times[r] = kiln_now_seconds() - t0;
+    }
+    double t = median(times, reps) / BATCH_STEPS;
+    printf("| batched decode %-3d  | %9.1f tok/s | %.3f ms/step (context %d) |\n", n_seqs, n_seqs / t, t * 1e3, ctx);
+    kiln_batch_free(b);
+    return true;
+fail:
+    fprintf(stderr, "kiln bench: batched decode of %d failed: %s\n", n_seqs, kiln_last_error());
+    kiln_batch_free(b);
+    return false;
+}
+
+int bench_gpu_suite(kiln_model *m, const char *path, int reps) {
+    if (reps > 16) reps = 16;
+    const kiln_hparams *hp = &m->llm->hp;
+    ceilings c;
+    bool have_ceilings = measure_ceilings(&c);
+    kiln_memory_info mem;
+    kiln_model_memory(m, 4096 + DECODE_STEPS + 1, &mem);
+    const double gib = 1u << 30;
+    printf("kiln bench --gpu-suite: %s on %s\n", path, kiln_model_device(m));
+    printf("geometry: %d layers, hidden %d, ffn %d, %d heads, %d kv heads, vocab %d\n", hp->n_layers, hp->dim,
+           hp->ffn_dim, hp->n_heads, hp->n_kv_heads, hp->vocab);
+    printf("memory: weights %.2f GiB, KV cache %.2f GiB (context %d, f16), workspace %.2f GiB; device %.1f of %.1f "
+           "GiB free\n",
+           mem.weights / gib, mem.kv_cache / gib, 4096 + DECODE_STEPS + 1, mem.workspace / gib, mem.device_free / gib,
+           mem.device_total / gib);
+    if (have_ceilings)
+        printf("ceilings: streaming read %.0f GB/s, device copy %.0f GB/s (read + write), cuBLASLt BF16 GEMM %.1f "
+               "TFLOP/s\n",
+               c.read_gbps, c.copy_gbps, c.gemm_tflops);
+    const int max_ids = 4096 + 64;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)max_ids);
+    if (!ids) return 1;
+    fill_tokens(ids, max_ids, hp->vocab, 0x9e3779b97f4a7c15ull);
+    const double w_bytes = weight_bytes_per_token(m);
+    printf("weights read per token: %.2f GB\n\n| workload | throughput | rate | of ceiling | time |\n|---|---|---|---|---|\n",
+           w_bytes / 1e9);
+    fflush(stdout);
+    bool ok = true;
+    static const int decode_ctx[] = {512, 4096}, prefill_n[] = {512, 2048}, batch_n[] = {8, 32, 64};
+    for (int i = 0; i < 2; i++) ok &= bench_decode(m, ids, decode_ctx[i], reps, &c, w_bytes), fflush(stdout);
+    for (int i = 0; i < 2; i++) ok &= bench_prefill(m, ids, prefill_n[i], reps, &c), fflush(stdout);
+    for (int i = 0; i < 3; i++) ok &= bench_batched(m, ids, batch_n[i], 512, reps), fflush(stdout);
+    free(ids);
+    return ok ? 0 : 1;
+}

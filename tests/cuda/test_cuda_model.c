@@ -1,0 +1,223 @@
+// SmolLM2-135M on the GPU against the CPU backend (float activations, the
+// path that matches transformers to 1e-4): teacher-forced over a text of more
+// than 1,000 tokens (top-1 agreement and KL divergence of the next-token
+// distributions), greedy generation on the prompts of the CPU reference
+// fixtures, and GPU memory over 1,000 short generations in one process.
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "cuda_test_util.h"
+#include "runtime/generate.h"
+#include "runtime/session.h"
+#include "test_util.h"
+
+static const char *model_path;
+
+static kiln_model *load(kiln_device device, const char *path) {
+    kiln_model_params mp = {.device = device, .precise = true};
+    kiln_model *m = NULL;
+    kiln_status st = kiln_model_load(path, &mp, &m);
+    if (st != KILN_OK) fprintf(stderr, "load %s: %s\n", path, kiln_last_error());
+    assert_int_equal(st, KILN_OK);
+    return m;
+}
+
+// Logits [n][vocab] at every position, as one session would see them, with
+// the prompt run through the forward pass in chunks of `chunk` tokens.
+static float *all_logits(kiln_model *model, const int32_t *ids, int n, int chunk) {
+    const kiln_llm *m = model->llm;
+    kiln_backend *be = model->be;
+    const int vocab = m->hp.vocab;
+    kiln_kv_cache *kv;
+    kiln_activations act;
+    assert_int_equal(kiln_kv_cache_create(be, &m->hp, n, 1, be->kv_dtype, &kv), KILN_OK);
+    assert_int_equal(kiln_kv_cache_reserve(kv, 0, n), KILN_OK);
+    assert_int_equal(kiln_activations_create(be, &m->hp, chunk, &act), KILN_OK);
+    float *dev = be->ops->alloc(be, sizeof(float) * (size_t)chunk * vocab);
+    float *logits = malloc(sizeof(float) * (size_t)n * vocab);
+    int32_t *pos = malloc(sizeof(int32_t) * chunk), *seq = calloc((size_t)chunk, sizeof(int32_t)),
+            *rows = malloc(sizeof(int32_t) * chunk);
+    assert_true(dev && logits && pos && seq && rows);
+    for (int done = 0; done < n; done += chunk) {
+        int c = n - done < chunk ? n - done : chunk;
+        for (int i = 0; i < c; i++) pos[i] = done + i, rows[i] = i;
+        kiln_forward_args args = {.n_tokens = c, .tokens = ids + done, .pos = pos, .seq = seq, .kv = &kv->view,
+                                  .kv_layers = kv->layers, .n_logits = c, .logit_rows = rows, .logits = dev};
+        assert_int_equal(kiln_llama_forward(m, &model->weights.w, be, &act, &args), KILN_OK);
+        be->ops->to_host(be, logits + (size_t)done * vocab, dev, sizeof(float) * (size_t)c * vocab);
+        assert_int_equal(be->ops->sync(be), KILN_OK);
+    }
+    free(pos);
+    free(seq);
+    free(rows);
+    be->ops->free(be, dev);
+    kiln_activations_free(be, &act);
+    kiln_kv_cache_free(kv);
+    return logits;
+}
+
+static void softmax(const float *l, int n, double *p) {
+    double max = l[0], sum = 0;
+    for (int i = 1; i < n; i++) max = l[i] > max ? l[i] : max;
+    for (int i = 0; i < n; i++) sum += p[i] = exp((double)l[i] - max);
+    for (int i = 0; i < n; i++) p[i] /= sum;
+}
+
+static int argmax(const float *l, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (l[i] > l[best]) best = i;
+    return best;
+}
+
+// A text of well over 1,000 tokens: this repository's own documents.
+static char *long_text(void) {
+    static const char *files[] = {"README.md", "docs/architecture.md"};
+    size_t cap = 1 << 20, len = 0;
+    char *text = malloc(cap);
+    assert_non_null(text);
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/../../%s", KILN_FIXTURES, files[i]);
+        FILE *f = fopen(path, "rb");
+        assert_non_null(f);
+        len += fread(text + len, 1, cap - 1 - len, f);
+        fclose(f);
+    }
+    text[len] = 0;
+    return text;
+}
+
+// Teacher-forced: every position's next-token distribution, GPU against CPU.
+static void test_teacher_forced(void **state) {
+    (void)state;
+    kiln_model *gpu = load(KILN_DEVICE_CUDA, model_path), *cpu = load(KILN_DEVICE_CPU, model_path);
+    char *text = long_text();
+    int32_t *ids;
+    size_t n_ids;
+    assert_int_equal(kiln_tokenize(cpu, text, strlen(text), true, false, &ids, &n_ids), KILN_OK);
+    const int n = n_ids > 1200 ? 1200 : (int)n_ids, vocab = kiln_model_vocab_size(cpu);
+    assert_true(n >= 1000);
+    // GPU in prompt chunks of 300 (the tensor-core attention with earlier
+    // chunks in the cache); CPU in one pass.
+    float *lg = all_logits(gpu, ids, n, 300), *lc = all_logits(cpu, ids, n, n);
+    double *pg = malloc(sizeof(double) * vocab), *pc = malloc(sizeof(double) * vocab), kl_sum = 0, kl_max = 0;
+    int agree = 0;
+    for (int t = 0; t < n; t++) {
+        const float *g = lg + (size_t)t * vocab, *c = lc + (size_t)t * vocab;
+        agree += argmax(g, vocab) == argmax(c, vocab);
+        softmax(g, vocab, pg);
+        softmax(c, vocab, pc);
+        double kl = 0;
+        for (int i = 0; i < vocab; i++)
+            if (pc[i] > 0) kl += pc[i] * (log(pc[i]) - log(pg[i] > 1e-300 ? pg[i] : 1e-300));
+        kl_sum += kl;
+        kl_max = kl > kl_max ? kl : kl_max;
+    }
+    printf("teacher-forced over %d tokens: top-1 agreement %d/%d (%.2f%%), mean KL %.3g, max KL %.3g\n", n, agree, n,
+           100.0 * agree / n, kl_sum / n, kl_max);
+    assert_true(agree >= 0.99 * n);
+    assert_true(kl_sum / n < 1e-3);
+    free(pg);
+    free(pc);
+    free(lg);
+    free(lc);
+    free(ids);
+    free(text);
+    kiln_model_free(gpu);
+    kiln_model_free(cpu);
+}
+
+static const char *const prompts[] = {
+    "Hello",
+    "In 2024 the capital of",
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+    "<|im_start|>user\nWhat is the capital of France? Answer briefly.<|im_end|>\n<|im_start|>assistant\n",
+    "The history of computing is full of surprising turns. In 1837, Charles Babbage described the "
+    "Analytical Engine, a mechanical general-purpose computer that was never completed. About a century "
+    "later, Alan Turing's 1936 paper defined what it means for a function to be computable, and during "
+    "the Second World War machines such as Colossus and ENIAC showed that electronic computation was "
+    "practical. Today a phone runs at more than 3,000,000,000 cycles per second. A tiny Python function:\n\ndef "
+    "add(a, b):\n    return a + b\n\nIt",
+};
+
+// 64 greedy tokens through the public API (GPU: graphs and device sampling).
+static int greedy(kiln_model *m, const char *prompt, int32_t *out, int n_out) {
+    int32_t *ids;
+    size_t n_ids;
+    assert_int_equal(kiln_tokenize(m, prompt, strlen(prompt), false, true, &ids, &n_ids), KILN_OK);
+    kiln_session *s;
+    assert_int_equal(kiln_session_create(m, 512, &s), KILN_OK);
+    kiln_sampling_params sp = kiln_sampling_default();
+    sp.temperature = 0;
+    assert_int_equal(kiln_session_eval(s, ids, n_ids, NULL), KILN_OK);
+    int n = 0;
+    for (; n < n_out; n++) {
+        assert_int_equal(kiln_session_sample(s, &sp, &out[n]), KILN_OK);
+        assert_int_equal(kiln_session_eval(s, &out[n], 1, NULL), KILN_OK);
+    }
+    kiln_session_free(s);
+    free(ids);
+    return n;
+}
+
+static void test_greedy_prompts(void **state) {
+    (void)state;
+    kiln_model *gpu = load(KILN_DEVICE_CUDA, model_path), *cpu = load(KILN_DEVICE_CPU, model_path);
+    for (size_t p = 0; p < sizeof prompts / sizeof prompts[0]; p++) {
+        int32_t g[64], c[64];
+        greedy(gpu, prompts[p], g, 64);
+        greedy(cpu, prompts[p], c, 64);
+        int same = 0;
+        while (same < 64 && g[same] == c[same]) same++;
+        printf("prompt %zu: greedy tokens equal for %d of 64\n", p, same);
+        assert_int_equal(same, 64);
+    }
+    kiln_model_free(gpu);
+    kiln_model_free(cpu);
+}
+
+// 1,000 short generations in one process: device memory ends where it began.
+static void test_memory_steady(void **state) {
+    (void)state;
+    kiln_model *gpu = load(KILN_DEVICE_CUDA, model_path);
+    const int32_t prompt[4] = {1, 504, 3458, 282};
+    kiln_sampling_params sp = kiln_sampling_default();
+    sp.seed = 7;
+    size_t free_before = 0, free_after = 0, total;
+    for (int i = 0; i < 1001; i++) {
+        if (i == 1) CUDA_CHECK(cudaMemGetInfo(&free_before, &total)); // after the first: handles, tables
+        kiln_session *s;
+        assert_int_equal(kiln_session_create(gpu, 64, &s), KILN_OK);
+        assert_int_equal(kiln_session_eval(s, prompt, 4, NULL), KILN_OK);
+        for (int k = 0; k < 4; k++) {
+            int32_t id;
+            assert_int_equal(kiln_session_sample(s, &sp, &id), KILN_OK);
+            assert_int_equal(kiln_session_eval(s, &id, 1, NULL), KILN_OK);
+        }
+        kiln_session_free(s);
+    }
+    CUDA_CHECK(cudaMemGetInfo(&free_after, &total));
+    printf("device memory free: %zu bytes before, %zu after 1,000 generations\n", free_before, free_after);
+    assert_true(free_after == free_before);
+    kiln_model_free(gpu);
+}
+
+int main(void) {
+    kiln_test_require_gpu();
+    KILN_REQUIRE_MODEL(path);
+    model_path = path;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_teacher_forced),
+        cmocka_unit_test(test_greedy_prompts),
+        cmocka_unit_test(test_memory_steady),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
