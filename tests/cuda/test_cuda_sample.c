@@ -399,7 +399,8 @@ static void run_vocab(int vocab, uint64_t seed) {
                         gpu_sample(&g, p, u, n_u, ids);
                         int alt[2], n_alt;
                         const int n = ref_kept(&r, p.top_k, p.top_p, p.min_p, alt, &n_alt);
-                        for (int k = 0; k < n_u; k++) judge(&shape_tally, &r, n, alt, n_alt, (double)u[k], ids[k], what);
+                        for (int k = 0; k < n_u; k++)
+                            judge(&shape_tally, &r, n, alt, n_alt, (double)u[k], ids[k], what);
                         // The CPU sampler is slow on big vocabularies: a few parameter sets each.
                         if (combo % 9 == (int)(ti * 4 + (size_t)s) % 9)
                             check_against_cpu(&g, l, &r, p.temperature, p.top_k, p.top_p, p.min_p,

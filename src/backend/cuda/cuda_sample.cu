@@ -560,7 +560,8 @@ static __device__ u64 flat_key_at(finish_ctx &c, int b, unsigned r) {
     }
     __syncthreads();
     unsigned word = t < CHUNK / 32 ? bits[t] : 0, total;
-    const unsigned before = block_exclusive_scan<unsigned>(__popc(word), reinterpret_cast<unsigned *>(c.warp_tmp), &total);
+    unsigned *tmp = reinterpret_cast<unsigned *>(c.warp_tmp);
+    const unsigned before = block_exclusive_scan<unsigned>(__popc(word), tmp, &total);
     if (t < CHUNK / 32 && before <= rr && rr < before + __popc(word)) {
         for (unsigned skip = rr - before; skip > 0; skip--) word &= word - 1; // drop the lower set bits
         const int id = j * CHUNK + (int)t * 32 + __ffs(word) - 1;
