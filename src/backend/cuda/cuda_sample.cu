@@ -6,21 +6,20 @@
 // cut, the top-p cut, the min-p cut and the draw each need one position and
 // the probability mass before it. Sorting ~128k items per token would be too
 // slow, so two kernels do this:
-//   1. argmax_kernel: argmax of each 1024 logits (and clears the counters);
-//   2. sample_kernel, one block per chunk of 4096 logits: each candidate falls
+//   1. argmax_kernel: per-chunk argmax of the logits (and clears counters);
+//   2. sample_kernel, one block per chunk of 1024 logits: each candidate falls
 //      in one of SAMPLE_BINS bins of width 40/SAMPLE_BINS nats below the best,
 //      a monotone function of the scaled logit, so the bins cut the sorted
 //      order into contiguous pieces. Per bin: count and probability mass (exp
 //      in double, summed as 64-bit fixed point, so every sum is exact,
 //      associative and deterministic). Each block counting-sorts its chunk's
 //      candidates by bin into its own slice of the workspace and records
-//      where each bin starts in it, and the range of logits in each bin. The
-//      last block to finish then finds, from the global counts and masses,
-//      the bin holding each cut, gathers only that bin's items (or those of
-//      the few bins holding the whole top-k) into shared memory, sorts them,
-//      and reads the answer there. A bin too big to sort is handled exactly
-//      too: all equal logits (flat) by their ids' order, mixed ones by a radix
-//      select over its items (slow, but only for contrived logits).
+//      where each bin starts in it. The last block to finish then finds, from
+//      the global counts and masses, the bin holding each cut, gathers only
+//      that bin's items (or those of the few bins holding the whole top-k)
+//      into shared memory, sorts them, and reads the answer there. A bin too
+//      big to sort is handled exactly too: all equal logits (flat) by their
+//      ids' order, mixed ones by a radix select over its items.
 #include <limits.h>
 #include <math.h>
 
@@ -29,12 +28,10 @@
 typedef unsigned long long u64;
 
 enum {
-    ARGMAX_CHUNK = 1024,  // logits per block of argmax_kernel
-    ARGMAX_THREADS = 256, // four logits a thread
-    CHUNK = 4096,         // logits per block of sample_kernel: few blocks, few global atomics
-    BLOCK_THREADS = 1024, // four logits a thread
-    ITEMS = CHUNK / BLOCK_THREADS,
-    MAX_CHUNKS = 1024, // the finish handles one chunk per thread: vocab <= 4M
+    CHUNK = 1024,         // logits per block
+    ARGMAX_THREADS = 256, // argmax_kernel: four logits a thread
+    BLOCK_THREADS = 1024, // sample_kernel: one logit a thread
+    MAX_CHUNKS = 1024,    // the finish handles one chunk per thread: vocab <= 1M
     SAMPLE_BINS = 2048,   // bins over the 40 nats below the best
     SORT_CAP = 4096,      // items the finish sorts in shared memory
     RADIX_BITS = 11,
@@ -42,10 +39,9 @@ enum {
     PASS_UNROLL = 8,  // loads in flight per thread in a pass over a big bin
     RADIX_UNROLL = 4, // the same with masses (fewer: registers)
 };
-static_assert(ARGMAX_CHUNK == 4 * ARGMAX_THREADS && CHUNK == 4 * BLOCK_THREADS, "four logits a thread");
+static_assert(CHUNK == BLOCK_THREADS && CHUNK == 4 * ARGMAX_THREADS, "one chunk per block in both kernels");
 static_assert(SAMPLE_BINS == 2 * BLOCK_THREADS && RADIX == 2 * BLOCK_THREADS, "two bins (digits) per thread");
 static_assert(SORT_CAP == 4 * BLOCK_THREADS, "four sorted items per thread");
-static_assert(CHUNK % 32 == 0 && CHUNK / 32 <= BLOCK_THREADS, "a chunk's ids as a bitmap, one word a thread");
 static_assert(MAX_CHUNKS <= BLOCK_THREADS, "one chunk per thread in the finish");
 static_assert(CHUNK <= 65535, "bin offsets inside a chunk are 16-bit");
 
@@ -65,13 +61,11 @@ typedef struct sample_state {
 
 // Byte offsets of the workspace's arrays.
 typedef struct sample_layout {
-    size_t partials;   // argmax_partial [n_partials]
+    size_t partials;   // argmax_partial [n_chunks]
     size_t state;      // sample_state
     size_t bin_count;  // unsigned [SAMPLE_BINS]
     size_t bin_mass;   // u64 [SAMPLE_BINS], fixed point
     size_t offsets;    // unsigned short [n_chunks][SAMPLE_BINS + 1]: bin b of chunk j starts at items[j * CHUNK + .]
-    size_t ord_min;    // unsigned [n_chunks][SAMPLE_BINS]: range of ordered_bits of the chunk's items in the
-    size_t ord_max;    //   bin (written only where the chunk has some)
     size_t items;      // ulonglong2 [n_chunks * CHUNK]: (key, mass) of each chunk's candidates, grouped by bin
     size_t total;
 } sample_layout;
@@ -81,15 +75,12 @@ static size_t align_up(size_t x) { return (x + 255) & ~(size_t)255; }
 static sample_layout layout_for(int vocab) {
     sample_layout l;
     const size_t n_chunks = ((size_t)vocab + CHUNK - 1) / CHUNK;
-    const size_t n_partials = ((size_t)vocab + ARGMAX_CHUNK - 1) / ARGMAX_CHUNK;
     size_t at = 0;
-    l.partials = at, at = align_up(at + n_partials * sizeof(argmax_partial));
+    l.partials = at, at = align_up(at + n_chunks * sizeof(argmax_partial));
     l.state = at, at = align_up(at + sizeof(sample_state));
     l.bin_count = at, at = align_up(at + SAMPLE_BINS * sizeof(unsigned));
     l.bin_mass = at, at = align_up(at + SAMPLE_BINS * sizeof(u64));
     l.offsets = at, at = align_up(at + n_chunks * (SAMPLE_BINS + 1) * sizeof(unsigned short));
-    l.ord_min = at, at = align_up(at + n_chunks * SAMPLE_BINS * sizeof(unsigned));
-    l.ord_max = at, at = align_up(at + n_chunks * SAMPLE_BINS * sizeof(unsigned));
     l.items = at, at = align_up(at + n_chunks * CHUNK * sizeof(ulonglong2));
     l.total = at;
     return l;
@@ -181,12 +172,6 @@ static __device__ void reduce_partials(const argmax_partial *partials, int n, fl
     __syncthreads(); // s_v, s_i reusable
 }
 
-template <typename T> static __device__ __forceinline__ T warp_sum(T v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
-    return v;
-}
-
 // Exclusive prefix sum over the block (blockDim a multiple of 32); *total is
 // the block's sum. warp_tmp: 32 shared elements.
 template <typename T> static __device__ T block_exclusive_scan(T v, T *warp_tmp, T *total) {
@@ -254,9 +239,9 @@ __global__ void __launch_bounds__(ARGMAX_THREADS)
 
     float v = -INFINITY;
     int idx = INT_MAX; // NaN logits are never taken (the CPU's '>' skips them too)
-    const int base = blockIdx.x * ARGMAX_CHUNK;
+    const int base = blockIdx.x * CHUNK;
 #pragma unroll
-    for (int k = 0; k < ARGMAX_CHUNK / ARGMAX_THREADS; k++) {
+    for (int k = 0; k < CHUNK / ARGMAX_THREADS; k++) {
         const int i = base + k * ARGMAX_THREADS + threadIdx.x;
         if (i < vocab) {
             const float x = logits[i];
@@ -278,11 +263,11 @@ __global__ void __launch_bounds__(ARGMAX_THREADS)
 }
 
 __global__ void __launch_bounds__(ARGMAX_THREADS)
-    greedy_kernel(const argmax_partial *partials, int n_partials, int32_t *out) {
+    greedy_kernel(const argmax_partial *partials, int n_chunks, int32_t *out) {
     wait_for_previous_kernel();
     float v;
     int i;
-    reduce_partials(partials, n_partials, &v, &i);
+    reduce_partials(partials, n_chunks, &v, &i);
     if (threadIdx.x == 0) *out = i == INT_MAX ? 0 : i; // all NaN: the CPU answers 0
 }
 
@@ -290,7 +275,7 @@ __global__ void __launch_bounds__(ARGMAX_THREADS)
 
 typedef struct sample_args {
     const float *logits;
-    int vocab, n_partials, n_chunks, id_bits, top_k;
+    int vocab, n_chunks, id_bits, top_k;
     float inv_t, top_p, u;
     double min_p_cut, mass_scale;
     const argmax_partial *partials;
@@ -298,7 +283,6 @@ typedef struct sample_args {
     unsigned *bin_count;
     u64 *bin_mass;
     unsigned short *offsets;
-    unsigned *ord_min, *ord_max;
     ulonglong2 *items;
     int32_t *out;
 } sample_args;
@@ -308,16 +292,15 @@ typedef struct sample_args {
 // control flow on the same shared values: searches are done redundantly by
 // every thread.
 
-// "Rule holds at mass x": the top-p cut (x >= top_p * total; the CPU divides
-// instead, which rounds differently only for x within 1e-16 of the cut) or the
-// draw (x > u * total). Both are monotone in x.
+// "Rule holds at mass x": the top-p cut (x / total >= top_p) or the draw
+// (x > u * total); both are monotone in x.
 typedef struct cut_rule {
-    bool strict; // the draw
-    double threshold;
+    bool is_draw;
+    double total, top_p, target;
 } cut_rule;
 
 static __device__ __forceinline__ bool rule_holds(const cut_rule &r, u64 x) {
-    return r.strict ? (double)x > r.threshold : (double)x >= r.threshold;
+    return r.is_draw ? (double)x > r.target : (double)x / r.total >= r.top_p;
 }
 
 // The shared arrays of a chunk list: for each chunk j, where a range of bins
@@ -325,7 +308,6 @@ static __device__ __forceinline__ bool rule_holds(const cut_rule &r, u64 x) {
 // the concatenation of all chunks (dst, an exclusive prefix sum of len).
 typedef struct segments {
     unsigned *src, *len, *dst;
-    int n; // chunks
 } segments;
 
 typedef struct finish_ctx {
@@ -350,64 +332,24 @@ typedef struct select_result {
     u64 mass_before; // of the bin's items before it
 } select_result;
 
-// One compare-exchange of a bitonic network: this element (own, mine) and
-// its partner (pk, pm) at distance j; the lower one of the pair keeps the
-// smaller key when ascending.
-static __device__ __forceinline__ void bitonic_step(u64 *own, u64 *mine, u64 pk, u64 pm, bool lower, bool ascending) {
-    if (lower == ascending ? pk < *own : pk > *own) *own = pk, *mine = pm;
-}
-
-static __device__ __forceinline__ void bitonic_pair(u64 *ka, u64 *ma, u64 *kb, u64 *mb, bool ascending) {
-    if ((*ka > *kb) == ascending) {
-        const u64 k = *ka, m = *ma;
-        *ka = *kb, *ma = *mb, *kb = k, *mb = m;
-    }
-}
-
-// Sorts n keys (n a power of two <= SORT_CAP; padding ~0) ascending with
-// their payloads, thread t holding elements q * BLOCK_THREADS + t in k[q],
-// m[q]; writes the result to skey, spref [0, n). Partners closer than a warp
-// are exchanged by shuffles, partners in another thread's same slot through
-// shared memory, and those of the same thread in registers.
-static __device__ void sort_held(u64 k[ITEMS], u64 m[ITEMS], unsigned n, u64 *skey, u64 *spref) {
-    const unsigned t = threadIdx.x, lane = t % 32;
-    const int slots = (int)((n + BLOCK_THREADS - 1) / BLOCK_THREADS);
-    for (unsigned size = 2; size <= n; size <<= 1)
-        for (unsigned j = size >> 1; j > 0; j >>= 1) {
-            if (j >= BLOCK_THREADS) { // same thread: slots q and q ^ (j / BLOCK_THREADS); t < size
-                if (j == BLOCK_THREADS) {
-                    bitonic_pair(&k[0], &m[0], &k[1], &m[1], ((0 * BLOCK_THREADS) & size) == 0);
-                    bitonic_pair(&k[2], &m[2], &k[3], &m[3], ((2 * BLOCK_THREADS) & size) == 0);
-                } else {
-                    bitonic_pair(&k[0], &m[0], &k[2], &m[2], ((0 * BLOCK_THREADS) & size) == 0);
-                    bitonic_pair(&k[1], &m[1], &k[3], &m[3], ((1 * BLOCK_THREADS) & size) == 0);
+// Sorts keys[0..n) ascending (n a power of two), moving payload[] (when not
+// NULL) along.
+static __device__ void bitonic_sort(u64 *keys, u64 *payload, unsigned n) {
+    for (unsigned k = 2; k <= n; k <<= 1)
+        for (unsigned j = k >> 1; j > 0; j >>= 1) {
+            for (unsigned i = threadIdx.x; i < n / 2; i += blockDim.x) {
+                const unsigned lo = ((i & ~(j - 1)) << 1) | (i & (j - 1)), hi = lo + j;
+                const u64 x = keys[lo], y = keys[hi];
+                if ((x > y) == ((lo & k) == 0)) {
+                    keys[lo] = y, keys[hi] = x;
+                    if (payload) {
+                        const u64 t = payload[lo];
+                        payload[lo] = payload[hi], payload[hi] = t;
+                    }
                 }
-            } else if (j >= 32) {
-#pragma unroll
-                for (int q = 0; q < ITEMS; q++)
-                    if (q < slots) skey[q * BLOCK_THREADS + t] = k[q], spref[q * BLOCK_THREADS + t] = m[q];
-                __syncthreads();
-#pragma unroll
-                for (int q = 0; q < ITEMS; q++)
-                    if (q < slots) {
-                        const unsigned e = q * BLOCK_THREADS + t, p = e ^ j;
-                        bitonic_step(&k[q], &m[q], skey[p], spref[p], (t & j) == 0, (e & size) == 0);
-                    }
-                __syncthreads();
-            } else {
-#pragma unroll
-                for (int q = 0; q < ITEMS; q++)
-                    if (q < slots) {
-                        const unsigned e = q * BLOCK_THREADS + t;
-                        const u64 pk = __shfl_xor_sync(FULL_MASK, k[q], j), pm = __shfl_xor_sync(FULL_MASK, m[q], j);
-                        bitonic_step(&k[q], &m[q], pk, pm, (lane & j) == 0, (e & size) == 0);
-                    }
             }
+            __syncthreads();
         }
-#pragma unroll
-    for (int q = 0; q < ITEMS; q++)
-        if (q < slots) skey[q * BLOCK_THREADS + t] = k[q], spref[q * BLOCK_THREADS + t] = m[q];
-    __syncthreads();
 }
 
 // Bin holding position p < N.
@@ -445,7 +387,7 @@ static __device__ void load_segments(finish_ctx &c, int b0, int b1, segments s) 
 // Chunk whose items hold concatenated index i (i < total): the last one
 // starting at or before i (never an empty one).
 static __device__ __forceinline__ int segment_of(const segments &s, unsigned i) {
-    int lo = 0, hi = s.n - 1;
+    int lo = 0, hi = MAX_CHUNKS - 1;
     while (lo < hi) {
         const int mid = (lo + hi + 1) / 2;
         if (s.dst[mid] <= i) lo = mid;
@@ -457,7 +399,7 @@ static __device__ __forceinline__ int segment_of(const segments &s, unsigned i) 
 // Index in items of concatenated item i, walking forward from chunk *j (the
 // indices a thread visits only grow).
 static __device__ __forceinline__ unsigned item_at(const segments &s, int *j, unsigned i) {
-    while (*j + 1 < s.n && s.dst[*j + 1] <= i) ++*j;
+    while (*j + 1 < MAX_CHUNKS && s.dst[*j + 1] <= i) ++*j;
     return s.src[*j] + (i - s.dst[*j]);
 }
 
@@ -470,11 +412,11 @@ static __device__ void resolve(finish_ctx &c, int b0, int b1) {
     __syncthreads(); // everyone is done reading the previous window
     // The segments live in the masses' place until the items are loaded.
     unsigned *area = reinterpret_cast<unsigned *>(c.spref);
-    const segments s = {area, area + MAX_CHUNKS, area + 2 * MAX_CHUNKS, c.a->n_chunks};
+    const segments s = {area, area + MAX_CHUNKS, area + 2 * MAX_CHUNKS};
     load_segments(c, b0, b1, s);
-    u64 k[ITEMS], m[ITEMS];
+    u64 k[SORT_CAP / BLOCK_THREADS], m[SORT_CAP / BLOCK_THREADS];
 #pragma unroll
-    for (int q = 0; q < ITEMS; q++) {
+    for (int q = 0; q < SORT_CAP / BLOCK_THREADS; q++) {
         const unsigned i = threadIdx.x + q * BLOCK_THREADS;
         k[q] = ~0ull, m[q] = 0; // padding sorts last (no key is all ones)
         if (i < count) {
@@ -484,7 +426,13 @@ static __device__ void resolve(finish_ctx &c, int b0, int b1) {
         }
     }
     __syncthreads(); // the segments are read
-    sort_held(k, m, n, c.skey, c.spref);
+#pragma unroll
+    for (int q = 0; q < SORT_CAP / BLOCK_THREADS; q++) {
+        const unsigned i = threadIdx.x + q * BLOCK_THREADS;
+        if (i < n) c.skey[i] = k[q], c.spref[i] = m[q];
+    }
+    __syncthreads();
+    bitonic_sort(c.skey, c.spref, n);
     u64 sum = 0, total;
 #pragma unroll
     for (int q = 0; q < 4; q++) {
@@ -512,19 +460,30 @@ static __device__ __forceinline__ u64 window_mass_through(const finish_ctx &c, u
     return c.mass_before[c.win_b0] + c.spref[p - c.win_start];
 }
 
-// The range of logits (ordered bits) in big bin b, from the chunks' ranges.
+// The range of logits (ordered bits) in big bin b: one pass over its items.
 static __device__ void ensure_big_range(finish_ctx &c, int b) {
     if (c.big_b == b) return;
     __syncthreads();
     c.win_b0 = -1; // the segments overwrite the window
     unsigned *area = reinterpret_cast<unsigned *>(c.spref);
-    const segments s = {area, area + MAX_CHUNKS, area + 2 * MAX_CHUNKS, c.a->n_chunks};
+    const segments s = {area, area + MAX_CHUNKS, area + 2 * MAX_CHUNKS};
     load_segments(c, b, b, s);
-    const int j = threadIdx.x;
+    const unsigned count = bin_size(c, b);
     unsigned lo = 0xffffffffu, hi = 0;
-    if (j < c.a->n_chunks && s.len[j] > 0) {
-        lo = __ldcg(c.a->ord_min + (size_t)j * SAMPLE_BINS + b);
-        hi = __ldcg(c.a->ord_max + (size_t)j * SAMPLE_BINS + b);
+    int j = segment_of(s, threadIdx.x < count ? threadIdx.x : 0);
+    for (unsigned i0 = threadIdx.x; i0 < count; i0 += PASS_UNROLL * blockDim.x) {
+        u64 k[PASS_UNROLL];
+#pragma unroll
+        for (int q = 0; q < PASS_UNROLL; q++) {
+            const unsigned i = i0 + q * blockDim.x;
+            k[q] = i < count ? __ldcg(&c.a->items[item_at(s, &j, i)].x) : 0;
+        }
+#pragma unroll
+        for (int q = 0; q < PASS_UNROLL; q++)
+            if (i0 + q * blockDim.x < count) {
+                const unsigned ord = ~(unsigned)(k[q] >> c.a->id_bits);
+                lo = min(lo, ord), hi = max(hi, ord);
+            }
     }
     lo = __reduce_min_sync(FULL_MASK, lo);
     hi = __reduce_max_sync(FULL_MASK, hi);
@@ -538,37 +497,23 @@ static __device__ void ensure_big_range(finish_ctx &c, int b) {
     c.big_b = b, c.big_min = lo, c.big_max = hi;
 }
 
-// All of big bin b's logits are equal: its order is its ids' order, and chunk
-// j holds ids [j * CHUNK, (j + 1) * CHUNK). The key of its item of rank r:
-// the r'-th set bit of a bitmap of the ids in the chunk that holds it.
+// All of big bin b's logits are equal: its order is its ids' order, and its
+// chunks hold increasing ids. The key of its item of rank r: the chunk holding
+// it is sorted alone.
 static __device__ u64 flat_key_at(finish_ctx &c, int b, unsigned r) {
-    __shared__ u64 s_key;
     __syncthreads();
     c.win_b0 = -1;
     unsigned *area = reinterpret_cast<unsigned *>(c.spref);
-    const segments s = {area, area + MAX_CHUNKS, area + 2 * MAX_CHUNKS, c.a->n_chunks};
+    const segments s = {area, area + MAX_CHUNKS, area + 2 * MAX_CHUNKS};
     load_segments(c, b, b, s);
     const int j = segment_of(s, r);
-    const unsigned count = s.len[j], base = s.src[j], rr = r - s.dst[j];
-    unsigned *bits = reinterpret_cast<unsigned *>(c.skey); // [CHUNK / 32]
-    const unsigned t = threadIdx.x;
-    if (t < CHUNK / 32) bits[t] = 0;
+    const unsigned count = s.len[j], base = s.src[j];
+    unsigned n = 1;
+    while (n < count) n <<= 1;
+    for (unsigned i = threadIdx.x; i < n; i += blockDim.x) c.skey[i] = i < count ? __ldcg(&c.a->items[base + i].x) : ~0ull;
     __syncthreads();
-    for (unsigned e = t; e < count; e += blockDim.x) {
-        const unsigned local = (unsigned)(__ldcg(&c.a->items[base + e].x) & c.id_mask) - (unsigned)j * CHUNK;
-        atomicOr(&bits[local / 32], 1u << (local % 32));
-    }
-    __syncthreads();
-    unsigned word = t < CHUNK / 32 ? bits[t] : 0, total;
-    unsigned *tmp = reinterpret_cast<unsigned *>(c.warp_tmp);
-    const unsigned before = block_exclusive_scan<unsigned>(__popc(word), tmp, &total);
-    if (t < CHUNK / 32 && before <= rr && rr < before + __popc(word)) {
-        for (unsigned skip = rr - before; skip > 0; skip--) word &= word - 1; // drop the lower set bits
-        const int id = j * CHUNK + (int)t * 32 + __ffs(word) - 1;
-        s_key = sort_key(c.big_min, id, c.a->id_bits);
-    }
-    __syncthreads();
-    return s_key;
+    bitonic_sort(c.skey, NULL, n);
+    return c.skey[r - s.dst[j]];
 }
 
 // Big bin b (mixed logits): its item at rank `rank` (RANK_*), or the first
@@ -589,7 +534,7 @@ static __device__ select_result radix_select(finish_ctx &c, int b, select_mode m
     // Shared: digit counts (8 KB) and the segments (12 KB) in skey, digit masses in spref.
     unsigned *hist_count = reinterpret_cast<unsigned *>(c.skey);
     unsigned *area = hist_count + RADIX;
-    const segments s = {area, area + MAX_CHUNKS, area + 2 * MAX_CHUNKS, c.a->n_chunks};
+    const segments s = {area, area + MAX_CHUNKS, area + 2 * MAX_CHUNKS};
     u64 *hist_mass = c.spref;
     __syncthreads();
     c.win_b0 = -1;
@@ -671,7 +616,7 @@ static __device__ u64 mass_of_first(finish_ctx &c, unsigned r) {
     ensure_big_range(c, b);
     if (c.big_min == c.big_max) // all equal: every item has the same mass
         return c.mass_before[b] + (u64)j * ((c.mass_before[b + 1] - c.mass_before[b]) / size);
-    const cut_rule none = {false, 0};
+    const cut_rule none = {false, 0, 0, 0};
     return c.mass_before[b] + radix_select(c, b, RANK_MASS, j, none).mass_before;
 }
 
@@ -684,7 +629,7 @@ static __device__ u64 key_at(finish_ctx &c, unsigned p) {
     }
     ensure_big_range(c, b);
     if (c.big_min == c.big_max) return flat_key_at(c, b, p - c.pos[b]);
-    const cut_rule none = {false, 0};
+    const cut_rule none = {false, 0, 0, 0};
     return radix_select(c, b, RANK_KEY, p - c.pos[b], none).key;
 }
 
@@ -740,7 +685,6 @@ static __device__ void finish(const sample_args &a, unsigned char *smem) {
     c.win_b0 = -1, c.win_b1 = -1, c.win_start = 0;
     c.big_b = -1, c.big_min = 0, c.big_max = 0;
 
-    const unsigned passed = __ldcg(&a.state->n_min_p); // loaded early: used after the top-p cut
     { // bin starts and masses before each bin
         const int b = threadIdx.x * 2;
         const unsigned c0 = __ldcg(a.bin_count + b), c1 = __ldcg(a.bin_count + b + 1);
@@ -767,19 +711,19 @@ static __device__ void finish(const sample_args &a, unsigned char *smem) {
     unsigned n = n_k;
     u64 key;
     if (a.top_p < 1.0f && mass_k > 0) {
-        const cut_rule rule = {false, (double)a.top_p * (double)mass_k};
+        const cut_rule rule = {false, (double)mass_k, (double)a.top_p, 0};
         const unsigned p = first_where(c, rule, false, &key) + 1;
         if (p < n) n = p;
     }
     // Min-p: the candidates that pass form a prefix of the order.
-    const unsigned n_min_p = passed > 0 ? passed : 1;
+    const unsigned passed = __ldcg(&a.state->n_min_p), n_min_p = passed > 0 ? passed : 1;
     if (n_min_p < n) n = n_min_p;
 
     // The draw: the first candidate whose running mass exceeds u * total.
     const u64 mass = mass_of_first(c, n);
     const double target = (double)a.u * (double)mass;
     if ((double)mass > target) {
-        const cut_rule rule = {true, target};
+        const cut_rule rule = {true, 0, 0, target};
         first_where(c, rule, true, &key);
     } else {
         key = key_at(c, n - 1); // u * total reached the end (u rounded to 1): the last kept, as the CPU
@@ -793,104 +737,59 @@ static size_t sample_smem_bytes(void) { // the finish's layout; the bin phase us
 
 __global__ void __launch_bounds__(BLOCK_THREADS, 1) sample_kernel(const __grid_constant__ sample_args a) {
     extern __shared__ __align__(16) unsigned char smem[];
-    u64 *s_mass = reinterpret_cast<u64 *>(smem);                            // [SAMPLE_BINS]
+    u64 *s_mass = reinterpret_cast<u64 *>(smem);                  // [SAMPLE_BINS]
     unsigned *s_count = reinterpret_cast<unsigned *>(s_mass + SAMPLE_BINS); // [SAMPLE_BINS]
-    unsigned *s_start = s_count + SAMPLE_BINS;                              // [SAMPLE_BINS + 1]
-    unsigned *s_min = s_start + SAMPLE_BINS + 1;                            // [SAMPLE_BINS]
-    unsigned *s_max = s_min + SAMPLE_BINS;                                  // [SAMPLE_BINS]
-    __shared__ unsigned s_warp[32], s_passed;
+    unsigned *s_start = s_count + SAMPLE_BINS;                     // [SAMPLE_BINS + 1]
+    __shared__ unsigned s_warp[32];
     __shared__ bool s_last;
 
     wait_for_previous_kernel();
     float best;
     int best_i;
-    reduce_partials(a.partials, a.n_partials, &best, &best_i);
+    reduce_partials(a.partials, a.n_chunks, &best, &best_i);
     const float max_scaled = scaled_logit(best, a.inv_t), floor = __fsub_rn(max_scaled, CANDIDATE_RANGE);
-    const int t = threadIdx.x, lane = t % 32;
-    for (int b = 2 * t; b < 2 * t + 2; b++) s_mass[b] = 0, s_count[b] = 0, s_min[b] = 0xffffffffu, s_max[b] = 0;
-    if (t == 0) s_passed = 0;
+    const int t = threadIdx.x, i = blockIdx.x * CHUNK + t;
+    s_mass[2 * t] = 0, s_mass[2 * t + 1] = 0, s_count[2 * t] = 0, s_count[2 * t + 1] = 0;
     __syncthreads();
 
-    // This chunk's candidates: bin, mass, rank inside the bin. A warp whose
-    // candidates share one bin (flat or tied logits) adds them at once.
-    bool is_cand[ITEMS];
-    int bin[ITEMS];
-    unsigned rank[ITEMS], passed = 0;
-    u64 key[ITEMS], m[ITEMS];
-#pragma unroll
-    for (int q = 0; q < ITEMS; q++) {
-        const int i = blockIdx.x * CHUNK + q * BLOCK_THREADS + t;
-        unsigned ord = 0;
-        is_cand[q] = false, bin[q] = 0, rank[q] = 0, key[q] = 0, m[q] = 0;
-        if (i < a.vocab) {
-            const float l = scaled_logit(a.logits[i], a.inv_t);
-            if (l >= floor) {
-                ord = ordered_bits(l);
-                is_cand[q] = true;
-                bin[q] = bin_of(l, max_scaled);
-                m[q] = fixed_mass(l, max_scaled, a.mass_scale);
-                key[q] = sort_key(ord, i, a.id_bits);
-                passed += (double)__fsub_rn(l, max_scaled) >= a.min_p_cut;
-            }
-        }
-        const unsigned active = __ballot_sync(FULL_MASK, is_cand[q]);
-        if (active == 0) continue;
-        const int leader = __ffs(active) - 1, bin0 = __shfl_sync(FULL_MASK, bin[q], leader);
-        if (__all_sync(FULL_MASK, !is_cand[q] || bin[q] == bin0)) {
-            const u64 sum = warp_sum<u64>(m[q]);
-            const unsigned lo = __reduce_min_sync(FULL_MASK, is_cand[q] ? ord : 0xffffffffu);
-            const unsigned hi = __reduce_max_sync(FULL_MASK, ord);
-            unsigned first = 0;
-            if (lane == leader) {
-                first = atomicAdd(&s_count[bin0], (unsigned)__popc(active));
-                shared_add_u64(&s_mass[bin0], sum);
-                atomicMin(&s_min[bin0], lo);
-                atomicMax(&s_max[bin0], hi);
-            }
-            rank[q] = __shfl_sync(FULL_MASK, first, leader) + __popc(active & ((1u << lane) - 1));
-        } else if (is_cand[q]) {
-            rank[q] = atomicAdd(&s_count[bin[q]], 1u);
-            shared_add_u64(&s_mass[bin[q]], m[q]);
-            atomicMin(&s_min[bin[q]], ord);
-            atomicMax(&s_max[bin[q]], ord);
+    // This chunk's candidates: bin, mass, rank inside the bin.
+    bool is_cand = false, passes_min_p = false;
+    int bin = 0;
+    u64 m = 0, key = 0, tag = ~0ull;
+    if (i < a.vocab) {
+        const float l = scaled_logit(a.logits[i], a.inv_t);
+        if (l >= floor) {
+            const unsigned ord = ordered_bits(l);
+            is_cand = true;
+            bin = bin_of(l, max_scaled);
+            m = fixed_mass(l, max_scaled, a.mass_scale);
+            key = sort_key(ord, i, a.id_bits);
+            tag = (u64)ord << 32 | (unsigned)bin;
+            passes_min_p = (double)__fsub_rn(l, max_scaled) >= a.min_p_cut;
         }
     }
-    passed = __reduce_add_sync(FULL_MASK, passed);
-    if (lane == 0 && passed) atomicAdd(&s_passed, passed);
+    const unsigned rank = add_grouped(s_count, s_mass, tag, bin, m);
     __syncthreads();
 
-    // Bin starts inside the chunk and logit ranges, published for the
-    // finish; global counts and masses.
+    // Bin starts inside the chunk, published for the finish; global sums.
     const unsigned c0 = s_count[2 * t], c1 = s_count[2 * t + 1];
     unsigned chunk_total;
     const unsigned start = block_exclusive_scan<unsigned>(c0 + c1, s_warp, &chunk_total);
     s_start[2 * t] = start, s_start[2 * t + 1] = start + c0;
-    const size_t row = (size_t)blockIdx.x * (SAMPLE_BINS + 1), row2 = (size_t)blockIdx.x * SAMPLE_BINS;
-    a.offsets[row + 2 * t] = (unsigned short)start, a.offsets[row + 2 * t + 1] = (unsigned short)(start + c0);
-    if (t == 0) a.offsets[row + SAMPLE_BINS] = (unsigned short)chunk_total;
-    for (int k = 0; k < 2; k++) {
-        const int b = 2 * t + k;
-        const unsigned n = k ? c1 : c0;
-        if (n) {
-            a.ord_min[row2 + b] = s_min[b], a.ord_max[row2 + b] = s_max[b];
-            atomicAdd(&a.bin_count[b], n);
-            atomicAdd(&a.bin_mass[b], s_mass[b]);
-        }
-    }
-    if (t == 0 && s_passed) atomicAdd(&a.state->n_min_p, s_passed);
+    unsigned short *row = a.offsets + (size_t)blockIdx.x * (SAMPLE_BINS + 1);
+    row[2 * t] = (unsigned short)start, row[2 * t + 1] = (unsigned short)(start + c0);
+    if (t == 0) row[SAMPLE_BINS] = (unsigned short)chunk_total;
+    if (c0) atomicAdd(&a.bin_count[2 * t], c0), atomicAdd(&a.bin_mass[2 * t], s_mass[2 * t]);
+    if (c1) atomicAdd(&a.bin_count[2 * t + 1], c1), atomicAdd(&a.bin_mass[2 * t + 1], s_mass[2 * t + 1]);
     __syncthreads();
-#pragma unroll
-    for (int q = 0; q < ITEMS; q++)
-        if (is_cand[q])
-            a.items[(size_t)blockIdx.x * CHUNK + s_start[bin[q]] + rank[q]] = make_ulonglong2(key[q], m[q]);
+    if (is_cand) a.items[(size_t)blockIdx.x * CHUNK + s_start[bin] + rank] = make_ulonglong2(key, m);
+    const int n_passed = __syncthreads_count(passes_min_p);
+    if (t == 0 && n_passed) atomicAdd(&a.state->n_min_p, (unsigned)n_passed);
 
-    // The last block to get here finishes. The barrier orders the block's
-    // writes before thread 0's fence, which publishes them with the ticket.
+    // The last block to get here finishes (the classic threadfence reduction).
+    __threadfence();
     __syncthreads();
-    if (t == 0) {
-        __threadfence();
-        s_last = atomicAdd(&a.state->done, 1u) == (unsigned)gridDim.x - 1;
-    }
+    if (t == 0) s_last = atomicAdd(&a.state->done, 1u) == (unsigned)gridDim.x - 1;
     __syncthreads();
     if (!s_last) return;
     __threadfence();
@@ -925,21 +824,21 @@ extern "C" cudaError_t kiln_cuda_sample(cudaStream_t stream, const float *logits
     if (vocab <= 0 || vocab > MAX_CHUNKS * CHUNK || !logits || !p || !workspace || !out)
         return cudaErrorInvalidValue;
     const sample_layout l = layout_for(vocab);
-    int n_chunks = (vocab + CHUNK - 1) / CHUNK, n_partials = (vocab + ARGMAX_CHUNK - 1) / ARGMAX_CHUNK;
+    int n_chunks = (vocab + CHUNK - 1) / CHUNK;
     argmax_partial *partials = at_offset<argmax_partial>(workspace, l.partials);
     sample_state *state = at_offset<sample_state>(workspace, l.state);
     unsigned *bin_count = at_offset<unsigned>(workspace, l.bin_count);
     u64 *bin_mass = at_offset<u64>(workspace, l.bin_mass);
 
-    argmax_kernel<<<n_partials, ARGMAX_THREADS, 0, stream>>>(logits, vocab, partials, bin_count, bin_mass, state);
+    argmax_kernel<<<n_chunks, ARGMAX_THREADS, 0, stream>>>(logits, vocab, partials, bin_count, bin_mass, state);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
     if (p->temperature <= 0.0f) { // as the CPU: greedy
-        void *args[] = {&partials, &n_partials, &out};
+        void *args[] = {&partials, &n_chunks, &out};
         return launch_after(stream, (const void *)greedy_kernel, dim3(1), dim3(ARGMAX_THREADS), 0, args);
     }
     sample_args a;
-    a.logits = logits, a.vocab = vocab, a.n_partials = n_partials, a.n_chunks = n_chunks, a.top_k = p->top_k;
+    a.logits = logits, a.vocab = vocab, a.n_chunks = n_chunks, a.top_k = p->top_k;
     // Host arithmetic, identical to the CPU's: 1/t in float, log(min_p) in double.
     a.inv_t = 1.0f / p->temperature, a.top_p = p->top_p, a.u = p->u;
     a.min_p_cut = p->min_p > 0.0f ? log((double)p->min_p) : -INFINITY;
@@ -950,8 +849,6 @@ extern "C" cudaError_t kiln_cuda_sample(cudaStream_t stream, const float *logits
     a.mass_scale = ldexp(1.0, 63 - vocab_bits); // vocab masses <= 1 sum below 2^64
     a.partials = partials, a.state = state, a.bin_count = bin_count, a.bin_mass = bin_mass;
     a.offsets = at_offset<unsigned short>(workspace, l.offsets);
-    a.ord_min = at_offset<unsigned>(workspace, l.ord_min);
-    a.ord_max = at_offset<unsigned>(workspace, l.ord_max);
     a.items = at_offset<ulonglong2>(workspace, l.items);
     a.out = out;
     const size_t smem = sample_smem_bytes();
