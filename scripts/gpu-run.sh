@@ -11,6 +11,8 @@
 #              geometry, random BF16; kept when already there)
 #   bench      kiln bench --gpu-suite, then bench/torch_baseline.py
 #   bench-kiln, bench-torch   one half of bench
+#   profile    ncu: device time per kernel of a short prefill and 3 decode steps
+#              of the model (KILN_PROFILE_LAUNCHES, KILN_PROFILE_LAST)
 #
 # Carry .gpu-debs (and .gpu-cache) in the run. Each stage appends a section to
 # $OUT/summary.md and its whole output to $OUT/<stage>.log; a failing stage is
@@ -202,6 +204,25 @@ body_bench_torch() {
   return "$rc"
 }
 
+# Per-kernel device time of a short prefill and a few decode steps (ncu
+# replays each kernel alone: durations are exact, the gaps between kernels are
+# not measured). The tail of the list is the last decode step, in order.
+body_profile() {
+  [ -x "$build/kiln" ] || { key "no $build/kiln: run the build stage first"; return 1; }
+  [ -f "$model_dir/model.safetensors.index.json" ] || { key "no $model_dir: run the model stage first"; return 1; }
+  local ncu_bin t rc=0
+  ncu_bin=$(command -v ncu || find /opt/nvidia/nsight-compute -maxdepth 2 -name ncu -type f 2>/dev/null | head -n 1 || true)
+  [ -n "$ncu_bin" ] || { key "ncu not found"; return 1; }
+  t=$(cap 240)
+  timeout -k 5 "$t" "$ncu_bin" --csv --metrics gpu__time_duration.sum --graph-profiling node \
+    --launch-count "${KILN_PROFILE_LAUNCHES:-1200}" \
+    "$build/kiln" bench --device cuda -m "$model_dir" -p 16 -n 3 -r 1 >"$OUT/profile.csv" 2>"$scratch/ncu.err" || rc=$?
+  tail -n 5 "$scratch/ncu.err"
+  python3 tools/ncu_summary.py "$OUT/profile.csv" --last "${KILN_PROFILE_LAST:-300}" | tee "$scratch/profile.out"
+  head -n 30 "$scratch/profile.out" >>"$scratch/keys"
+  return "$rc"
+}
+
 body_bench() {
   local rc=0
   body_bench_kiln || rc=$?
@@ -221,7 +242,7 @@ stages=("$@")
 stage_cap() {
   case "$1" in
     build) echo 330 ;; test) echo 300 ;; sanitize) echo 300 ;; model) echo 150 ;;
-    bench) echo 540 ;; bench-kiln) echo 300 ;; bench-torch) echo 330 ;; *) echo 0 ;;
+    bench) echo 540 ;; bench-kiln) echo 300 ;; bench-torch) echo 330 ;; profile) echo 240 ;; *) echo 0 ;;
   esac
 }
 now >"$scratch/start"

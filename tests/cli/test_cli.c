@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <cmocka.h>
 
+#include "backend/backend.h"
 #include "test_util.h"
 
 static char output[1 << 16];
@@ -66,6 +67,38 @@ static void test_bad_arguments(void **state) {
     expect("exactly one TEXT");
     assert_int_equal(kiln("bench -m x.gguf -p 12,abc"), 2);
     expect("bad --prefill");
+    assert_int_equal(kiln("run -m x.gguf -p hi --device tpu"), 2);
+    expect("unknown device 'tpu': use cpu or cuda");
+    assert_int_equal(kiln("inspect --device tpu x.gguf"), 2);
+    expect("unknown device 'tpu'");
+}
+
+// --device cuda: a clear refusal where there is no GPU (or no CUDA in the
+// build), the GPU's memory report where there is one.
+static void test_device(void **state) {
+    (void)state;
+    const char *model = kiln_test_model_path();
+    if (!model) {
+        printf("SKIP: default model not found (run scripts/fetch-model.sh)\n");
+        skip();
+    }
+    assert_int_equal(kiln("run -m '%s' -p hi -n 1 --device cpu", model), 0);
+    setenv("KILN_DEVICE", "abacus", 1);
+    assert_int_equal(kiln("run -m '%s' -p hi -n 1", model), 1);
+    expect("KILN_DEVICE=abacus: expected cpu or cuda");
+    setenv("KILN_DEVICE", "cpu", 1);
+    if (kiln_cuda_device_count() == 0) {
+        assert_int_equal(kiln("run -m '%s' -p hi -n 1 --device cuda", model), 1);
+        expect("--device cpu"); // the message says what to do instead
+        return;
+    }
+    assert_int_equal(kiln("inspect --no-tensors --device cuda '%s'", model), 0);
+    expect("memory (cuda):");
+    expect("weights (on the GPU)");
+    expect("kv cache (f16)");
+    expect("device total");
+    assert_int_equal(kiln("run -m '%s' -p 'The capital of France is' -n 16 --temp 0 --device cuda", model), 0);
+    expect("Paris");
 }
 
 static void test_with_model(void **state) {
@@ -108,6 +141,7 @@ static void test_with_model(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help_everywhere),
+        cmocka_unit_test(test_device),
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_with_model),
     };
