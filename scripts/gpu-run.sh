@@ -6,6 +6,7 @@
 #   build      unpack .gpu-debs/*.deb (scripts/fetch-gpu-debs.sh, run where
 #              there is network) into /tmp/kiln-deps, configure and build build-gpu
 #   test       ctest, GPU tests included (KILN_CACHE=.gpu-cache for the model)
+#   variants   the GPU tests again with KILN_CUDA_PORTABLE=1 and with KILN_CUDA_PDL=1
 #   sanitize   compute-sanitizer memcheck and racecheck on every tests/cuda binary
 #   model      tools/make_random_llama.py -> /tmp/llama8b-random (Llama 3 8B
 #              geometry, random BF16; kept when already there)
@@ -126,6 +127,22 @@ body_test() {
   return "$rc"
 }
 
+# The GPU tests again on the other code paths a Hopper card can take:
+# KILN_CUDA_PORTABLE=1 (what Ampere and Ada run) and KILN_CUDA_PDL=1
+# (programmatic dependent launch of every kiln kernel, off by default).
+body_variants() {
+  [ -d "$build" ] || { key "no $build: run the build stage first"; return 1; }
+  local rc=0 v
+  for v in KILN_CUDA_PORTABLE=1 KILN_CUDA_PDL=1; do
+    echo "===== $v"
+    env "$v" ctest --test-dir "$build" --output-on-failure -j"${KILN_CTEST_J:-4}" --timeout 240 -R test_cuda \
+      >"$scratch/variant.out" 2>&1 || rc=$?
+    cat "$scratch/variant.out"
+    key "$v: $(grep -E 'tests passed' "$scratch/variant.out" || echo 'no result')"
+  done
+  return "$rc"
+}
+
 body_sanitize() {
   local tool_bin
   tool_bin=$(command -v compute-sanitizer || true)
@@ -241,7 +258,7 @@ stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(build test sanitize)
 stage_cap() {
   case "$1" in
-    build) echo 330 ;; test) echo 300 ;; sanitize) echo 300 ;; model) echo 150 ;;
+    build) echo 330 ;; test) echo 300 ;; variants) echo 300 ;; sanitize) echo 300 ;; model) echo 150 ;;
     bench) echo 540 ;; bench-kiln) echo 300 ;; bench-torch) echo 330 ;; profile) echo 240 ;; *) echo 0 ;;
   esac
 }

@@ -102,13 +102,13 @@ static void cuda_free(kiln_backend *be, void *ptr) {
 static void cuda_get_rows(kiln_backend *be, const kiln_tensor *table, const int32_t *ids, int n, float *out) {
     cuda_impl *c = cuda_of(be);
     cuda_note(c, kiln_cuda_get_rows(c->stream, table->data, kiln_cuda_type_of(table->dtype), (int)table->ne[0], ids, n,
-                                    out),
+                                    out, c->pdl),
               "get_rows");
 }
 
 static void cuda_rmsnorm(kiln_backend *be, const float *x, const float *weight, float *y, int n, int dim, float eps) {
     cuda_impl *c = cuda_of(be);
-    cuda_note(c, kiln_cuda_rmsnorm(c->stream, x, weight, y, n, dim, eps), "rmsnorm");
+    cuda_note(c, kiln_cuda_rmsnorm(c->stream, x, weight, y, n, dim, eps, c->pdl), "rmsnorm");
 }
 
 // Device table of theta^(-2i/rot_dim) / factor_i for these RoPE parameters.
@@ -166,7 +166,7 @@ static void cuda_rope_kv_store(kiln_backend *be, const kiln_kv_view *kv, kiln_kv
                                 .interleaved = rope->interleaved != 0, .inv_freq = inv_freq, .pos = batch->pos,
                                 .seq = batch->seq, .k_cache = layer.k, .v_cache = layer.v,
                                 .block_tables = kv->block_tables, .max_blocks_per_seq = kv->max_blocks_per_seq,
-                                .block_size = kv->block_size};
+                                .block_size = kv->block_size, .pdl = c->pdl};
     cuda_note(c, kiln_cuda_rope_kv_store(c->stream, &a), "rope_kv_store");
 }
 
@@ -364,6 +364,12 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
     if (e == cudaSuccess) e = cudaMalloc((void **)&c->sampled, sizeof(int32_t));
     if (e == cudaSuccess) e = cudaMallocHost((void **)&c->sampled_host, sizeof(int32_t));
     c->lt_workspace_bytes = LT_WORKSPACE_BYTES;
+    // Programmatic dependent launch of kiln's own kernels: Hopper only, and
+    // off until measured (KILN_CUDA_PDL=1 turns it on). KILN_CUDA_PORTABLE=1
+    // keeps every Hopper-only path off, so a Hopper card also runs (and the
+    // tests check) what Ampere and Ada run.
+    const char *pdl = getenv("KILN_CUDA_PDL"), *portable = getenv("KILN_CUDA_PORTABLE");
+    c->pdl = c->prop.major >= 9 && pdl && strcmp(pdl, "1") == 0 && !(portable && strcmp(portable, "1") == 0);
     if (e != cudaSuccess) {
         cuda_destroy(be);
         return kiln_fail(KILN_ERR_IO, "cuda: cannot set up device %d: %s", device, cudaGetErrorString(e));

@@ -5,6 +5,7 @@
 #include <cuda_fp16.h>
 
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/cuda_pdl.cuh"
 
 static __device__ __forceinline__ float block_sum(float v, float *shared32) {
 #pragma unroll
@@ -21,6 +22,8 @@ static __device__ __forceinline__ float block_sum(float v, float *shared32) {
 
 __global__ void rmsnorm_kernel(const float *x, const float *weight, float *y, int dim, float eps) {
     __shared__ float partial[32];
+    pdl_allow_next();
+    pdl_wait();
     const float *row = x + (size_t)blockIdx.x * dim;
     float *out = y + (size_t)blockIdx.x * dim;
     float ss = 0.0f;
@@ -30,9 +33,10 @@ __global__ void rmsnorm_kernel(const float *x, const float *weight, float *y, in
 }
 
 extern "C" cudaError_t kiln_cuda_rmsnorm(cudaStream_t stream, const float *x, const float *weight, float *y, int n,
-                                         int dim, float eps) {
+                                         int dim, float eps, bool pdl) {
     if (n <= 0 || dim <= 0) return cudaSuccess;
-    rmsnorm_kernel<<<n, dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32, 0, stream>>>(x, weight, y, dim, eps);
+    launch_maybe_pdl(pdl, rmsnorm_kernel, dim3(n), dim3(dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32), 0, stream, x,
+                     weight, y, dim, eps);
     return cudaGetLastError();
 }
 
@@ -45,21 +49,25 @@ static __device__ __forceinline__ float load_as_float(const void *p, size_t i, k
 }
 
 __global__ void get_rows_kernel(const void *table, kiln_cuda_type type, int dim, const int32_t *ids, float *out) {
+    pdl_allow_next();
+    pdl_wait();
     const size_t base = (size_t)ids[blockIdx.x] * dim;
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
         out[(size_t)blockIdx.x * dim + i] = load_as_float(table, base + i, type);
 }
 
 extern "C" cudaError_t kiln_cuda_get_rows(cudaStream_t stream, const void *table, kiln_cuda_type type, int dim,
-                                          const int32_t *ids, int n, float *out) {
+                                          const int32_t *ids, int n, float *out, bool pdl) {
     if (n <= 0) return cudaSuccess;
-    get_rows_kernel<<<n, 256, 0, stream>>>(table, type, dim, ids, out);
+    launch_maybe_pdl(pdl, get_rows_kernel, dim3(n), dim3(256), 0, stream, table, type, dim, ids, out);
     return cudaGetLastError();
 }
 
 // One block per token: rotate the pairs of q and k, then store k and v as
 // f16 in the token's cache slot.
 __global__ void rope_kv_kernel(const kiln_cuda_rope_kv_args a) {
+    pdl_allow_next();
+    pdl_wait();
     const int t = blockIdx.x, p = a.pos[t], half_rot = a.rot_dim / 2, hd = a.head_dim;
     const int q_pairs = a.n_heads * half_rot, k_pairs = a.n_kv_heads * half_rot;
     const int32_t block = a.block_tables[(size_t)a.seq[t] * a.max_blocks_per_seq + p / a.block_size];
@@ -96,7 +104,7 @@ __global__ void rope_kv_kernel(const kiln_cuda_rope_kv_args a) {
 extern "C" cudaError_t kiln_cuda_rope_kv_store(cudaStream_t stream, const kiln_cuda_rope_kv_args *a) {
     if (a->n_tokens <= 0) return cudaSuccess;
     if (a->rot_dim % 2 || a->rot_dim > a->head_dim) return cudaErrorInvalidValue;
-    rope_kv_kernel<<<a->n_tokens, 256, 0, stream>>>(*a);
+    launch_maybe_pdl(a->pdl, rope_kv_kernel, dim3(a->n_tokens), dim3(256), 0, stream, *a);
     return cudaGetLastError();
 }
 

@@ -59,6 +59,7 @@ typedef struct cuda_impl {
     int n_retired;
     const char *gemm_error;       // cuBLASLt's status of the last failure
     bool capturing;
+    bool pdl;                     // launch kiln's kernels as programmatic dependent launches
 } cuda_impl;
 
 static inline cuda_impl *cuda_of(kiln_backend *be) { return (cuda_impl *)be->impl; }

@@ -30,7 +30,7 @@ static bool matvec_fits(const kiln_linear_args *a, kiln_cuda_type type) {
 
 static void linear_matvec(cuda_impl *c, const kiln_linear_args *a, kiln_cuda_type type) {
     kiln_cuda_matvec_args mv = {.count = a->count, .type = type, .k = (int)a->w[0]->ne[0], .x = a->x,
-                                .n_tokens = a->n, .accumulate = a->accumulate, .glu = a->glu};
+                                .n_tokens = a->n, .accumulate = a->accumulate, .glu = a->glu, .pdl = c->pdl};
     for (int i = 0; i < a->count; i++) {
         mv.w[i] = a->w[i]->data;
         mv.bias[i] = a->bias[i];

@@ -6,6 +6,7 @@
 #include <cuda_fp16.h>
 
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/cuda_pdl.cuh"
 
 #define WARPS_PER_BLOCK 8
 #define LOADS_IN_FLIGHT 4
@@ -82,8 +83,18 @@ static __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
+// The first lines of this lane's part of a row, towards L2 while the
+// previous kernel finishes (the weights do not depend on it).
+static __device__ __forceinline__ void prefetch_row(const uint4 *row, int k, int lane) {
+    const int chunks = k / 8;
+#pragma unroll
+    for (int u = 0; u < LOADS_IN_FLIGHT; u++)
+        if (lane + 32 * u < chunks) asm volatile("prefetch.global.L2 [%0];" ::"l"(row + lane + 32 * u));
+}
+
 template <int NT, bool BF16, bool GLU>
 __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32) matvec_kernel(const kiln_cuda_matvec_args a) {
+    pdl_allow_next();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int r = blockIdx.x * WARPS_PER_BLOCK + warp, i = 0;
     if (GLU) {
@@ -93,6 +104,11 @@ __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32) matvec_kernel(const kiln
         if (i == a.count) return;
     }
     const size_t row_chunks = (size_t)a.k / 8;
+    if (a.pdl) {
+        prefetch_row(static_cast<const uint4 *>(a.w[i]) + (size_t)r * row_chunks, a.k, lane);
+        if (GLU) prefetch_row(static_cast<const uint4 *>(a.w[1]) + (size_t)r * row_chunks, a.k, lane);
+    }
+    pdl_wait();
     float acc[NT], acc_up[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++) acc[t] = acc_up[t] = 0.0f;
@@ -124,9 +140,9 @@ __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32) matvec_kernel(const kiln
 template <int NT, bool BF16> static void launch(cudaStream_t stream, const kiln_cuda_matvec_args *a, int units) {
     dim3 grid((unsigned)((units + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK)), block(WARPS_PER_BLOCK * 32);
     if (a->glu)
-        matvec_kernel<NT, BF16, true><<<grid, block, 0, stream>>>(*a);
+        launch_maybe_pdl(a->pdl, matvec_kernel<NT, BF16, true>, grid, block, 0, stream, *a);
     else
-        matvec_kernel<NT, BF16, false><<<grid, block, 0, stream>>>(*a);
+        launch_maybe_pdl(a->pdl, matvec_kernel<NT, BF16, false>, grid, block, 0, stream, *a);
 }
 
 template <bool BF16> static void launch_tokens(cudaStream_t stream, const kiln_cuda_matvec_args *a, int units) {

@@ -35,17 +35,18 @@ typedef struct kiln_cuda_matvec_args {
     int n_tokens;
     bool accumulate; // y_0 += (count 1)
     bool glu;
+    bool pdl;        // launched as a programmatic dependent launch (sm_90; see cuda_pdl.cuh)
 } kiln_cuda_matvec_args;
 
 cudaError_t kiln_cuda_matvec(cudaStream_t stream, const kiln_cuda_matvec_args *a);
 
 // y[t] = x[t] * rsqrt(mean(x[t]^2) + eps) * weight, for n rows of dim; y may alias x.
 cudaError_t kiln_cuda_rmsnorm(cudaStream_t stream, const float *x, const float *weight, float *y, int n, int dim,
-                              float eps);
+                              float eps, bool pdl);
 
 // out[t][:] = row ids[t] of table [vocab][dim] (f16, bf16 or f32) as float.
 cudaError_t kiln_cuda_get_rows(cudaStream_t stream, const void *table, kiln_cuda_type type, int dim,
-                               const int32_t *ids, int n, float *out);
+                               const int32_t *ids, int n, float *out, bool pdl);
 
 // RoPE on q [n][n_heads][head_dim] and k [n][n_kv_heads][head_dim] (in place)
 // at positions pos[t], with inv_freq [rot_dim / 2] (theta^(-2i/rot_dim) /
@@ -69,6 +70,7 @@ typedef struct kiln_cuda_rope_kv_args {
     const int32_t *block_tables;
     int max_blocks_per_seq;
     int block_size;
+    bool pdl;
 } kiln_cuda_rope_kv_args;
 
 cudaError_t kiln_cuda_rope_kv_store(cudaStream_t stream, const kiln_cuda_rope_kv_args *a);

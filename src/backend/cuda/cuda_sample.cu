@@ -21,6 +21,8 @@
 //      big to sort is handled exactly too: all equal logits (flat) by their
 //      ids' order, mixed ones by a radix select over its items.
 #include <limits.h>
+#include <stdlib.h>
+#include <string.h>
 #include <math.h>
 
 #include "backend/cuda/cuda_kernels.h"
@@ -815,7 +817,9 @@ static cudaError_t launch_after(cudaStream_t stream, const void *kernel, dim3 gr
     cudaLaunchAttribute attr;
     attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr.val.programmaticStreamSerializationAllowed = 1;
-    if (major >= 9) cfg.attrs = &attr, cfg.numAttrs = 1;
+    // KILN_CUDA_PORTABLE=1: the path of pre-Hopper GPUs, also on Hopper (tests).
+    const char *portable = getenv("KILN_CUDA_PORTABLE");
+    if (major >= 9 && !(portable && strcmp(portable, "1") == 0)) cfg.attrs = &attr, cfg.numAttrs = 1;
     return cudaLaunchKernelExC(&cfg, kernel, args);
 }
 
