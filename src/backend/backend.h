@@ -69,6 +69,18 @@ typedef struct kiln_linear_args {
     bool glu;
 } kiln_linear_args;
 
+// The SwiGLU feed-forward block with its residual add:
+//   x[n][dim] += W_down (silu(W_gate h) * (W_up h))
+// gate and up are [n][ffn] float buffers the backend may use as scratch (in
+// any format: their contents afterwards are unspecified).
+typedef struct kiln_mlp_args {
+    const kiln_tensor *w_gate, *w_up, *w_down;
+    const float *h; // [n][dim] normalised input
+    float *x;       // [n][dim] residual stream
+    float *gate, *up;
+    int n;
+} kiln_mlp_args;
+
 // Sampling done by the backend next to the logits (see kiln_cuda_sample):
 // only the token id crosses to the host. u is a uniform number in [0, 1).
 typedef struct kiln_backend_sample_args {
@@ -106,6 +118,7 @@ typedef struct kiln_backend_ops {
     // out[t][dim] = row ids[t] of table (ne[0] = dim)
     void (*get_rows)(kiln_backend *be, const kiln_tensor *table, const int32_t *ids, int n, float *out);
     void (*linear)(kiln_backend *be, const kiln_linear_args *a);
+    void (*mlp)(kiln_backend *be, const kiln_mlp_args *a);
     // y[t] = x[t] / rms(x[t]) * weight; y may alias x
     void (*rmsnorm)(kiln_backend *be, const float *x, const float *weight, float *y, int n, int dim, float eps);
     // Rotates q [n][n_heads][head_dim] and k [n][n_kv_heads][head_dim] in

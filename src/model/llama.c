@@ -95,10 +95,8 @@ kiln_status kiln_llama_forward(const kiln_llm *m, const kiln_weights *wts, kiln_
                                            .accumulate = true});                          // x += Wo att
         // Feed-forward block (SwiGLU).
         op->rmsnorm(be, a->x, w->ffn_norm.data, a->h, n, dim, hp->norm_eps);            // h [n][dim]
-        op->linear(be, &(kiln_linear_args){.count = 2, .w = {&w->w_gate, &w->w_up}, .y = {a->gate, a->up},
-                                           .x = a->h, .n = n, .glu = true});              // gate = silu(Wg h) * (Wu h) [n][ffn]
-        op->linear(be, &(kiln_linear_args){.count = 1, .w = {&w->w_down}, .y = {a->x}, .x = a->gate, .n = n,
-                                           .accumulate = true});                          // x += Wd gate
+        op->mlp(be, &(kiln_mlp_args){.w_gate = &w->w_gate, .w_up = &w->w_up, .w_down = &w->w_down, .h = a->h,
+                                     .x = a->x, .gate = a->gate, .up = a->up, .n = n}); // x += Wd (silu(Wg h) * (Wu h)), via [n][ffn]
     }
     // Logits only for the rows asked for (usually the last of each sequence).
     for (int i = 0; i < args->n_logits; i++)

@@ -120,6 +120,16 @@ kiln_status kiln_session_create(kiln_model *model, int n_ctx, kiln_session **out
                          "implement yet; use a context of at most %d (-c %d)",
                          n_ctx, hp->sliding_window, hp->sliding_window, hp->sliding_window);
     if (n_ctx > (1 << 22)) return kiln_fail(KILN_ERR_INVALID_ARG, "context %d is too large", n_ctx);
+    kiln_backend_memory mem;
+    model->be->ops->memory(model->be, &mem);
+    const uint64_t kv_bytes = kiln_kv_cache_bytes(hp, n_ctx, model->be->kv_dtype),
+                   work_bytes = session_workspace_bytes(model->be, hp, n_ctx);
+    if (mem.total && kv_bytes + work_bytes > mem.free)
+        return kiln_fail(KILN_ERR_NOMEM,
+                         "a session of %d tokens needs %.2f GiB on the GPU (KV cache %.2f GiB, work space %.2f GiB) "
+                         "but %.2f GiB are free; use a smaller context (-c)",
+                         n_ctx, (double)(kv_bytes + work_bytes) / (1u << 30), (double)kv_bytes / (1u << 30),
+                         (double)work_bytes / (1u << 30), (double)mem.free / (1u << 30));
     kiln_session *s = calloc(1, sizeof *s);
     if (!s) return kiln_fail(KILN_ERR_NOMEM, "out of memory");
     s->model = model;

@@ -64,6 +64,13 @@ static void cpu_linear(kiln_backend *be, const kiln_linear_args *a) {
     if (a->glu) kiln_cpu_swiglu(be, a->y[0], a->y[1], a->y[0], (size_t)a->n * (size_t)rows0);
 }
 
+static void cpu_mlp(kiln_backend *be, const kiln_mlp_args *a) {
+    cpu_linear(be, &(kiln_linear_args){.count = 2, .w = {a->w_gate, a->w_up}, .y = {a->gate, a->up}, .x = a->h,
+                                       .n = a->n, .glu = true});
+    cpu_linear(be, &(kiln_linear_args){.count = 1, .w = {a->w_down}, .y = {a->x}, .x = a->gate, .n = a->n,
+                                       .accumulate = true});
+}
+
 static void cpu_rope_kv_store(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer layer,
                               const kiln_batch_layout *batch, float *q, int n_heads, float *k, const float *v,
                               const kiln_rope_params *rope) {
@@ -121,6 +128,7 @@ static const kiln_backend_ops cpu_ops = {
     .weights_done = cpu_done,
     .get_rows = cpu_get_rows,
     .linear = cpu_linear,
+    .mlp = cpu_mlp,
     .rmsnorm = kiln_cpu_rmsnorm,
     .rope_kv_store = cpu_rope_kv_store,
     .attention = kiln_cpu_attention,

@@ -304,6 +304,7 @@ static const kiln_backend_ops cuda_ops = {
     .weights_done = cuda_weights_done,
     .get_rows = cuda_get_rows,
     .linear = cuda_linear,
+    .mlp = cuda_mlp,
     .rmsnorm = cuda_rmsnorm,
     .rope_kv_store = cuda_rope_kv_store,
     .attention = cuda_attention,

@@ -126,6 +126,33 @@ extern "C" cudaError_t kiln_cuda_swiglu(cudaStream_t stream, const float *gate, 
     return cudaGetLastError();
 }
 
+template <typename T> static __device__ __forceinline__ float to_f(T v);
+template <> __device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> static __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+template <typename T> __global__ void swiglu16_kernel(T *gate, const T *up, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const float g = to_f(gate[i]);
+        gate[i] = from_f<T>(g / (1.0f + __expf(-g)) * to_f(up[i]));
+    }
+}
+
+extern "C" cudaError_t kiln_cuda_swiglu16(cudaStream_t stream, void *gate, const void *up, kiln_cuda_type type,
+                                          size_t n) {
+    if (type == KILN_CUDA_BF16)
+        swiglu16_kernel<<<grid_for(n), 256, 0, stream>>>(static_cast<__nv_bfloat16 *>(gate),
+                                                         static_cast<const __nv_bfloat16 *>(up), n);
+    else if (type == KILN_CUDA_F16)
+        swiglu16_kernel<<<grid_for(n), 256, 0, stream>>>(static_cast<__half *>(gate), static_cast<const __half *>(up),
+                                                         n);
+    else
+        return cudaErrorInvalidValue;
+    return cudaGetLastError();
+}
+
 __global__ void convert_kernel(const float *src, void *dst, kiln_cuda_type type, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         if (type == KILN_CUDA_BF16)

@@ -13,6 +13,7 @@ typedef struct gemm_key {
     int m, n, k;
     kiln_cuda_type type;
     bool accumulate, bias;
+    bool out16; // D in the inputs' 16-bit type instead of float
 } gemm_key;
 
 typedef struct gemm_entry {
@@ -45,7 +46,7 @@ void cuda_gemm_cache_free(cuda_gemm_cache *cache) {
 
 static bool same_key(const gemm_key *a, const gemm_key *b) {
     return a->m == b->m && a->n == b->n && a->k == b->k && a->type == b->type && a->accumulate == b->accumulate &&
-           a->bias == b->bias;
+           a->bias == b->bias && a->out16 == b->out16;
 }
 
 // Column-major view: W [m][k] row-major is a k x m matrix, used transposed;
@@ -68,12 +69,13 @@ static cublasStatus_t describe(const gemm_key *key, gemm_entry *e) {
     }
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatrixLayoutCreate(&e->w, in, key->k, key->m, key->k);
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatrixLayoutCreate(&e->x, in, key->k, key->n, key->k);
-    if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatrixLayoutCreate(&e->d, CUDA_R_32F, key->m, key->n, key->m);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatrixLayoutCreate(&e->d, key->out16 ? in : CUDA_R_32F, key->m, key->n, key->m);
     return s;
 }
 
 static cublasStatus_t run(cuda_impl *c, gemm_entry *e, const cublasLtMatmulAlgo_t *algo, const void *w,
-                          const void *x, float *d, const float *bias, bool accumulate) {
+                          const void *x, void *d, const float *bias, bool accumulate) {
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     if (bias) {
         cublasStatus_t s = cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
@@ -101,7 +103,7 @@ static cublasStatus_t choose_algo(cuda_impl *c, gemm_entry *e, const void *w, co
     if (s != CUBLAS_STATUS_SUCCESS) return s;
     if (n_found == 0) return CUBLAS_STATUS_NOT_SUPPORTED;
     e->algo = found[0].algo;
-    const size_t out_bytes = sizeof(float) * (size_t)e->key.m * (size_t)e->key.n;
+    const size_t out_bytes = (e->key.out16 ? 2 : 4) * (size_t)e->key.m * (size_t)e->key.n;
     if (n_found == 1 || c->capturing || !cuda_scratch_reserve(c, &c->gemm_trial, out_bytes)) return s;
     cudaEvent_t start, stop;
     if (cudaEventCreate(&start) != cudaSuccess) return s;
@@ -171,7 +173,13 @@ static const char *status_name(cublasStatus_t s) {
 
 cudaError_t cuda_gemm(cuda_impl *c, kiln_cuda_type type, const void *w, const void *x, float *d, const float *bias,
                       int m, int n, int k, bool accumulate) {
-    const gemm_key key = {.m = m, .n = n, .k = k, .type = type, .accumulate = accumulate, .bias = bias != NULL};
+    return cuda_gemm_ex(c, type, w, x, d, false, bias, m, n, k, accumulate);
+}
+
+cudaError_t cuda_gemm_ex(cuda_impl *c, kiln_cuda_type type, const void *w, const void *x, void *d, bool out16,
+                         const float *bias, int m, int n, int k, bool accumulate) {
+    const gemm_key key = {.m = m, .n = n, .k = k, .type = type, .accumulate = accumulate, .bias = bias != NULL,
+                          .out16 = out16};
     cublasStatus_t s = CUBLAS_STATUS_SUCCESS;
     gemm_entry *e = find_or_add(c, &key, w, x, bias, &s);
     if (e) s = run(c, e, &e->algo, w, x, d, bias, accumulate);

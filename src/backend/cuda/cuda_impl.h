@@ -89,6 +89,10 @@ void cuda_linear(kiln_backend *be, const kiln_linear_args *a);
 // D[n][m] (+)= X[n][k] W[m][k]^T (+ bias[m]); X and W 16-bit of one type, D f32.
 cudaError_t cuda_gemm(cuda_impl *c, kiln_cuda_type type, const void *w, const void *x, float *d, const float *bias,
                       int m, int n, int k, bool accumulate);
+// The same with D in the 16-bit input type when out16 (no bias then).
+cudaError_t cuda_gemm_ex(cuda_impl *c, kiln_cuda_type type, const void *w, const void *x, void *d, bool out16,
+                         const float *bias, int m, int n, int k, bool accumulate);
+void cuda_mlp(kiln_backend *be, const kiln_mlp_args *a);
 cuda_gemm_cache *cuda_gemm_cache_create(void);
 void cuda_gemm_cache_free(cuda_gemm_cache *cache);
 

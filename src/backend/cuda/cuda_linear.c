@@ -76,3 +76,39 @@ void cuda_linear(kiln_backend *be, const kiln_linear_args *a) {
     else
         linear_gemm(c, a);
 }
+
+// The feed-forward block. Decode-sized batches: the SwiGLU matrix-vector
+// kernel, then the down projection accumulating into x. Prompt chunks: gate
+// and up come out of cuBLASLt already in the weights' 16-bit type, SwiGLU
+// works in place on them, and that is the down projection's input: the
+// [n][ffn] intermediates cross memory in 16 bits, once each, instead of as
+// floats plus a conversion pass.
+void cuda_mlp(kiln_backend *be, const kiln_mlp_args *a) {
+    cuda_impl *c = cuda_of(be);
+    const kiln_linear_args gate_up = {.count = 2, .w = {a->w_gate, a->w_up}, .y = {a->gate, a->up}, .x = a->h,
+                                      .n = a->n, .glu = true};
+    const kiln_linear_args down = {.count = 1, .w = {a->w_down}, .y = {a->x}, .x = a->gate, .n = a->n,
+                                   .accumulate = true};
+    const kiln_cuda_type type = kiln_cuda_type_of(a->w_gate->dtype);
+    const bool same_types = a->w_up->dtype == a->w_gate->dtype && a->w_down->dtype == a->w_gate->dtype;
+    if (matvec_fits(&gate_up, type) || !same_types || type == KILN_CUDA_F32) {
+        cuda_linear(be, &gate_up);
+        cuda_linear(be, &down);
+        return;
+    }
+    const int dim = (int)a->w_gate->ne[0], ffn = (int)a->w_gate->ne[1];
+    const size_t in_elems = (size_t)a->n * (size_t)dim, mid_elems = (size_t)a->n * (size_t)ffn;
+    if (!cuda_scratch_reserve(c, &c->gemm_input, 2 * in_elems)) {
+        cuda_note(c, cudaErrorMemoryAllocation, "gemm input");
+        return;
+    }
+    // gate and up are float buffers of mid_elems: room for 16-bit values.
+    cuda_note(c, kiln_cuda_convert(c->stream, a->h, c->gemm_input.ptr, type, in_elems), "convert");
+    cuda_note(c, cuda_gemm_ex(c, type, a->w_gate->data, c->gemm_input.ptr, a->gate, true, NULL, ffn, a->n, dim, false),
+              "cublasLt matmul (gate)");
+    cuda_note(c, cuda_gemm_ex(c, type, a->w_up->data, c->gemm_input.ptr, a->up, true, NULL, ffn, a->n, dim, false),
+              "cublasLt matmul (up)");
+    cuda_note(c, kiln_cuda_swiglu16(c->stream, a->gate, a->up, type, mid_elems), "swiglu");
+    cuda_note(c, cuda_gemm_ex(c, type, a->w_down->data, a->gate, a->x, false, NULL, dim, a->n, ffn, true),
+              "cublasLt matmul (down)");
+}

@@ -78,6 +78,9 @@ cudaError_t kiln_cuda_rope_kv_store(cudaStream_t stream, const kiln_cuda_rope_kv
 // out[i] = silu(gate[i]) * up[i]
 cudaError_t kiln_cuda_swiglu(cudaStream_t stream, const float *gate, const float *up, float *out, size_t n);
 
+// gate[i] = silu(gate[i]) * up[i] on 16-bit values of `type` (float math).
+cudaError_t kiln_cuda_swiglu16(cudaStream_t stream, void *gate, const void *up, kiln_cuda_type type, size_t n);
+
 // dst[i] = (type) src[i] for the GEMM's 16-bit inputs.
 cudaError_t kiln_cuda_convert(cudaStream_t stream, const float *src, void *dst, kiln_cuda_type type, size_t n);
 
