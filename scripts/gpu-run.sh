@@ -6,7 +6,7 @@
 #   build      unpack .gpu-debs/*.deb (scripts/fetch-gpu-debs.sh, run where
 #              there is network) into /tmp/kiln-deps, configure and build build-gpu
 #   test       ctest, GPU tests included (KILN_CACHE=.gpu-cache for the model)
-#   variants   the GPU tests again with KILN_CUDA_PORTABLE=1 and with KILN_CUDA_PDL=1
+#   variants   the GPU tests again with KILN_CUDA_PORTABLE=1, KILN_CUDA_PDL=1, KILN_CUDA_MLP16=1
 #   sanitize   compute-sanitizer memcheck and racecheck on every tests/cuda binary
 #   model      tools/make_random_llama.py -> /tmp/llama8b-random (Llama 3 8B
 #              geometry, random BF16; kept when already there)
@@ -128,12 +128,13 @@ body_test() {
 }
 
 # The GPU tests again on the other code paths a Hopper card can take:
-# KILN_CUDA_PORTABLE=1 (what Ampere and Ada run) and KILN_CUDA_PDL=1
-# (programmatic dependent launch of every kiln kernel, off by default).
+# KILN_CUDA_PORTABLE=1 (what Ampere and Ada run), and the paths still off by
+# default until measured: KILN_CUDA_PDL=1 (programmatic dependent launch of
+# every kiln kernel), KILN_CUDA_MLP16=1 (16-bit feed-forward intermediates).
 body_variants() {
   [ -d "$build" ] || { key "no $build: run the build stage first"; return 1; }
   local rc=0 v
-  for v in KILN_CUDA_PORTABLE=1 KILN_CUDA_PDL=1; do
+  for v in KILN_CUDA_PORTABLE=1 KILN_CUDA_PDL=1 KILN_CUDA_MLP16=1; do
     echo "===== $v"
     env "$v" ctest --test-dir "$build" --output-on-failure -j"${KILN_CTEST_J:-4}" --timeout 240 -R test_cuda \
       >"$scratch/variant.out" 2>&1 || rc=$?

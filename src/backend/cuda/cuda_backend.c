@@ -371,6 +371,8 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
     // tests check) what Ampere and Ada run.
     const char *pdl = getenv("KILN_CUDA_PDL"), *portable = getenv("KILN_CUDA_PORTABLE");
     c->pdl = c->prop.major >= 9 && pdl && strcmp(pdl, "1") == 0 && !(portable && strcmp(portable, "1") == 0);
+    const char *mlp16 = getenv("KILN_CUDA_MLP16");
+    c->mlp16 = mlp16 && strcmp(mlp16, "1") == 0;
     if (e != cudaSuccess) {
         cuda_destroy(be);
         return kiln_fail(KILN_ERR_IO, "cuda: cannot set up device %d: %s", device, cudaGetErrorString(e));

@@ -60,6 +60,7 @@ typedef struct cuda_impl {
     const char *gemm_error;       // cuBLASLt's status of the last failure
     bool capturing;
     bool pdl;                     // launch kiln's kernels as programmatic dependent launches
+    bool mlp16;                   // mlp on prompt chunks with 16-bit intermediates
 } cuda_impl;
 
 static inline cuda_impl *cuda_of(kiln_backend *be) { return (cuda_impl *)be->impl; }

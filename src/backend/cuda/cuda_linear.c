@@ -82,7 +82,7 @@ void cuda_linear(kiln_backend *be, const kiln_linear_args *a) {
 // and up come out of cuBLASLt already in the weights' 16-bit type, SwiGLU
 // works in place on them, and that is the down projection's input: the
 // [n][ffn] intermediates cross memory in 16 bits, once each, instead of as
-// floats plus a conversion pass.
+// floats plus a conversion pass. Off until measured on a GPU: KILN_CUDA_MLP16=1.
 void cuda_mlp(kiln_backend *be, const kiln_mlp_args *a) {
     cuda_impl *c = cuda_of(be);
     const kiln_linear_args gate_up = {.count = 2, .w = {a->w_gate, a->w_up}, .y = {a->gate, a->up}, .x = a->h,
@@ -91,7 +91,7 @@ void cuda_mlp(kiln_backend *be, const kiln_mlp_args *a) {
                                    .accumulate = true};
     const kiln_cuda_type type = kiln_cuda_type_of(a->w_gate->dtype);
     const bool same_types = a->w_up->dtype == a->w_gate->dtype && a->w_down->dtype == a->w_gate->dtype;
-    if (matvec_fits(&gate_up, type) || !same_types || type == KILN_CUDA_F32) {
+    if (!c->mlp16 || matvec_fits(&gate_up, type) || !same_types || type == KILN_CUDA_F32) {
         cuda_linear(be, &gate_up);
         cuda_linear(be, &down);
         return;
