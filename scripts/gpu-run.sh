@@ -12,6 +12,7 @@
 #              geometry, random BF16; kept when already there)
 #   bench      kiln bench --gpu-suite, then bench/torch_baseline.py
 #   bench-kiln, bench-torch   one half of bench
+#   bench-ab   kiln's suite with each setting still off by default (PDL, MLP16)
 #   profile    ncu: device time per kernel of a short prefill and 3 decode steps
 #              of the model (KILN_PROFILE_LAUNCHES, KILN_PROFILE_LAST)
 #
@@ -241,6 +242,25 @@ body_profile() {
   return "$rc"
 }
 
+# kiln's suite once per setting that is still off by default, in one run:
+# the default, KILN_CUDA_PDL=1, KILN_CUDA_MLP16=1, and both.
+body_bench_ab() {
+  [ -x "$build/kiln" ] || { key "no $build/kiln: run the build stage first"; return 1; }
+  [ -f "$model_dir/model.safetensors.index.json" ] || { key "no $model_dir: run the model stage first"; return 1; }
+  local rc=0 v t
+  for v in "" KILN_CUDA_PDL=1 KILN_CUDA_MLP16=1 "KILN_CUDA_PDL=1 KILN_CUDA_MLP16=1"; do
+    t=$(cap 120)
+    echo "===== settings: ${v:-default}"
+    # shellcheck disable=SC2086  # v is a list of assignments
+    env $v timeout -k 5 "$t" "$build/kiln" bench --device cuda -m "$model_dir" --gpu-suite ${KILN_BENCH_ARGS:-} \
+      >"$scratch/ab.out" 2>&1 || rc=$?
+    cat "$scratch/ab.out"
+    key "settings: ${v:-default}"
+    grep -E '^\| (decode|prefill|batched)' "$scratch/ab.out" >>"$scratch/keys" || key "(no results)"
+  done
+  return "$rc"
+}
+
 body_bench() {
   local rc=0
   body_bench_kiln || rc=$?
@@ -260,7 +280,8 @@ stages=("$@")
 stage_cap() {
   case "$1" in
     build) echo 330 ;; test) echo 300 ;; variants) echo 300 ;; sanitize) echo 300 ;; model) echo 150 ;;
-    bench) echo 540 ;; bench-kiln) echo 300 ;; bench-torch) echo 330 ;; profile) echo 240 ;; *) echo 0 ;;
+    bench) echo 540 ;; bench-kiln) echo 300 ;; bench-torch) echo 330 ;; profile) echo 240 ;; bench-ab) echo 420 ;;
+    *) echo 0 ;;
   esac
 }
 now >"$scratch/start"
