@@ -91,6 +91,8 @@ void kiln_session_free(kiln_session *session);
 // Feeds tokens (prompt or previous output). If logits is not NULL it receives
 // the logits of the last token, owned by the session, kiln_model_vocab_size()
 // floats (on a GPU this copies them to the host; pass NULL when only sampling).
+// With logits NULL a GPU session may return before the work is done: the next
+// sample (or an eval that asks for logits) waits for it and reports its errors.
 kiln_status kiln_session_eval(kiln_session *session, const int32_t *ids, size_t n, const float **logits);
 kiln_status kiln_session_sample(kiln_session *session, const kiln_sampling_params *params, int32_t *id);
 int kiln_session_position(const kiln_session *session);

@@ -138,6 +138,8 @@ typedef struct kiln_backend_ops {
     // Status of the work queued so far (asynchronous backends report kernel
     // failures here); KILN_OK on synchronous ones.
     kiln_status (*sync)(kiln_backend *be);
+    // The failures known so far, without waiting for queued work.
+    kiln_status (*check)(kiln_backend *be);
     void (*memory)(kiln_backend *be, kiln_backend_memory *out);
 
     // Optional (NULL where the backend has none).

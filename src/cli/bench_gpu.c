@@ -92,7 +92,7 @@ static bool bench_decode(kiln_model *m, const int32_t *ids, int ctx, int reps, c
     for (int r = 0; r < reps; r++) {
         kiln_session_reset(s);
         int32_t id;
-        if (kiln_session_eval(s, ids, (size_t)ctx, NULL) != KILN_OK) goto fail;
+        if (kiln_session_eval(s, ids, (size_t)ctx, NULL) != KILN_OK || m->be->ops->sync(m->be) != KILN_OK) goto fail;
         double t0 = kiln_now_seconds();
         for (int i = 0; i < DECODE_STEPS; i++)
             if (kiln_session_sample(s, &greedy, &id) != KILN_OK || kiln_session_eval(s, &id, 1, NULL) != KILN_OK)
@@ -119,7 +119,8 @@ static bool bench_prefill(kiln_model *m, const int32_t *ids, int n, int reps, co
     for (int r = 0; r < reps; r++) {
         kiln_session_reset(s);
         double t0 = kiln_now_seconds();
-        if (kiln_session_eval(s, ids, (size_t)n, NULL) != KILN_OK) {
+        // eval only queues the work on a GPU: wait for it inside the timing.
+        if (kiln_session_eval(s, ids, (size_t)n, NULL) != KILN_OK || m->be->ops->sync(m->be) != KILN_OK) {
             fprintf(stderr, "kiln bench: prefill %d failed: %s\n", n, kiln_last_error());
             kiln_session_free(s);
             return false;

@@ -136,7 +136,9 @@ int cmd_bench(int argc, char **argv) {
         for (int r = 0; r < reps; r++) {
             kiln_session_reset(s);
             double t0 = kiln_now_seconds();
-            if (kiln_session_eval(s, ids, (size_t)sizes[i], NULL) != KILN_OK) goto fail;
+            // eval only queues the work on a GPU: wait for it inside the timing.
+            if (kiln_session_eval(s, ids, (size_t)sizes[i], NULL) != KILN_OK || model->be->ops->sync(model->be))
+                goto fail;
             times[r] = kiln_now_seconds() - t0;
         }
         printf("kiln prefill %d: %.1f tok/s\n", sizes[i], sizes[i] / median(times, reps));
@@ -145,10 +147,11 @@ int cmd_bench(int argc, char **argv) {
     if (n_decode > 0) {
         for (int r = 0; r < reps; r++) {
             kiln_session_reset(s);
-            if (kiln_session_eval(s, ids, 16, NULL) != KILN_OK) goto fail;
+            if (kiln_session_eval(s, ids, 16, NULL) != KILN_OK || model->be->ops->sync(model->be)) goto fail;
             double t0 = kiln_now_seconds();
             for (int k = 0; k < n_decode; k++)
                 if (kiln_session_eval(s, &ids[16 + k], 1, NULL) != KILN_OK) goto fail;
+            if (model->be->ops->sync(model->be) != KILN_OK) goto fail;
             times[r] = kiln_now_seconds() - t0;
         }
         printf("kiln decode %d: %.1f tok/s\n", n_decode, n_decode / median(times, reps));

@@ -218,8 +218,11 @@ kiln_status kiln_session_eval(kiln_session *s, const int32_t *ids, size_t n, con
         be->ops->to_host(be, s->logits, s->logits_dev, sizeof(float) * (size_t)s->model->llm->hp.vocab);
         s->logits_on_host = true;
         *logits = s->logits;
+        return be->ops->sync(be);
     }
-    return be->ops->sync(be);
+    // No waiting here: on a GPU the step runs on while the host goes on to
+    // sampling, whose read of the token is the step's one synchronisation.
+    return be->ops->check(be);
 }
 
 static bool penalties_active(const kiln_sampling_params *p) {

@@ -55,6 +55,8 @@ kiln_status kiln_generate(kiln_session *s, const int32_t *prompt, size_t n_promp
     const kiln_tokenizer *tok = s->model->llm->tok;
     double t0 = kiln_now_seconds();
     kiln_status st = kiln_session_eval(s, prompt, n_prompt, NULL);
+    // The prompt's time includes its work on a GPU, which eval only queues.
+    if (st == KILN_OK) st = s->model->be->ops->sync(s->model->be);
     if (st != KILN_OK) return st;
     double t1 = kiln_now_seconds();
     stats->prefill_seconds = t1 - t0;

@@ -136,6 +136,7 @@ static const kiln_backend_ops cpu_ops = {
     .to_host = cpu_copy,
     .from_host = cpu_copy,
     .sync = cpu_done,
+    .check = cpu_done,
     .memory = cpu_memory,
 };
 

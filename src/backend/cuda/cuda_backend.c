@@ -227,6 +227,8 @@ static kiln_status cuda_sync(kiln_backend *be) {
     return report(c);
 }
 
+static kiln_status cuda_check(kiln_backend *be) { return report(cuda_of(be)); }
+
 static void cuda_memory(kiln_backend *be, kiln_backend_memory *out) {
     cuda_impl *c = cuda_of(be);
     size_t free_bytes = 0, total = 0;
@@ -312,6 +314,7 @@ static const kiln_backend_ops cuda_ops = {
     .to_host = cuda_to_host,
     .from_host = cuda_from_host,
     .sync = cuda_sync,
+    .check = cuda_check,
     .memory = cuda_memory,
     .sample = cuda_sample,
     .graph_begin = cuda_graph_begin,
