@@ -4,6 +4,8 @@ formats, with transformers' logits as the reference (tests/fixtures/tiny/),
 and hostile variants of a tiny model for the loader (tests/fixtures/corrupt_models/).
 
 Run from the repository root: python3 tools/make_tiny_models.py
+(and python3 tools/make_tiny_models.py --gpu-variants for tests/fixtures/tiny64/,
+the same architectures with heads of 64 for the GPU tests)
 Needs torch, transformers, safetensors, tokenizers, gguf, numpy. Deterministic
 (fixed seeds), so rerunning rewrites the same bytes up to the library versions.
 
@@ -560,7 +562,60 @@ def make_corrupt():
     hf_variant("hf_missing_tensor", drop=("model.layers.0.mlp.down_proj.weight",))
 
 
+# --- head size 64 variants for the GPU ---------------------------------------------
+# The CUDA attention kernels take head sizes 64 and 128, so the models above
+# (heads of 8 and 16) cannot run there. tests/fixtures/tiny64/ holds the same
+# four architectures with heads of 64: Q8_0 GGUF files (interleaved RoPE,
+# quantized weights converted at load) and BF16 Hugging Face folders for the
+# two that rotate halves (llama3 with its frequency scaling, qwen2 with
+# biases). tests/cuda/test_cuda_model.c compares the GPU with the CPU backend
+# on them; the CPU side is the one checked against transformers above.
+GPU_OUT = os.path.join(ROOT, "tests", "fixtures", "tiny64")
+GPU_HF = ("llama3", "qwen2")
+
+
+def gpu_spec(spec):
+    spec = json.loads(json.dumps(spec))
+    cfg = spec["config"]
+    heads = cfg["num_attention_heads"]
+    cfg.update(hidden_size=64, intermediate_size=128, head_dim=64)
+    if heads == cfg["num_key_value_heads"]:
+        cfg.update(num_attention_heads=2, num_key_value_heads=2)
+    return spec
+
+
+def make_gpu_variant(name, spec, seed):
+    tok = load_tokenizer(spec["tokenizer"])
+    folder = os.path.join(GPU_OUT, name)
+    cfg = build_hf(folder, gpu_spec(spec), tok, seed)
+    model = load_hf(folder)
+    state = {k: v for k, v in model.state_dict().items()}
+    if cfg["tie_word_embeddings"]:
+        state.pop("lm_head.weight", None)
+    arch, tensors = gguf_tensors(state, cfg)
+    write_gguf(os.path.join(GPU_OUT, name + ".gguf"), cfg, tok, tensors, arch, quant=QT.Q8_0,
+               n_vocab=cfg["vocab_size"])
+    if name in GPU_HF:
+        save_file({k: v.to(torch.bfloat16).contiguous() for k, v in state.items()},
+                  os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+        with open(os.path.join(folder, "config.json")) as f:
+            c = json.load(f)
+        c["torch_dtype"] = "bfloat16"
+        with open(os.path.join(folder, "config.json"), "w") as f:
+            json.dump(c, f, indent=2)
+    else:
+        shutil.rmtree(folder)
+    print("%s (head 64): vocab %d" % (name, cfg["vocab_size"]))
+
+
 def main():
+    import sys
+    if sys.argv[1:] == ["--gpu-variants"]:
+        os.makedirs(GPU_OUT, exist_ok=True)
+        torch.set_num_threads(2)
+        for i, (name, spec) in enumerate(MODELS.items()):
+            make_gpu_variant(name, spec, 2000 + i)
+        return
     os.makedirs(OUT, exist_ok=True)
     torch.set_num_threads(2)
     for i, (name, spec) in enumerate(MODELS.items()):
