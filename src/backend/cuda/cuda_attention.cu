@@ -21,6 +21,7 @@
 #include <math.h>
 
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/cuda_pdl.cuh"
 
 #define ATTN_LOG2E 1.4426950408889634f
 
@@ -127,6 +128,8 @@ template <int D> __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kern
     __half *sV = sK + DEC_TILE * LD;
     __half *sQ = sV + DEC_TILE * LD;
     float2 *s_ml = reinterpret_cast<float2 *>(sQ + DEC_MAX_GROUP * LD); // [DEC_WARPS][DEC_MAX_GROUP]
+    pdl_allow_next();
+    pdl_wait(); // q, positions, block tables and the new K/V come from the kernels before
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int grp = lane >> 2, tig = lane & 3; // mma fragment coordinates: row group, thread in group
@@ -308,6 +311,8 @@ __global__ void __launch_bounds__(COMBINE_THREADS)
                                int chunk_len) {
     __shared__ float s_acc[COMBINE_WARPS][D];
     __shared__ float2 s_ml[COMBINE_WARPS];
+    pdl_allow_next();
+    pdl_wait();
     const int row = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int n_active = min(n_chunks, pos[row / n_heads] / chunk_len + 1);
     const float2 *ml = part_ml + (size_t)row * n_chunks;
@@ -594,9 +599,12 @@ template <int D> static cudaError_t launch_decode(cudaStream_t stream, const kil
     cudaError_t e = cudaFuncSetAttribute(attn_decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
     const dim3 grid(a->kv.n_kv_heads * p.n_hgroups, a->n_tokens, p.n_chunks); // chunks slowest: live ones start first
-    attn_decode_kernel<D><<<grid, DEC_THREADS, smem, stream>>>(p);
-    attn_decode_combine_kernel<D><<<a->n_tokens * a->n_heads, COMBINE_THREADS, 0, stream>>>(
-        p.part_o, p.part_ml, a->pos, a->out, a->n_heads, p.n_chunks, DEC_CHUNK_BLOCKS * p.block_size);
+    e = launch_maybe_pdl(a->pdl, attn_decode_kernel<D>, grid, dim3(DEC_THREADS), smem, stream, p);
+    if (e != cudaSuccess) return e;
+    e = launch_maybe_pdl(a->pdl, attn_decode_combine_kernel<D>, dim3(a->n_tokens * a->n_heads), dim3(COMBINE_THREADS),
+                         0, stream, (const float *)p.part_o, (const float2 *)p.part_ml, a->pos, a->out, a->n_heads,
+                         p.n_chunks, DEC_CHUNK_BLOCKS * p.block_size);
+    if (e != cudaSuccess) return e;
     return cudaGetLastError();
 }
 

@@ -45,6 +45,7 @@ typedef struct kiln_cuda_attention_args {
     float *out;
     int n_heads;
     float scale;
+    bool pdl; // decode: launched as programmatic dependent launches (sm_90; see cuda_pdl.cuh)
 } kiln_cuda_attention_args;
 
 bool kiln_cuda_attention_supports(int head_dim);
