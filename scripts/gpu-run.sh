@@ -6,7 +6,8 @@
 #   build      unpack .gpu-debs/*.deb (scripts/fetch-gpu-debs.sh, run where
 #              there is network) into /tmp/kiln-deps, configure and build build-gpu
 #   test       ctest, GPU tests included (KILN_CACHE=.gpu-cache for the model)
-#   variants   the GPU tests again with KILN_CUDA_PORTABLE=1, KILN_CUDA_PDL=1, KILN_CUDA_MLP16=1
+#   variants   the GPU tests again with KILN_CUDA_PORTABLE=1, KILN_CUDA_PDL=1, KILN_CUDA_MLP16=1,
+#              KILN_CUDA_NORM_FUSED=1
 #   sanitize   compute-sanitizer memcheck and racecheck on every tests/cuda binary
 #   model      tools/make_random_llama.py -> /tmp/llama8b-random (Llama 3 8B
 #              geometry, random BF16; kept when already there)
@@ -131,11 +132,12 @@ body_test() {
 # The GPU tests again on the other code paths a Hopper card can take:
 # KILN_CUDA_PORTABLE=1 (what Ampere and Ada run), and the paths still off by
 # default until measured: KILN_CUDA_PDL=1 (programmatic dependent launch of
-# every kiln kernel), KILN_CUDA_MLP16=1 (16-bit feed-forward intermediates).
+# every kiln kernel), KILN_CUDA_MLP16=1 (16-bit feed-forward intermediates),
+# KILN_CUDA_NORM_FUSED=1 (RMSNorm inside the matrix-vector kernel).
 body_variants() {
   [ -d "$build" ] || { key "no $build: run the build stage first"; return 1; }
   local rc=0 v
-  for v in KILN_CUDA_PORTABLE=1 KILN_CUDA_PDL=1 KILN_CUDA_MLP16=1; do
+  for v in KILN_CUDA_PORTABLE=1 KILN_CUDA_PDL=1 KILN_CUDA_MLP16=1 KILN_CUDA_NORM_FUSED=1; do
     echo "===== $v"
     env "$v" ctest --test-dir "$build" --output-on-failure -j"${KILN_CTEST_J:-4}" --timeout 240 -R test_cuda \
       >"$scratch/variant.out" 2>&1 || rc=$?
@@ -243,13 +245,14 @@ body_profile() {
 }
 
 # kiln's suite once per setting that is still off by default, in one run:
-# the default, KILN_CUDA_PDL=1, KILN_CUDA_MLP16=1, and both.
+# the default, each setting alone, and all of them.
 body_bench_ab() {
   [ -x "$build/kiln" ] || { key "no $build/kiln: run the build stage first"; return 1; }
   [ -f "$model_dir/model.safetensors.index.json" ] || { key "no $model_dir: run the model stage first"; return 1; }
   local rc=0 v t
-  for v in "" KILN_CUDA_PDL=1 KILN_CUDA_MLP16=1 "KILN_CUDA_PDL=1 KILN_CUDA_MLP16=1"; do
-    t=$(cap 120)
+  for v in "" KILN_CUDA_PDL=1 KILN_CUDA_MLP16=1 KILN_CUDA_NORM_FUSED=1 \
+    "KILN_CUDA_PDL=1 KILN_CUDA_MLP16=1 KILN_CUDA_NORM_FUSED=1"; do
+    t=$(cap 90)
     echo "===== settings: ${v:-default}"
     # shellcheck disable=SC2086  # v is a list of assignments
     env $v timeout -k 5 "$t" "$build/kiln" bench --device cuda -m "$model_dir" --gpu-suite ${KILN_BENCH_ARGS:-} \
@@ -280,7 +283,7 @@ stages=("$@")
 stage_cap() {
   case "$1" in
     build) echo 330 ;; test) echo 300 ;; variants) echo 300 ;; sanitize) echo 300 ;; model) echo 150 ;;
-    bench) echo 540 ;; bench-kiln) echo 300 ;; bench-torch) echo 330 ;; profile) echo 240 ;; bench-ab) echo 420 ;;
+    bench) echo 540 ;; bench-kiln) echo 300 ;; bench-torch) echo 330 ;; profile) echo 240 ;; bench-ab) echo 450 ;;
     *) echo 0 ;;
   esac
 }

@@ -58,6 +58,7 @@ typedef struct kiln_backend kiln_backend;
 //   accumulate: y[0] += W_0 x (the residual add; count must be 1)
 //   glu:        count 2 (gate, up): y[0] = silu(W_0 x) * (W_1 x); y[1] is
 //               scratch the backend may or may not write
+//   norm:       the input is RMSNorm(x) * norm (epsilon norm_eps), not x
 typedef struct kiln_linear_args {
     int count;
     const kiln_tensor *w[KILN_LINEAR_MAX];
@@ -67,18 +68,23 @@ typedef struct kiln_linear_args {
     int n;
     bool accumulate;
     bool glu;
+    const float *norm;                  // [w[0]->ne[0]] or NULL
+    float norm_eps;
 } kiln_linear_args;
 
 // The SwiGLU feed-forward block with its residual add:
 //   x[n][dim] += W_down (silu(W_gate h) * (W_up h))
 // gate and up are [n][ffn] float buffers the backend may use as scratch (in
 // any format: their contents afterwards are unspecified).
+// With norm set, h is RMSNorm(h) * norm first (h may then be x itself).
 typedef struct kiln_mlp_args {
     const kiln_tensor *w_gate, *w_up, *w_down;
-    const float *h; // [n][dim] normalised input
+    const float *h; // [n][dim] input
     float *x;       // [n][dim] residual stream
     float *gate, *up;
     int n;
+    const float *norm; // [dim] or NULL
+    float norm_eps;
 } kiln_mlp_args;
 
 // Sampling done by the backend next to the logits (see kiln_cuda_sample):

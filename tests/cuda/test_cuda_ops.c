@@ -519,6 +519,72 @@ static void run_mlp(kiln_backend *be, kiln_dtype src, int n, uint64_t seed) {
     weight_free(be, &wd);
 }
 
+// linear with norm: y = W (RMSNorm(x) * g), reference in float64. n <= 8:
+// the matrix-vector kernel (normalising itself with KILN_CUDA_NORM_FUSED=1,
+// after a separate RMSNorm otherwise), float throughout: 1e-4. n > 8: the
+// normalised input is rounded once to the weights' 16-bit type for cuBLASLt
+// (RMS u/sqrt(3)); the bound is 2 u.
+static void run_linear_norm(kiln_backend *be, kiln_dtype src, int n, int count, uint64_t seed) {
+    enum { K = 136, ROWS0 = 72, ROWS1 = 40 };
+    uint64_t rng = seed;
+    const int rows[2] = {ROWS0, ROWS1};
+    weight w[2];
+    for (int i = 0; i < count; i++) w[i] = weight_make(be, src, rows[i], K, 0.5f, &rng);
+    weights_done_ok(be);
+    float *x = random_floats((size_t)n * K, 2.0f, &rng), *g = random_floats(K, 1.0f, &rng);
+    const float eps = 1e-5f;
+    double *h = malloc(sizeof(double) * n * K);
+    assert_non_null(h);
+    for (int t = 0; t < n; t++) {
+        double ss = 0;
+        for (int c = 0; c < K; c++) ss += (double)x[t * K + c] * x[t * K + c];
+        const double inv = 1.0 / sqrt(ss / K + eps);
+        for (int c = 0; c < K; c++) h[t * K + c] = x[t * K + c] * inv * g[c];
+    }
+    float *dx = dev_upload(be, x, sizeof(float) * n * K), *dg = dev_upload(be, g, sizeof(float) * K), *dy[2];
+    kiln_linear_args a = {.count = count, .x = dx, .n = n, .norm = dg, .norm_eps = eps};
+    for (int i = 0; i < count; i++) {
+        dy[i] = dev_nan(be, (size_t)n * rows[i]);
+        a.w[i] = &w[i].dev;
+        a.y[i] = dy[i];
+    }
+    be->ops->linear(be, &a);
+    sync_ok(be, "linear with norm");
+    const double u = device_form(src, 2) == KILN_BF16 ? 0x1.0p-8 : 0x1.0p-11;
+    for (int i = 0; i < count; i++) {
+        double *ref = malloc(sizeof(double) * n * rows[i]);
+        assert_non_null(ref);
+        for (int t = 0; t < n; t++)
+            for (int r = 0; r < rows[i]; r++) {
+                double acc = 0;
+                for (int c = 0; c < K; c++) acc += w[i].val[(size_t)r * K + c] * h[t * K + c];
+                ref[t * rows[i] + r] = acc;
+            }
+        float *got = host_download(be, dy[i], sizeof(float) * n * rows[i]);
+        char what[96];
+        snprintf(what, sizeof what, "linear+norm %s n=%d weight %d of %d", kiln_dtype_name(src), n, i, count);
+        check_outputs(what, got, ref, NULL, (size_t)n * rows[i], n <= 8 ? 1e-4 : 2 * u);
+        free(got);
+        free(ref);
+        be->ops->free(be, dy[i]);
+        weight_free(be, &w[i]);
+    }
+    be->ops->free(be, dx);
+    be->ops->free(be, dg);
+    free(x);
+    free(g);
+    free(h);
+}
+
+static void test_linear_norm(void **state) {
+    kiln_backend *be = *state;
+    static const int ns[] = {1, 3, 8, 9, 37};
+    for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
+        run_linear_norm(be, KILN_F16, ns[i], 1, 0x4101 + i);
+        run_linear_norm(be, KILN_BF16, ns[i], 2, 0x4201 + i);
+    }
+}
+
 static void test_mlp(void **state) {
     kiln_backend *be = *state;
     static const int ns[] = {1, 5, 9, 37, 130};
@@ -1219,6 +1285,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_linear_accumulate, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_linear_glu, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_mlp, setup_backend, teardown_backend),
+        cmocka_unit_test_setup_teardown(test_linear_norm, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_rmsnorm, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_get_rows, setup_backend, teardown_backend),
         cmocka_unit_test(test_rope_kv_store),

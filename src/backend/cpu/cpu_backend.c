@@ -9,11 +9,28 @@
 typedef struct cpu_impl {
     float *scratch; // products awaiting a residual add
     size_t scratch_floats;
+    float *normed;  // RMS-normalised inputs
+    size_t normed_floats;
 } cpu_impl;
+
+// Grows *buf to at least n floats; the forward pass cannot report a failure
+// here, and sizes are bounded by the activations, so running out aborts.
+static float *grow(float **buf, size_t *have, size_t n) {
+    if (n > *have) {
+        float *grown = realloc(*buf, sizeof(float) * n);
+        if (!grown) abort();
+        *buf = grown;
+        *have = n;
+    }
+    return *buf;
+}
 
 static void cpu_destroy(kiln_backend *be) {
     cpu_impl *impl = be->impl;
-    if (impl) free(impl->scratch);
+    if (impl) {
+        free(impl->scratch);
+        free(impl->normed);
+    }
     free(impl);
     free(be);
 }
@@ -43,21 +60,18 @@ static void cpu_linear(kiln_backend *be, const kiln_linear_args *a) {
     cpu_impl *impl = be->impl;
     float *ys[KILN_LINEAR_MAX];
     for (int i = 0; i < a->count; i++) ys[i] = a->y[i];
-    const int64_t rows0 = a->w[0]->ne[1];
-    if (a->accumulate) {
-        size_t need = (size_t)a->n * (size_t)rows0;
-        if (need > impl->scratch_floats) {
-            float *grown = realloc(impl->scratch, sizeof(float) * need);
-            if (!grown) abort(); // the forward pass has no way to report this; sizes are bounded by the activations
-            impl->scratch = grown;
-            impl->scratch_floats = need;
-        }
-        ys[0] = impl->scratch;
+    const int64_t rows0 = a->w[0]->ne[1], k = a->w[0]->ne[0];
+    if (a->accumulate) ys[0] = grow(&impl->scratch, &impl->scratch_floats, (size_t)a->n * (size_t)rows0);
+    const float *x = a->x;
+    if (a->norm) {
+        float *normed = grow(&impl->normed, &impl->normed_floats, (size_t)a->n * (size_t)k);
+        kiln_cpu_rmsnorm(be, a->x, a->norm, normed, a->n, (int)k, a->norm_eps);
+        x = normed;
     }
     if (a->count == 1)
-        kiln_cpu_matmul_ex(a->w[0], a->x, a->n, ys[0], rows0, be->n_threads, be->precise);
+        kiln_cpu_matmul_ex(a->w[0], x, a->n, ys[0], rows0, be->n_threads, be->precise);
     else
-        kiln_cpu_matmul_multi(a->w, ys, a->count, a->x, a->n, be->n_threads, be->precise);
+        kiln_cpu_matmul_multi(a->w, ys, a->count, x, a->n, be->n_threads, be->precise);
     for (int i = 0; i < a->count; i++)
         if (a->bias[i]) kiln_cpu_add_bias(be, ys[i], a->bias[i], a->n, (int)a->w[i]->ne[1]);
     if (a->accumulate) kiln_cpu_add(be, a->y[0], ys[0], (size_t)a->n * (size_t)rows0);
@@ -66,7 +80,7 @@ static void cpu_linear(kiln_backend *be, const kiln_linear_args *a) {
 
 static void cpu_mlp(kiln_backend *be, const kiln_mlp_args *a) {
     cpu_linear(be, &(kiln_linear_args){.count = 2, .w = {a->w_gate, a->w_up}, .y = {a->gate, a->up}, .x = a->h,
-                                       .n = a->n, .glu = true});
+                                       .n = a->n, .glu = true, .norm = a->norm, .norm_eps = a->norm_eps});
     cpu_linear(be, &(kiln_linear_args){.count = 1, .w = {a->w_down}, .y = {a->x}, .x = a->gate, .n = a->n,
                                        .accumulate = true});
 }

@@ -47,7 +47,7 @@ static void cuda_destroy(kiln_backend *be) {
         cudaSetDevice(c->device);
         if (c->stream) cudaStreamSynchronize(c->stream);
         cuda_staging_free(c);
-        cuda_scratch *scratch[] = {&c->gemm_input, &c->gemm_trial, &c->attention_ws, &c->sample_ws};
+        cuda_scratch *scratch[] = {&c->gemm_input, &c->gemm_trial, &c->attention_ws, &c->sample_ws, &c->norm_buf};
         for (size_t i = 0; i < sizeof scratch / sizeof scratch[0]; i++) cuda_scratch_release(scratch[i]);
         for (int i = 0; i < c->n_rope; i++) {
             cudaFree(c->rope[i].inv_freq);
@@ -376,6 +376,8 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
     c->pdl = c->prop.major >= 9 && pdl && strcmp(pdl, "1") == 0 && !(portable && strcmp(portable, "1") == 0);
     const char *mlp16 = getenv("KILN_CUDA_MLP16");
     c->mlp16 = mlp16 && strcmp(mlp16, "1") == 0;
+    const char *norm_fused = getenv("KILN_CUDA_NORM_FUSED");
+    c->norm_fused = norm_fused && strcmp(norm_fused, "1") == 0;
     if (e != cudaSuccess) {
         cuda_destroy(be);
         return kiln_fail(KILN_ERR_IO, "cuda: cannot set up device %d: %s", device, cudaGetErrorString(e));

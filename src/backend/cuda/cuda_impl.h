@@ -61,6 +61,8 @@ typedef struct cuda_impl {
     bool capturing;
     bool pdl;                     // launch kiln's kernels as programmatic dependent launches
     bool mlp16;                   // mlp on prompt chunks with 16-bit intermediates
+    bool norm_fused;              // the matrix-vector kernel normalises its own input
+    cuda_scratch norm_buf;        // RMS-normalised inputs for the other paths
 } cuda_impl;
 
 static inline cuda_impl *cuda_of(kiln_backend *be) { return (cuda_impl *)be->impl; }

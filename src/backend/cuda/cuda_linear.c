@@ -30,7 +30,8 @@ static bool matvec_fits(const kiln_linear_args *a, kiln_cuda_type type) {
 
 static void linear_matvec(cuda_impl *c, const kiln_linear_args *a, kiln_cuda_type type) {
     kiln_cuda_matvec_args mv = {.count = a->count, .type = type, .k = (int)a->w[0]->ne[0], .x = a->x,
-                                .n_tokens = a->n, .accumulate = a->accumulate, .glu = a->glu, .pdl = c->pdl};
+                                .n_tokens = a->n, .accumulate = a->accumulate, .glu = a->glu, .pdl = c->pdl,
+                                .norm = a->norm, .norm_eps = a->norm_eps};
     for (int i = 0; i < a->count; i++) {
         mv.w[i] = a->w[i]->data;
         mv.bias[i] = a->bias[i];
@@ -68,10 +69,30 @@ static void linear_gemm(cuda_impl *c, const kiln_linear_args *a) {
                   "swiglu");
 }
 
+// RMSNorm(x) * norm into a scratch buffer, for the paths that take a plain input.
+static const float *normalised(cuda_impl *c, const float *x, const float *norm, float eps, int n, int k) {
+    if (!cuda_scratch_reserve(c, &c->norm_buf, sizeof(float) * (size_t)n * (size_t)k)) {
+        cuda_note(c, cudaErrorMemoryAllocation, "rmsnorm buffer");
+        return NULL;
+    }
+    cuda_note(c, kiln_cuda_rmsnorm(c->stream, x, norm, c->norm_buf.ptr, n, k, eps, c->pdl), "rmsnorm");
+    return c->norm_buf.ptr;
+}
+
 void cuda_linear(kiln_backend *be, const kiln_linear_args *a) {
     cuda_impl *c = cuda_of(be);
     const kiln_cuda_type type = kiln_cuda_type_of(a->w[0]->dtype);
-    if (matvec_fits(a, type))
+    const bool matvec = matvec_fits(a, type);
+    kiln_linear_args plain;
+    // The matrix-vector kernel can normalise its input itself (off until
+    // measured: KILN_CUDA_NORM_FUSED=1); elsewhere a separate RMSNorm first.
+    if (a->norm && !(matvec && c->norm_fused)) {
+        plain = *a;
+        plain.norm = NULL;
+        if (!(plain.x = normalised(c, a->x, a->norm, a->norm_eps, a->n, (int)a->w[0]->ne[0]))) return;
+        a = &plain;
+    }
+    if (matvec)
         linear_matvec(c, a, type);
     else
         linear_gemm(c, a);
@@ -83,10 +104,18 @@ void cuda_linear(kiln_backend *be, const kiln_linear_args *a) {
 // works in place on them, and that is the down projection's input: the
 // [n][ffn] intermediates cross memory in 16 bits, once each, instead of as
 // floats plus a conversion pass. Off until measured on a GPU: KILN_CUDA_MLP16=1.
-void cuda_mlp(kiln_backend *be, const kiln_mlp_args *a) {
+void cuda_mlp(kiln_backend *be, const kiln_mlp_args *in) {
     cuda_impl *c = cuda_of(be);
+    kiln_mlp_args plain = *in;
+    const kiln_mlp_args *a = in;
+    const kiln_linear_args probe = {.count = 2, .w = {in->w_gate, in->w_up}, .x = in->h, .n = in->n, .glu = true};
+    if (in->norm && !(c->norm_fused && matvec_fits(&probe, kiln_cuda_type_of(in->w_gate->dtype)))) {
+        plain.norm = NULL;
+        if (!(plain.h = normalised(c, in->h, in->norm, in->norm_eps, in->n, (int)in->w_gate->ne[0]))) return;
+        a = &plain;
+    }
     const kiln_linear_args gate_up = {.count = 2, .w = {a->w_gate, a->w_up}, .y = {a->gate, a->up}, .x = a->h,
-                                      .n = a->n, .glu = true};
+                                      .n = a->n, .glu = true, .norm = a->norm, .norm_eps = a->norm_eps};
     const kiln_linear_args down = {.count = 1, .w = {a->w_down}, .y = {a->x}, .x = a->gate, .n = a->n,
                                    .accumulate = true};
     const kiln_cuda_type type = kiln_cuda_type_of(a->w_gate->dtype);

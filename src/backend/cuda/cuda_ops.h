@@ -36,6 +36,10 @@ typedef struct kiln_cuda_matvec_args {
     bool accumulate; // y_0 += (count 1)
     bool glu;
     bool pdl;        // launched as a programmatic dependent launch (sm_90; see cuda_pdl.cuh)
+    // The input is RMSNorm(x) * norm: each block computes the tokens' inverse
+    // RMS itself, the norm weights are folded into the weights as they stream.
+    const float *norm; // [k] or NULL
+    float norm_eps;
 } kiln_cuda_matvec_args;
 
 cudaError_t kiln_cuda_matvec(cudaStream_t stream, const kiln_cuda_matvec_args *a);
