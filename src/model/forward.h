@@ -9,7 +9,6 @@
 typedef struct kiln_activations {
     int max_tokens;
     float *x;      // [max_tokens][dim]         residual stream
-    float *h;      // [max_tokens][dim]         normalised input of a block
     float *q;      // [max_tokens][n_heads * head_dim]
     float *k;      // [max_tokens][n_kv_heads * head_dim]
     float *v;      // [max_tokens][n_kv_heads * head_dim]

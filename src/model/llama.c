@@ -7,7 +7,7 @@
 
 static size_t act_floats(const kiln_hparams *hp, int n) {
     size_t q = (size_t)hp->n_heads * hp->head_dim, kv = (size_t)hp->n_kv_heads * hp->head_dim;
-    return (size_t)n * (3 * (size_t)hp->dim + 2 * q + 2 * kv + 2 * (size_t)hp->ffn_dim);
+    return (size_t)n * (2 * (size_t)hp->dim + 2 * q + 2 * kv + 2 * (size_t)hp->ffn_dim);
 }
 
 uint64_t kiln_activations_bytes(const kiln_hparams *hp, int max_tokens) {
@@ -20,7 +20,7 @@ kiln_status kiln_activations_create(kiln_backend *be, const kiln_hparams *hp, in
     const size_t n = (size_t)max_tokens, q = (size_t)hp->n_heads * hp->head_dim,
                  kv = (size_t)hp->n_kv_heads * hp->head_dim;
     struct { void **dst; size_t bytes; } bufs[] = {
-        {(void **)&a->x, n * hp->dim * 4},    {(void **)&a->h, n * hp->dim * 4},
+        {(void **)&a->x, n * hp->dim * 4},
         {(void **)&a->q, n * q * 4},          {(void **)&a->k, n * kv * 4},
         {(void **)&a->v, n * kv * 4},         {(void **)&a->att, n * q * 4},
         {(void **)&a->gate, n * hp->ffn_dim * 4}, {(void **)&a->up, n * hp->ffn_dim * 4},
@@ -37,7 +37,7 @@ kiln_status kiln_activations_create(kiln_backend *be, const kiln_hparams *hp, in
 }
 
 void kiln_activations_free(kiln_backend *be, kiln_activations *a) {
-    void *bufs[] = {a->x, a->h, a->q, a->k, a->v, a->att, a->gate, a->up, a->rows, a->ids, a->pos, a->seq};
+    void *bufs[] = {a->x, a->q, a->k, a->v, a->att, a->gate, a->up, a->rows, a->ids, a->pos, a->seq};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) be->ops->free(be, bufs[i]);
     memset(a, 0, sizeof *a);
