@@ -20,6 +20,13 @@ static __device__ __forceinline__ float block_sum(float v, float *shared32) {
     return v;
 }
 
+template <typename T> static __device__ __forceinline__ float to_f(T v);
+template <> __device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> static __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
 __global__ void rmsnorm_kernel(const float *x, const float *weight, float *y, int dim, float eps) {
     __shared__ float partial[32];
     pdl_allow_next();
@@ -38,6 +45,20 @@ extern "C" cudaError_t kiln_cuda_rmsnorm(cudaStream_t stream, const float *x, co
     launch_maybe_pdl(pdl, rmsnorm_kernel, dim3(n), dim3(dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32), 0, stream, x,
                      weight, y, dim, eps);
     return cudaGetLastError();
+}
+
+// The same, written in a 16-bit type straight into a GEMM's input.
+template <typename T>
+__global__ void rmsnorm16_kernel(const float *x, const float *weight, T *y, int dim, float eps) {
+    __shared__ float partial[32];
+    pdl_allow_next();
+    pdl_wait();
+    const float *row = x + (size_t)blockIdx.x * dim;
+    T *out = y + (size_t)blockIdx.x * dim;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += row[i] * row[i];
+    const float inv = rsqrtf(block_sum(ss, partial) / (float)dim + eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) out[i] = from_f<T>(row[i] * inv * weight[i]);
 }
 
 static __device__ __forceinline__ float load_as_float(const void *p, size_t i, kiln_cuda_type type) {
@@ -126,18 +147,26 @@ extern "C" cudaError_t kiln_cuda_swiglu(cudaStream_t stream, const float *gate, 
     return cudaGetLastError();
 }
 
-template <typename T> static __device__ __forceinline__ float to_f(T v);
-template <> __device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
-template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T> static __device__ __forceinline__ T from_f(float v);
-template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-
 template <typename T> __global__ void swiglu16_kernel(T *gate, const T *up, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         const float g = to_f(gate[i]);
         gate[i] = from_f<T>(g / (1.0f + __expf(-g)) * to_f(up[i]));
     }
+}
+
+extern "C" cudaError_t kiln_cuda_rmsnorm16(cudaStream_t stream, const float *x, const float *weight, void *y,
+                                           kiln_cuda_type type, int n, int dim, float eps, bool pdl) {
+    if (n <= 0 || dim <= 0) return cudaSuccess;
+    const dim3 grid(n), block(dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32);
+    if (type == KILN_CUDA_BF16)
+        launch_maybe_pdl(pdl, rmsnorm16_kernel<__nv_bfloat16>, grid, block, 0, stream, x, weight,
+                         static_cast<__nv_bfloat16 *>(y), dim, eps);
+    else if (type == KILN_CUDA_F16)
+        launch_maybe_pdl(pdl, rmsnorm16_kernel<__half>, grid, block, 0, stream, x, weight, static_cast<__half *>(y),
+                         dim, eps);
+    else
+        return cudaErrorInvalidValue;
+    return cudaGetLastError();
 }
 
 extern "C" cudaError_t kiln_cuda_swiglu16(cudaStream_t stream, void *gate, const void *up, kiln_cuda_type type,

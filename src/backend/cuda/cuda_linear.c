@@ -56,7 +56,13 @@ static void linear_gemm(cuda_impl *c, const kiln_linear_args *a) {
             return;
         }
         if (type != converted) {
-            cuda_note(c, kiln_cuda_convert(c->stream, a->x, c->gemm_input.ptr, type, in_elems), "convert");
+            if (a->norm) // RMSNorm straight into the 16-bit input
+                cuda_note(c,
+                          kiln_cuda_rmsnorm16(c->stream, a->x, a->norm, c->gemm_input.ptr, type, a->n, k, a->norm_eps,
+                                              c->pdl),
+                          "rmsnorm");
+            else
+                cuda_note(c, kiln_cuda_convert(c->stream, a->x, c->gemm_input.ptr, type, in_elems), "convert");
             converted = type;
         }
         cuda_note(c,
@@ -84,9 +90,10 @@ void cuda_linear(kiln_backend *be, const kiln_linear_args *a) {
     const kiln_cuda_type type = kiln_cuda_type_of(a->w[0]->dtype);
     const bool matvec = matvec_fits(a, type);
     kiln_linear_args plain;
-    // The matrix-vector kernel can normalise its input itself (off until
-    // measured: KILN_CUDA_NORM_FUSED=1); elsewhere a separate RMSNorm first.
-    if (a->norm && !(matvec && c->norm_fused)) {
+    // With KILN_CUDA_NORM_FUSED=1 (off until measured) the matrix-vector
+    // kernel normalises its input itself and the GEMM path normalises straight
+    // into its 16-bit input; otherwise a separate RMSNorm first.
+    if (a->norm && !c->norm_fused) {
         plain = *a;
         plain.norm = NULL;
         if (!(plain.x = normalised(c, a->x, a->norm, a->norm_eps, a->n, (int)a->w[0]->ne[0]))) return;
@@ -108,8 +115,7 @@ void cuda_mlp(kiln_backend *be, const kiln_mlp_args *in) {
     cuda_impl *c = cuda_of(be);
     kiln_mlp_args plain = *in;
     const kiln_mlp_args *a = in;
-    const kiln_linear_args probe = {.count = 2, .w = {in->w_gate, in->w_up}, .x = in->h, .n = in->n, .glu = true};
-    if (in->norm && !(c->norm_fused && matvec_fits(&probe, kiln_cuda_type_of(in->w_gate->dtype)))) {
+    if (in->norm && !c->norm_fused) {
         plain.norm = NULL;
         if (!(plain.h = normalised(c, in->h, in->norm, in->norm_eps, in->n, (int)in->w_gate->ne[0]))) return;
         a = &plain;
@@ -132,7 +138,12 @@ void cuda_mlp(kiln_backend *be, const kiln_mlp_args *in) {
         return;
     }
     // gate and up are float buffers of mid_elems: room for 16-bit values.
-    cuda_note(c, kiln_cuda_convert(c->stream, a->h, c->gemm_input.ptr, type, in_elems), "convert");
+    if (a->norm)
+        cuda_note(c, kiln_cuda_rmsnorm16(c->stream, a->h, a->norm, c->gemm_input.ptr, type, a->n, dim, a->norm_eps,
+                                         c->pdl),
+                  "rmsnorm");
+    else
+        cuda_note(c, kiln_cuda_convert(c->stream, a->h, c->gemm_input.ptr, type, in_elems), "convert");
     cuda_note(c, cuda_gemm_ex(c, type, a->w_gate->data, c->gemm_input.ptr, a->gate, true, NULL, ffn, a->n, dim, false),
               "cublasLt matmul (gate)");
     cuda_note(c, cuda_gemm_ex(c, type, a->w_up->data, c->gemm_input.ptr, a->up, true, NULL, ffn, a->n, dim, false),

@@ -79,6 +79,10 @@ typedef struct kiln_cuda_rope_kv_args {
 
 cudaError_t kiln_cuda_rope_kv_store(cudaStream_t stream, const kiln_cuda_rope_kv_args *a);
 
+// The same, written as `type` (F16 or BF16) into y: a GEMM's input.
+cudaError_t kiln_cuda_rmsnorm16(cudaStream_t stream, const float *x, const float *weight, void *y,
+                                kiln_cuda_type type, int n, int dim, float eps, bool pdl);
+
 // out[i] = silu(gate[i]) * up[i]
 cudaError_t kiln_cuda_swiglu(cudaStream_t stream, const float *gate, const float *up, float *out, size_t n);
 
