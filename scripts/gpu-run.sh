@@ -171,7 +171,8 @@ body_sanitize() {
       fi
       echo "===== $tool $bin (timeout ${t}s)"
       rc=0
-      KILN_FIXTURES="$root/tests/fixtures" timeout -k 5 "$t" "$tool_bin" --tool "$tool" --error-exitcode 99 \
+      KILN_FIXTURES="$root/tests/fixtures" KILN_TEST_GENERATIONS=10 timeout -k 5 "$t" "$tool_bin" --tool "$tool" \
+        --error-exitcode 99 \
         "$bin" >"$scratch/san.out" 2>&1 || rc=$?
       cat "$scratch/san.out"
       summary=$(grep -E '========= (ERROR|RACECHECK) SUMMARY' "$scratch/san.out" | tail -n 1 | sed 's/^========= //' ||
