@@ -60,6 +60,26 @@ setup_env() {
 }
 setup_env
 
+# The model in two carried halves (scripts/split-model-for-gpu.sh): keep the
+# first outside the tree (it survives between calls on a warm machine), join
+# them when the second arrives.
+join_model_halves() {
+  local parts=/tmp/kiln-model-parts
+  mkdir -p "$parts"
+  [ -f .gpu-model-a/smol.part00 ] && cp .gpu-model-a/smol.part00 "$parts/"
+  if [ -f .gpu-model-b/smol.part01 ] && [ -f "$parts/smol.part00" ]; then
+    mkdir -p "$KILN_CACHE"
+    cat "$parts/smol.part00" .gpu-model-b/smol.part01 >"$KILN_CACHE/SmolLM2-135M-Instruct.Q4_1.gguf"
+    if [ -f .gpu-model-b/sha256 ] &&
+      [ "$(sha256sum "$KILN_CACHE/SmolLM2-135M-Instruct.Q4_1.gguf" | cut -d' ' -f1)" != "$(cat .gpu-model-b/sha256)" ]; then
+      echo "gpu-run: the joined model's checksum is wrong" >&2
+      rm -f "$KILN_CACHE/SmolLM2-135M-Instruct.Q4_1.gguf"
+    fi
+  fi
+  return 0
+}
+[ "${1:-}" = "__body" ] || join_model_halves
+
 now() { date +%s; }
 # Seconds left before the deadline (the whole run's, or the running stage's:
 # KILN_STAGE_END), less a reserve for writing the summary.
