@@ -125,8 +125,6 @@ typedef struct kiln_backend_ops {
     void (*get_rows)(kiln_backend *be, const kiln_tensor *table, const int32_t *ids, int n, float *out);
     void (*linear)(kiln_backend *be, const kiln_linear_args *a);
     void (*mlp)(kiln_backend *be, const kiln_mlp_args *a);
-    // y[t] = x[t] / rms(x[t]) * weight; y may alias x
-    void (*rmsnorm)(kiln_backend *be, const float *x, const float *weight, float *y, int n, int dim, float eps);
     // Rotates q [n][n_heads][head_dim] and k [n][n_kv_heads][head_dim] in
     // place at positions batch->pos, then writes k and v into the cache slots
     // of those positions.

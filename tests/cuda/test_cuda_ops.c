@@ -631,8 +631,11 @@ static void run_rmsnorm(kiln_backend *be, int n, int dim, float eps, kiln_dtype 
     char what[128];
     snprintf(what, sizeof what, "rmsnorm n %d dim %d eps %g weight %s%s", n, dim, (double)eps,
              kiln_dtype_name(weight_src), in_place ? " in place" : "");
-    be->ops->rmsnorm(be, dx, g.dev.data, dy, n, dim, eps);
-    sync_ok(be, what);
+    // The kernel alone (the backend asks for it through linear's norm): on
+    // the default stream, after the backend's uploads have landed.
+    sync_ok(be, "upload");
+    CUDA_CHECK(kiln_cuda_rmsnorm(0, dx, g.dev.data, dy, n, dim, eps, false));
+    CUDA_CHECK(cudaDeviceSynchronize());
     float *got = host_download(be, dy, sizeof(float) * elems);
     double *ref = malloc(sizeof(double) * elems), *bound = malloc(sizeof(double) * elems);
     assert_true(ref && bound);
@@ -1202,47 +1205,52 @@ static void test_sample_filtered(void **state) {
 
 // ---- graphs -------------------------------------------------------------------------
 
-// linear then rmsnorm, captured once, replayed on new contents of the same
-// input buffer: the outputs must follow the new input.
+// y = W x, then z = W2 RMSNorm(y) (a normalising linear: a separate RMSNorm
+// into scratch, then the product), captured once, replayed on new contents
+// of the same input buffer: both outputs must follow the new input.
 static void run_graph(kiln_backend *be, int n, uint64_t seed) {
     uint64_t rng = seed;
-    const int k = 296, rows = 77;
+    const int k = 296, rows = 80, rows2 = 45;
     const float eps = 1e-5f;
-    weight w = weight_make(be, KILN_F16, rows, k, 1.0f, &rng);
+    weight w = weight_make(be, KILN_F16, rows, k, 1.0f, &rng), w2 = weight_make(be, KILN_F16, rows2, rows, 1.0f, &rng);
     weight g = weight_make(be, KILN_F32, 1, rows, 2.0f, &rng);
     weights_done_ok(be);
-    const size_t nx = (size_t)n * k, ny = (size_t)n * rows;
-    float *dx = dev_nan(be, nx), *dy = dev_nan(be, ny), *dz = dev_nan(be, ny);
+    const size_t nx = (size_t)n * k, ny = (size_t)n * rows, nz = (size_t)n * rows2;
+    float *dx = dev_nan(be, nx), *dy = dev_nan(be, ny), *dz = dev_nan(be, nz);
     const kiln_linear_args a = {.count = 1, .w = {&w.dev}, .y = {dy}, .x = dx, .n = n};
+    const kiln_linear_args b = {.count = 1, .w = {&w2.dev}, .y = {dz}, .x = dy, .n = n, .norm = g.dev.data,
+                                .norm_eps = eps};
     const bool gemm = n > KILN_MATVEC_MAX_TOKENS;
-    if (gemm) {
-        // The GEMM's input buffer and algorithm are set up outside capture
-        // (the backend cannot grow buffers while capturing), as the runtime's
-        // first, uncaptured decode step does.
+    {
+        // Scratch buffers (the GEMM's input, the normalised input) and the
+        // GEMM's algorithm are set up outside capture (the backend cannot
+        // grow buffers while capturing), as the runtime's first, uncaptured
+        // decode step does.
         float *x0 = random_floats(nx, 1.0f, &rng);
         be->ops->from_host(be, dx, x0, sizeof(float) * nx);
         be->ops->linear(be, &a);
-        be->ops->rmsnorm(be, dy, g.dev.data, dz, n, rows, eps);
+        be->ops->linear(be, &b);
         sync_ok(be, "warm-up");
         free(x0);
     }
     if (be->ops->graph_begin(be) != KILN_OK) fail_msg("graph_begin: %s", kiln_last_error());
     be->ops->linear(be, &a);
-    be->ops->rmsnorm(be, dy, g.dev.data, dz, n, rows, eps);
+    be->ops->linear(be, &b);
     void *graph = NULL;
     if (be->ops->graph_end(be, &graph) != KILN_OK) fail_msg("graph_end: %s", kiln_last_error());
     assert_non_null(graph);
 
-    double *ref = malloc(sizeof(double) * ny), *bound = malloc(sizeof(double) * ny);
-    assert_true(ref && bound);
+    double *ref = malloc(sizeof(double) * ny), *bound = malloc(sizeof(double) * ny),
+           *h = malloc(sizeof(double) * ny);
+    assert_true(ref && bound && h);
     for (int round = 0; round < 3; round++) {
         float *x = random_floats(nx, 1.0f, &rng);
         be->ops->from_host(be, dx, x, sizeof(float) * nx);
         dev_poison(be, dy, ny);
-        dev_poison(be, dz, ny);
+        dev_poison(be, dz, nz);
         if (be->ops->graph_launch(be, graph) != KILN_OK) fail_msg("graph_launch: %s", kiln_last_error());
         sync_ok(be, "graph launch");
-        float *y = host_download(be, dy, sizeof(float) * ny), *z = host_download(be, dz, sizeof(float) * ny);
+        float *y = host_download(be, dy, sizeof(float) * ny), *z = host_download(be, dz, sizeof(float) * nz);
         for (int t = 0; t < n; t++)
             for (int r = 0; r < rows; r++) {
                 double dot = 0, abs_sum = 0;
@@ -1256,16 +1264,28 @@ static void run_graph(kiln_backend *be, int n, uint64_t seed) {
         char what[96];
         snprintf(what, sizeof what, "graph replay %d [%s] n %d: linear", round, gemm ? "gemm" : "matvec", n);
         check_outputs(what, y, ref, bound, ny, LINEAR_MAX_REL_L2);
-        // rmsnorm's reference from the y the GPU produced: its own error only.
-        rmsnorm_ref(y, g.val, n, rows, eps, ref, bound);
-        snprintf(what, sizeof what, "graph replay %d [%s] n %d: rmsnorm", round, gemm ? "gemm" : "matvec", n);
-        check_outputs(what, z, ref, bound, ny, RMSNORM_MAX_REL);
+        // z's reference from the y the GPU produced: the second node's own
+        // error only (its normalised input rounded to F16 on the GEMM path).
+        rmsnorm_ref(y, g.val, n, rows, eps, h, bound);
+        for (int t = 0; t < n; t++)
+            for (int r = 0; r < rows2; r++) {
+                double dot = 0;
+                for (int c = 0; c < rows; c++) {
+                    const double hc = h[(size_t)t * rows + c];
+                    dot += w2.val[(size_t)r * rows + c] * (gemm ? round_to(KILN_F16, (float)hc) : hc);
+                }
+                ref[(size_t)t * rows2 + r] = dot;
+            }
+        snprintf(what, sizeof what, "graph replay %d [%s] n %d: normalising linear", round, gemm ? "gemm" : "matvec",
+                 n);
+        check_outputs(what, z, ref, NULL, nz, LINEAR_MAX_REL_L2);
         free(x), free(y), free(z);
     }
     be->ops->graph_free(be, graph);
-    free(ref), free(bound);
+    free(ref), free(bound), free(h);
     be->ops->free(be, dx), be->ops->free(be, dy), be->ops->free(be, dz);
     weight_free(be, &w);
+    weight_free(be, &w2);
     weight_free(be, &g);
 }
 

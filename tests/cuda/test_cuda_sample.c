@@ -25,6 +25,10 @@
 #include "cuda/cuda_test_util.h"
 #include "runtime/sampler.h"
 
+// KILN_CUDA_PORTABLE=1 (scripts/gpu-run.sh variants): the pre-Hopper launch
+// path, as the backend passes it.
+#define PORTABLE (getenv("KILN_CUDA_PORTABLE") && strcmp(getenv("KILN_CUDA_PORTABLE"), "1") == 0)
+
 // u within this of a cumulative boundary may go either way: the GPU receives u
 // as a float (2^-24 relative) and its sums differ from the CPU's by < 1e-9.
 #define NEAR_BOUNDARY 1e-6
@@ -288,7 +292,7 @@ static void judge(tally *t, const ref_sorted *r, int n, const int alt[2], int n_
 static void test_invalid_arguments(void **state) {
     (void)state;
     assert_int_equal(kiln_cuda_sample_workspace(0), 0);
-    kiln_cuda_sample_params p = {1.0f, 0, 1.0f, 0.0f, 0.5f};
+    kiln_cuda_sample_params p = {1.0f, 0, 1.0f, 0.0f, 0.5f, PORTABLE};
     assert_int_equal(kiln_cuda_sample(0, NULL, 0, &p, NULL, NULL), cudaErrorInvalidValue);
 }
 
@@ -313,7 +317,7 @@ static void test_greedy(void **state) {
             gpu_set_logits(&g, l);
             const float u[2] = {0.3f, 0.9f};
             int32_t ids[2];
-            kiln_cuda_sample_params p = {0.0f, 40, 0.95f, 0.05f, 0.0f};
+            kiln_cuda_sample_params p = {0.0f, 40, 0.95f, 0.05f, 0.0f, PORTABLE};
             gpu_sample(&g, p, u, 1, ids);
             p.temperature = -1.0f; // <= 0 is greedy too
             gpu_sample(&g, p, u + 1, 1, ids + 1);
@@ -358,7 +362,7 @@ static void check_against_cpu(gpu *g, const float *logits, const ref_sorted *r, 
     }
     kiln_sampler_free(s);
     kiln_sampler_free(twin);
-    kiln_cuda_sample_params p = {temperature, top_k, top_p, min_p, 0.0f};
+    kiln_cuda_sample_params p = {temperature, top_k, top_p, min_p, 0.0f, PORTABLE};
     gpu_sample(g, p, uf, DRAWS, ids);
     int alt[2], n_alt;
     const int n = ref_kept(r, top_k, top_p, min_p, alt, &n_alt);
@@ -389,7 +393,7 @@ static void run_vocab(int vocab, uint64_t seed) {
             for (size_t ki = 0; ki < sizeof top_ks / sizeof top_ks[0]; ki++)
                 for (size_t pi = 0; pi < sizeof top_ps / sizeof top_ps[0]; pi++)
                     for (size_t mi = 0; mi < sizeof min_ps / sizeof min_ps[0]; mi++, combo++) {
-                        const kiln_cuda_sample_params p = {temperatures[ti], top_ks[ki], top_ps[pi], min_ps[mi], 0};
+                        const kiln_cuda_sample_params p = {temperatures[ti], top_ks[ki], top_ps[pi], min_ps[mi], 0, PORTABLE};
                         char what[160];
                         snprintf(what, sizeof what, "vocab %d %s t=%.1f top_k=%d top_p=%.2f min_p=%.2f", vocab,
                                  SHAPE_NAMES[s], (double)p.temperature, p.top_k, (double)p.top_p, (double)p.min_p);
@@ -457,7 +461,7 @@ static void check_frequencies(float temperature, int top_k, float top_p, float m
     assert_non_null(u);
     assert_non_null(ids);
     for (int k = 0; k < DRAWS; k++) u[k] = (float)((double)(kiln_test_rand_u64(&rng) >> 40) * 0x1.0p-24);
-    const kiln_cuda_sample_params p = {temperature, top_k, top_p, min_p, 0};
+    const kiln_cuda_sample_params p = {temperature, top_k, top_p, min_p, 0, PORTABLE};
     gpu_sample(&g, p, u, DRAWS, ids);
     ref_sorted r;
     ref_prepare(l, VOCAB, temperature, &r);
@@ -498,7 +502,7 @@ static void test_graph_replay(void **state) {
     gpu g = gpu_open(VOCAB);
     float *l = malloc(sizeof *l * VOCAB);
     assert_non_null(l);
-    const kiln_cuda_sample_params p = {0.8f, 40, 0.95f, 0.05f, 0.37f};
+    const kiln_cuda_sample_params p = {0.8f, 40, 0.95f, 0.05f, 0.37f, PORTABLE};
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     CUDA_CHECK(cudaStreamBeginCapture(g.stream, cudaStreamCaptureModeThreadLocal));

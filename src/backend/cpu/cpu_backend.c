@@ -143,7 +143,6 @@ static const kiln_backend_ops cpu_ops = {
     .get_rows = cpu_get_rows,
     .linear = cpu_linear,
     .mlp = cpu_mlp,
-    .rmsnorm = kiln_cpu_rmsnorm,
     .rope_kv_store = cpu_rope_kv_store,
     .attention = kiln_cpu_attention,
     .copy = cpu_copy,

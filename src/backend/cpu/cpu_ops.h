@@ -1,4 +1,5 @@
-// The CPU backend's operations, one function per entry of kiln_backend_ops.
+// The CPU backend's element-wise operations and attention; cpu_backend.c builds
+// the operations table from them and the matrix products.
 #ifndef KILN_BACKEND_CPU_OPS_H
 #define KILN_BACKEND_CPU_OPS_H
 

@@ -106,11 +106,6 @@ static void cuda_get_rows(kiln_backend *be, const kiln_tensor *table, const int3
               "get_rows");
 }
 
-static void cuda_rmsnorm(kiln_backend *be, const float *x, const float *weight, float *y, int n, int dim, float eps) {
-    cuda_impl *c = cuda_of(be);
-    cuda_note(c, kiln_cuda_rmsnorm(c->stream, x, weight, y, n, dim, eps, c->pdl), "rmsnorm");
-}
-
 // Device table of theta^(-2i/rot_dim) / factor_i for these RoPE parameters.
 static const double *rope_table(cuda_impl *c, const kiln_rope_params *rope) {
     for (int i = 0; i < c->n_rope; i++) {
@@ -243,7 +238,7 @@ static kiln_status cuda_sample(kiln_backend *be, const float *logits, int vocab,
     if (!cuda_scratch_reserve(c, &c->sample_ws, kiln_cuda_sample_workspace(vocab)))
         return kiln_fail(KILN_ERR_NOMEM, "cuda: cannot allocate the sampler's workspace");
     kiln_cuda_sample_params p = {.temperature = a->temperature, .top_k = a->top_k, .top_p = a->top_p,
-                                 .min_p = a->min_p, .u = a->u};
+                                 .min_p = a->min_p, .u = a->u, .portable = c->portable};
     cuda_note(c, kiln_cuda_sample(c->stream, logits, vocab, &p, c->sample_ws.ptr, c->sampled), "sample");
     cuda_note(c, cudaMemcpyAsync(c->sampled_host, c->sampled, sizeof(int32_t), cudaMemcpyDeviceToHost, c->stream),
               "sample");
@@ -307,7 +302,6 @@ static const kiln_backend_ops cuda_ops = {
     .get_rows = cuda_get_rows,
     .linear = cuda_linear,
     .mlp = cuda_mlp,
-    .rmsnorm = cuda_rmsnorm,
     .rope_kv_store = cuda_rope_kv_store,
     .attention = cuda_attention,
     .copy = cuda_copy,
@@ -373,7 +367,8 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
     // keeps every Hopper-only path off, so a Hopper card also runs (and the
     // tests check) what Ampere and Ada run.
     const char *pdl = getenv("KILN_CUDA_PDL"), *portable = getenv("KILN_CUDA_PORTABLE");
-    c->pdl = c->prop.major >= 9 && pdl && strcmp(pdl, "1") == 0 && !(portable && strcmp(portable, "1") == 0);
+    c->portable = portable && strcmp(portable, "1") == 0;
+    c->pdl = c->prop.major >= 9 && pdl && strcmp(pdl, "1") == 0 && !c->portable;
     const char *mlp16 = getenv("KILN_CUDA_MLP16");
     c->mlp16 = mlp16 && strcmp(mlp16, "1") == 0;
     const char *norm_fused = getenv("KILN_CUDA_NORM_FUSED");

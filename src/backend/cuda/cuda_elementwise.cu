@@ -1,6 +1,6 @@
 // The small kernels of a forward step: RMSNorm, embedding rows, RoPE fused
-// with the KV-cache write, SwiGLU, bias, and the 16-bit conversion of GEMM
-// inputs. Each reads and writes its data once.
+// with the KV-cache write, SwiGLU, and the 16-bit conversion of GEMM inputs.
+// Each reads and writes its data once.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -26,30 +26,11 @@ template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v
 template <typename T> static __device__ __forceinline__ T from_f(float v);
 template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
 
-__global__ void rmsnorm_kernel(const float *x, const float *weight, float *y, int dim, float eps) {
-    __shared__ float partial[32];
-    pdl_allow_next();
-    pdl_wait();
-    const float *row = x + (size_t)blockIdx.x * dim;
-    float *out = y + (size_t)blockIdx.x * dim;
-    float ss = 0.0f;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += row[i] * row[i];
-    const float inv = rsqrtf(block_sum(ss, partial) / (float)dim + eps);
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) out[i] = row[i] * inv * weight[i];
-}
-
-extern "C" cudaError_t kiln_cuda_rmsnorm(cudaStream_t stream, const float *x, const float *weight, float *y, int n,
-                                         int dim, float eps, bool pdl) {
-    if (n <= 0 || dim <= 0) return cudaSuccess;
-    launch_maybe_pdl(pdl, rmsnorm_kernel, dim3(n), dim3(dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32), 0, stream, x,
-                     weight, y, dim, eps);
-    return cudaGetLastError();
-}
-
-// The same, written in a 16-bit type straight into a GEMM's input.
-template <typename T>
-__global__ void rmsnorm16_kernel(const float *x, const float *weight, T *y, int dim, float eps) {
+// One block per row. T: float, or a 16-bit type written straight into a
+// GEMM's input.
+template <typename T> __global__ void rmsnorm_kernel(const float *x, const float *weight, T *y, int dim, float eps) {
     __shared__ float partial[32];
     pdl_allow_next();
     pdl_wait();
@@ -59,6 +40,27 @@ __global__ void rmsnorm16_kernel(const float *x, const float *weight, T *y, int 
     for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += row[i] * row[i];
     const float inv = rsqrtf(block_sum(ss, partial) / (float)dim + eps);
     for (int i = threadIdx.x; i < dim; i += blockDim.x) out[i] = from_f<T>(row[i] * inv * weight[i]);
+}
+
+template <typename T>
+static cudaError_t launch_rmsnorm(cudaStream_t stream, const float *x, const float *weight, T *y, int n, int dim,
+                                  float eps, bool pdl) {
+    if (n <= 0 || dim <= 0) return cudaSuccess;
+    launch_maybe_pdl(pdl, rmsnorm_kernel<T>, dim3(n), dim3(dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32), 0, stream, x,
+                     weight, y, dim, eps);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t kiln_cuda_rmsnorm(cudaStream_t stream, const float *x, const float *weight, float *y, int n,
+                                         int dim, float eps, bool pdl) {
+    return launch_rmsnorm(stream, x, weight, y, n, dim, eps, pdl);
+}
+
+extern "C" cudaError_t kiln_cuda_rmsnorm16(cudaStream_t stream, const float *x, const float *weight, void *y,
+                                           kiln_cuda_type type, int n, int dim, float eps, bool pdl) {
+    if (type == KILN_CUDA_BF16) return launch_rmsnorm(stream, x, weight, static_cast<__nv_bfloat16 *>(y), n, dim, eps, pdl);
+    if (type == KILN_CUDA_F16) return launch_rmsnorm(stream, x, weight, static_cast<__half *>(y), n, dim, eps, pdl);
+    return cudaErrorInvalidValue;
 }
 
 static __device__ __forceinline__ float load_as_float(const void *p, size_t i, kiln_cuda_type type) {
@@ -154,21 +156,6 @@ template <typename T> __global__ void swiglu16_kernel(T *gate, const T *up, size
     }
 }
 
-extern "C" cudaError_t kiln_cuda_rmsnorm16(cudaStream_t stream, const float *x, const float *weight, void *y,
-                                           kiln_cuda_type type, int n, int dim, float eps, bool pdl) {
-    if (n <= 0 || dim <= 0) return cudaSuccess;
-    const dim3 grid(n), block(dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32);
-    if (type == KILN_CUDA_BF16)
-        launch_maybe_pdl(pdl, rmsnorm16_kernel<__nv_bfloat16>, grid, block, 0, stream, x, weight,
-                         static_cast<__nv_bfloat16 *>(y), dim, eps);
-    else if (type == KILN_CUDA_F16)
-        launch_maybe_pdl(pdl, rmsnorm16_kernel<__half>, grid, block, 0, stream, x, weight, static_cast<__half *>(y),
-                         dim, eps);
-    else
-        return cudaErrorInvalidValue;
-    return cudaGetLastError();
-}
-
 extern "C" cudaError_t kiln_cuda_swiglu16(cudaStream_t stream, void *gate, const void *up, kiln_cuda_type type,
                                           size_t n) {
     if (type == KILN_CUDA_BF16)
@@ -195,16 +182,5 @@ extern "C" cudaError_t kiln_cuda_convert(cudaStream_t stream, const float *src, 
                                          size_t n) {
     if (type == KILN_CUDA_F32) return cudaErrorInvalidValue;
     convert_kernel<<<grid_for(n), 256, 0, stream>>>(src, dst, type, n);
-    return cudaGetLastError();
-}
-
-__global__ void add_bias_kernel(float *y, const float *bias, int dim, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        y[i] += bias[i % dim];
-}
-
-extern "C" cudaError_t kiln_cuda_add_bias(cudaStream_t stream, float *y, const float *bias, int n, int dim) {
-    const size_t total = (size_t)n * dim;
-    add_bias_kernel<<<grid_for(total), 256, 0, stream>>>(y, bias, dim, total);
     return cudaGetLastError();
 }

@@ -59,6 +59,7 @@ typedef struct cuda_impl {
     int n_retired;
     const char *gemm_error;       // cuBLASLt's status of the last failure
     bool capturing;
+    bool portable;                // KILN_CUDA_PORTABLE: no Hopper-only paths at all
     bool pdl;                     // launch kiln's kernels as programmatic dependent launches
     bool mlp16;                   // mlp on prompt chunks with 16-bit intermediates
     bool norm_fused;              // the matrix-vector kernel normalises its own input

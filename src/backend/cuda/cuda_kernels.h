@@ -78,6 +78,7 @@ typedef struct kiln_cuda_sample_params {
     float top_p;
     float min_p;
     float u;
+    bool portable; // no programmatic dependent launch even on Hopper (KILN_CUDA_PORTABLE)
 } kiln_cuda_sample_params;
 
 // Writes the chosen id to *out (device). workspace: kiln_cuda_sample_workspace() bytes.

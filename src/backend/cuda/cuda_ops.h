@@ -92,8 +92,6 @@ cudaError_t kiln_cuda_swiglu16(cudaStream_t stream, void *gate, const void *up, 
 // dst[i] = (type) src[i] for the GEMM's 16-bit inputs.
 cudaError_t kiln_cuda_convert(cudaStream_t stream, const float *src, void *dst, kiln_cuda_type type, size_t n);
 
-// y[t][i] += bias[i] for n rows of dim.
-cudaError_t kiln_cuda_add_bias(cudaStream_t stream, float *y, const float *bias, int n, int dim);
 
 #ifdef __cplusplus
 }

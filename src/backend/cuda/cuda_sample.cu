@@ -21,8 +21,6 @@
 //      big to sort is handled exactly too: all equal logits (flat) by their
 //      ids' order, mixed ones by a radix select over its items.
 #include <limits.h>
-#include <stdlib.h>
-#include <string.h>
 #include <math.h>
 
 #include "backend/cuda/cuda_kernels.h"
@@ -807,7 +805,7 @@ extern "C" size_t kiln_cuda_sample_workspace(int vocab) {
 // Programmatic dependent launch (sm_90): the second kernel is scheduled while
 // the first runs and waits for its results in wait_for_previous_kernel().
 static cudaError_t launch_after(cudaStream_t stream, const void *kernel, dim3 grid, dim3 block, size_t smem,
-                                void **args) {
+                                void **args, bool portable) {
     int device, major;
     cudaError_t e = cudaGetDevice(&device);
     if (e == cudaSuccess) e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
@@ -817,9 +815,7 @@ static cudaError_t launch_after(cudaStream_t stream, const void *kernel, dim3 gr
     cudaLaunchAttribute attr;
     attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr.val.programmaticStreamSerializationAllowed = 1;
-    // KILN_CUDA_PORTABLE=1: the path of pre-Hopper GPUs, also on Hopper (tests).
-    const char *portable = getenv("KILN_CUDA_PORTABLE");
-    if (major >= 9 && !(portable && strcmp(portable, "1") == 0)) cfg.attrs = &attr, cfg.numAttrs = 1;
+    if (major >= 9 && !portable) cfg.attrs = &attr, cfg.numAttrs = 1;
     return cudaLaunchKernelExC(&cfg, kernel, args);
 }
 
@@ -839,7 +835,7 @@ extern "C" cudaError_t kiln_cuda_sample(cudaStream_t stream, const float *logits
     if (e != cudaSuccess) return e;
     if (p->temperature <= 0.0f) { // as the CPU: greedy
         void *args[] = {&partials, &n_chunks, &out};
-        return launch_after(stream, (const void *)greedy_kernel, dim3(1), dim3(ARGMAX_THREADS), 0, args);
+        return launch_after(stream, (const void *)greedy_kernel, dim3(1), dim3(ARGMAX_THREADS), 0, args, p->portable);
     }
     sample_args a;
     a.logits = logits, a.vocab = vocab, a.n_chunks = n_chunks, a.top_k = p->top_k;
@@ -859,5 +855,5 @@ extern "C" cudaError_t kiln_cuda_sample(cudaStream_t stream, const float *logits
     e = cudaFuncSetAttribute(sample_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
     void *args[] = {&a};
-    return launch_after(stream, (const void *)sample_kernel, dim3(n_chunks), dim3(BLOCK_THREADS), smem, args);
+    return launch_after(stream, (const void *)sample_kernel, dim3(n_chunks), dim3(BLOCK_THREADS), smem, args, p->portable);
 }
