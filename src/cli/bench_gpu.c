@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli/bench_gpu.h"
+#include "cli/cli.h"
 #include "runtime/batch.h"
 #include "runtime/generate.h"
 #include "runtime/session.h"
@@ -16,24 +17,6 @@
 
 #define DECODE_STEPS 128
 #define BATCH_STEPS 64
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static void fill_tokens(int32_t *ids, int n, int vocab, uint64_t seed) {
-    uint64_t x = seed | 1;
-    for (int i = 0; i < n; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        ids[i] = (int32_t)(256 + x % (uint64_t)(vocab > 512 ? vocab - 512 : 1));
-    }
-}
 
 // Weight bytes one decode step reads: every matrix once, one embedding row.
 static double weight_bytes_per_token(const kiln_model *m) {
@@ -99,7 +82,7 @@ static bool bench_decode(kiln_model *m, const int32_t *ids, int ctx, int reps, c
                 goto fail;
         times[r] = kiln_now_seconds() - t0;
     }
-    double t = median(times, reps) / DECODE_STEPS;
+    double t = cli_median(times, reps) / DECODE_STEPS;
     double bytes = w_bytes + kv_bytes_per_token(&m->llm->hp, ctx + DECODE_STEPS / 2.0);
     double gbps = bytes / t / 1e9;
     printf("| decode b1 ctx %-5d | %9.1f tok/s | %7.1f GB/s | %5.1f%% of read bw | %.3f ms/token |\n", ctx, 1.0 / t,
@@ -127,7 +110,7 @@ static bool bench_prefill(kiln_model *m, const int32_t *ids, int n, int reps, co
         }
         times[r] = kiln_now_seconds() - t0;
     }
-    double t = median(times, reps), tflops = prefill_flops(&m->llm->hp, n) / t / 1e12;
+    double t = cli_median(times, reps), tflops = prefill_flops(&m->llm->hp, n) / t / 1e12;
     printf("| prefill %-5d       | %9.1f tok/s | %7.1f TFLOP/s | %5.1f%% of GEMM rate | %.1f ms |\n", n, n / t, tflops,
            c->gemm_tflops ? 100.0 * tflops / c->gemm_tflops : 0.0, t * 1e3);
     kiln_session_free(s);
@@ -150,7 +133,7 @@ static bool bench_batched(kiln_model *m, const int32_t *ids, int n_seqs, int ctx
         if (m->be->ops->sync(m->be) != KILN_OK) goto fail;
         times[r] = kiln_now_seconds() - t0;
     }
-    double t = median(times, reps) / BATCH_STEPS;
+    double t = cli_median(times, reps) / BATCH_STEPS;
     printf("| batched decode %-3d  | %9.1f tok/s | %.3f ms/step (context %d) |\n", n_seqs, n_seqs / t, t * 1e3, ctx);
     kiln_batch_free(b);
     return true;
@@ -182,7 +165,7 @@ int bench_gpu_suite(kiln_model *m, const char *path, int reps) {
     const int max_ids = 4096 + 64;
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)max_ids);
     if (!ids) return 1;
-    fill_tokens(ids, max_ids, hp->vocab, 0x9e3779b97f4a7c15ull);
+    cli_fill_tokens(ids, max_ids, hp->vocab);
     const double w_bytes = weight_bytes_per_token(m);
     printf("weights read per token: %.2f GB\n\n| workload | throughput | rate | of ceiling | time |\n|---|---|---|---|---|\n",
            w_bytes / 1e9);

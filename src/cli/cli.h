@@ -75,6 +75,11 @@ void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(prin
 
 kiln_model *cli_load_model(const cli_common *c, const char *cmd);
 
+// Benchmarks: the median of n timings (sorts v), and deterministic token ids
+// away from the special tokens at the vocabulary's start.
+double cli_median(double *v, int n);
+void cli_fill_tokens(int32_t *ids, int n, int vocab);
+
 int cmd_run(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_bench(int argc, char **argv);

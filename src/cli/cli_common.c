@@ -165,3 +165,21 @@ kiln_model *cli_load_model(const cli_common *c, const char *cmd) {
     }
     return model;
 }
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double cli_median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+void cli_fill_tokens(int32_t *ids, int n, int vocab) {
+    uint64_t x = 0x2545f4914f6cdd1dull;
+    for (int i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        ids[i] = (int32_t)(256 + x % (uint64_t)(vocab > 512 ? vocab - 512 : 1));
+    }
+}

@@ -28,25 +28,6 @@ static void bench_help(FILE *out) {
                  "  -h, --help           this help\n");
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// Deterministic token ids away from the special tokens at the vocabulary's start.
-static void fill_tokens(int32_t *ids, int n, int vocab) {
-    uint64_t x = 0x2545f4914f6cdd1dull;
-    for (int i = 0; i < n; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        ids[i] = (int32_t)(256 + x % (uint64_t)(vocab > 512 ? vocab - 512 : 1));
-    }
-}
-
 int cmd_bench(int argc, char **argv) {
     static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"prefill", required_argument, 0, 'p'},
                                          {"decode", required_argument, 0, 'n'},
@@ -124,7 +105,7 @@ int cmd_bench(int argc, char **argv) {
         cli_error("bench", "%s", ids && times ? kiln_last_error() : "out of memory");
         goto done;
     }
-    fill_tokens(ids, max_prefill + n_decode + 16, vocab);
+    cli_fill_tokens(ids, max_prefill + n_decode + 16, vocab);
     if (strcmp(kiln_model_device(model), "cpu") == 0)
         printf("kiln bench: %s, %d threads, %s kernels%s, %d repetitions\n", c.model, model->be->n_threads,
                kiln_cpu_simd_name(), c.precise ? " (precise)" : "", reps);
@@ -141,7 +122,7 @@ int cmd_bench(int argc, char **argv) {
                 goto fail;
             times[r] = kiln_now_seconds() - t0;
         }
-        printf("kiln prefill %d: %.1f tok/s\n", sizes[i], sizes[i] / median(times, reps));
+        printf("kiln prefill %d: %.1f tok/s\n", sizes[i], sizes[i] / cli_median(times, reps));
         fflush(stdout);
     }
     if (n_decode > 0) {
@@ -154,7 +135,7 @@ int cmd_bench(int argc, char **argv) {
             if (model->be->ops->sync(model->be) != KILN_OK) goto fail;
             times[r] = kiln_now_seconds() - t0;
         }
-        printf("kiln decode %d: %.1f tok/s\n", n_decode, n_decode / median(times, reps));
+        printf("kiln decode %d: %.1f tok/s\n", n_decode, n_decode / cli_median(times, reps));
     }
     rc = 0;
     goto done;

@@ -45,6 +45,13 @@ typedef struct kiln_forward_args {
 // kiln_weights_bind); logits land in args->logits.
 kiln_status kiln_llama_forward(const kiln_llm *m, const kiln_weights *w, kiln_backend *be, kiln_activations *a,
                                const kiln_forward_args *args);
+// The same step through a graph (backends with graph_begin): copies the
+// inputs in front, captures the step into *graph when that is NULL, replays
+// it. The graph stays valid while a, the KV cache and args' shape (tokens,
+// logit rows, logits buffer) stay the same: only the inputs' values change.
+// Run one step uncaptured first, so that workspaces reach their final size.
+kiln_status kiln_llama_forward_replay(const kiln_llm *m, const kiln_weights *w, kiln_backend *be, kiln_activations *a,
+                                      const kiln_forward_args *args, void **graph);
 // Checks the token ids and copies tokens, positions and sequences into a.
 kiln_status kiln_forward_upload_inputs(const kiln_llm *m, kiln_backend *be, kiln_activations *a,
                                        const kiln_forward_args *args);

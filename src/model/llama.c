@@ -108,3 +108,19 @@ kiln_status kiln_llama_forward(const kiln_llm *m, const kiln_weights *wts, kiln_
     }
     return KILN_OK;
 }
+
+kiln_status kiln_llama_forward_replay(const kiln_llm *m, const kiln_weights *w, kiln_backend *be, kiln_activations *a,
+                                      const kiln_forward_args *args, void **graph) {
+    kiln_status st = kiln_forward_upload_inputs(m, be, a, args);
+    if (st != KILN_OK) return st;
+    kiln_forward_args ready = *args;
+    ready.inputs_ready = true;
+    if (!*graph) {
+        if ((st = be->ops->graph_begin(be)) != KILN_OK) return st;
+        kiln_status forward_st = kiln_llama_forward(m, w, be, a, &ready);
+        st = be->ops->graph_end(be, graph);
+        if (forward_st != KILN_OK) return forward_st;
+        if (st != KILN_OK) return st;
+    }
+    return be->ops->graph_launch(be, *graph);
+}

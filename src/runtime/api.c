@@ -30,22 +30,21 @@ static uint64_t session_workspace_bytes(const kiln_backend *be, const kiln_hpara
 }
 
 // On a device with its own memory: refuse before allocating anything when
-// weights plus one session of the default context cannot fit.
-static kiln_status check_fits(const kiln_model *m, uint64_t weight_bytes) {
+// the weights still to load plus a session of n_ctx tokens will not fit.
+static kiln_status check_fits(const kiln_model *m, uint64_t weight_bytes, int n_ctx) {
     kiln_backend_memory mem;
     m->be->ops->memory(m->be, &mem);
-    if (!weight_bytes || !mem.total) return KILN_OK;
+    if (!mem.total) return KILN_OK;
     const kiln_hparams *hp = &m->llm->hp;
-    int ctx = default_context(hp);
-    uint64_t kv = kiln_kv_cache_bytes(hp, ctx, m->be->kv_dtype), work = session_workspace_bytes(m->be, hp, ctx);
+    uint64_t kv = kiln_kv_cache_bytes(hp, n_ctx, m->be->kv_dtype), work = session_workspace_bytes(m->be, hp, n_ctx);
     uint64_t need = weight_bytes + kv + work;
     if (need <= mem.free) return KILN_OK;
     const double gib = 1u << 30;
     return kiln_fail(KILN_ERR_NOMEM,
                      "%s does not fit on the GPU: weights %.2f GiB + KV cache %.2f GiB (context %d) + work space "
-                     "%.2f GiB = %.2f GiB, but only %.2f GiB of %.2f GiB are free; free the GPU, use a smaller or "
-                     "quantized model, or run with --device cpu",
-                     m->llm->path, weight_bytes / gib, kv / gib, ctx, work / gib, need / gib, mem.free / gib,
+                     "%.2f GiB = %.2f GiB, but only %.2f GiB of %.2f GiB are free; use a smaller context (-c), a "
+                     "smaller or quantized model, free the GPU, or run with --device cpu",
+                     m->llm->path, weight_bytes / gib, kv / gib, n_ctx, work / gib, need / gib, mem.free / gib,
                      mem.total / gib);
 }
 
@@ -58,7 +57,7 @@ kiln_status kiln_model_load(const char *path, const kiln_model_params *params, k
     if (st == KILN_OK) st = pick_backend(params, &m->be);
     uint64_t weight_bytes = 0;
     if (st == KILN_OK) st = kiln_weights_backend_bytes(m->llm, m->be, &weight_bytes);
-    if (st == KILN_OK) st = check_fits(m, weight_bytes);
+    if (st == KILN_OK) st = check_fits(m, weight_bytes, default_context(&m->llm->hp));
     if (st == KILN_OK)
         st = kiln_weights_bind(m->llm, m->be, params ? params->progress : NULL, params ? params->progress_user : NULL,
                                &m->weights);
@@ -120,16 +119,8 @@ kiln_status kiln_session_create(kiln_model *model, int n_ctx, kiln_session **out
                          "implement yet; use a context of at most %d (-c %d)",
                          n_ctx, hp->sliding_window, hp->sliding_window, hp->sliding_window);
     if (n_ctx > (1 << 22)) return kiln_fail(KILN_ERR_INVALID_ARG, "context %d is too large", n_ctx);
-    kiln_backend_memory mem;
-    model->be->ops->memory(model->be, &mem);
-    const uint64_t kv_bytes = kiln_kv_cache_bytes(hp, n_ctx, model->be->kv_dtype),
-                   work_bytes = session_workspace_bytes(model->be, hp, n_ctx);
-    if (mem.total && kv_bytes + work_bytes > mem.free)
-        return kiln_fail(KILN_ERR_NOMEM,
-                         "a session of %d tokens needs %.2f GiB on the GPU (KV cache %.2f GiB, work space %.2f GiB) "
-                         "but %.2f GiB are free; use a smaller context (-c)",
-                         n_ctx, (double)(kv_bytes + work_bytes) / (1u << 30), (double)kv_bytes / (1u << 30),
-                         (double)work_bytes / (1u << 30), (double)mem.free / (1u << 30));
+    kiln_status fits = check_fits(model, 0, n_ctx); // the weights are loaded already
+    if (fits != KILN_OK) return fits;
     kiln_session *s = calloc(1, sizeof *s);
     if (!s) return kiln_fail(KILN_ERR_NOMEM, "out of memory");
     s->model = model;
@@ -167,25 +158,6 @@ void kiln_session_free(kiln_session *s) {
 
 int kiln_session_position(const kiln_session *s) { return s->n_history; }
 
-// One token through a captured graph: inputs are copied in front of it, so
-// the graph itself never changes (buffers keep their addresses, the
-// attention grid depends only on the context size).
-static kiln_status eval_one_graphed(kiln_session *s, kiln_forward_args *args) {
-    kiln_backend *be = s->model->be;
-    const kiln_llm *m = s->model->llm;
-    kiln_status st = kiln_forward_upload_inputs(m, be, &s->act, args);
-    if (st != KILN_OK) return st;
-    args->inputs_ready = true;
-    if (!s->decode_graph) {
-        if ((st = be->ops->graph_begin(be)) != KILN_OK) return st;
-        kiln_status fst = kiln_llama_forward(m, &s->model->weights.w, be, &s->act, args);
-        st = be->ops->graph_end(be, &s->decode_graph);
-        if (fst != KILN_OK) return fst;
-        if (st != KILN_OK) return st;
-    }
-    return be->ops->graph_launch(be, s->decode_graph);
-}
-
 kiln_status kiln_session_eval(kiln_session *s, const int32_t *ids, size_t n, const float **logits) {
     if (n == 0) return kiln_fail(KILN_ERR_INVALID_ARG, "eval: no tokens");
     if (n > (size_t)(s->n_ctx - s->n_history))
@@ -205,9 +177,12 @@ kiln_status kiln_session_eval(kiln_session *s, const int32_t *ids, size_t n, con
         kiln_forward_args args = {.n_tokens = chunk, .tokens = ids + done, .pos = pos, .seq = seq,
                                   .kv = &s->kv->view, .kv_layers = s->kv->layers, .n_logits = last ? 1 : 0,
                                   .logit_rows = &logit_row, .logits = s->logits_dev};
+        // Single-token steps replay one captured graph, from the second on
+        // (the first sizes the workspaces).
         bool graphed = chunk == 1 && last && be->ops->graph_begin && s->decode_steps++ > 0;
-        st = graphed ? eval_one_graphed(s, &args) : kiln_llama_forward(s->model->llm, &s->model->weights.w, be,
-                                                                        &s->act, &args);
+        st = graphed ? kiln_llama_forward_replay(s->model->llm, &s->model->weights.w, be, &s->act, &args,
+                                                 &s->decode_graph)
+                     : kiln_llama_forward(s->model->llm, &s->model->weights.w, be, &s->act, &args);
         if (st != KILN_OK) return st;
         memcpy(s->history + s->n_history, ids + done, sizeof(int32_t) * (size_t)chunk);
         s->n_history += chunk;

@@ -87,20 +87,10 @@ kiln_status kiln_batch_decode(kiln_batch *b, const int32_t *ids) {
                               .logit_rows = b->rows, .logits = b->logits_dev};
     // The first step runs as it is (workspaces reach their size); later ones
     // replay its capture with new inputs copied in front.
-    if (be->ops->graph_begin && b->decode_steps++ > 0) {
-        if ((st = kiln_forward_upload_inputs(b->model->llm, be, &b->act, &args)) != KILN_OK) return st;
-        args.inputs_ready = true;
-        if (!b->graph) {
-            if ((st = be->ops->graph_begin(be)) != KILN_OK) return st;
-            kiln_status fst = kiln_llama_forward(b->model->llm, &b->model->weights.w, be, &b->act, &args);
-            st = be->ops->graph_end(be, &b->graph);
-            if (fst != KILN_OK) return fst;
-            if (st != KILN_OK) return st;
-        }
-        st = be->ops->graph_launch(be, b->graph);
-    } else {
+    if (be->ops->graph_begin && b->decode_steps++ > 0)
+        st = kiln_llama_forward_replay(b->model->llm, &b->model->weights.w, be, &b->act, &args, &b->graph);
+    else
         st = kiln_llama_forward(b->model->llm, &b->model->weights.w, be, &b->act, &args);
-    }
     if (st != KILN_OK) return st;
     for (int s = 0; s < b->n_seqs; s++) b->length[s]++;
     return KILN_OK;

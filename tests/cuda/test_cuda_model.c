@@ -16,6 +16,7 @@
 
 #include "cuda_test_util.h"
 #include "runtime/generate.h"
+#include "runtime/forward_util.h"
 #include "runtime/session.h"
 #include "test_util.h"
 
@@ -28,40 +29,6 @@ static kiln_model *load(kiln_device device, const char *path) {
     if (st != KILN_OK) fprintf(stderr, "load %s: %s\n", path, kiln_last_error());
     assert_int_equal(st, KILN_OK);
     return m;
-}
-
-// Logits [n][vocab] at every position, as one session would see them, with
-// the prompt run through the forward pass in chunks of `chunk` tokens.
-static float *all_logits(kiln_model *model, const int32_t *ids, int n, int chunk) {
-    const kiln_llm *m = model->llm;
-    kiln_backend *be = model->be;
-    const int vocab = m->hp.vocab;
-    kiln_kv_cache *kv;
-    kiln_activations act;
-    assert_int_equal(kiln_kv_cache_create(be, &m->hp, n, 1, be->kv_dtype, &kv), KILN_OK);
-    assert_int_equal(kiln_kv_cache_reserve(kv, 0, n), KILN_OK);
-    assert_int_equal(kiln_activations_create(be, &m->hp, chunk, &act), KILN_OK);
-    float *dev = be->ops->alloc(be, sizeof(float) * (size_t)chunk * vocab);
-    float *logits = malloc(sizeof(float) * (size_t)n * vocab);
-    int32_t *pos = malloc(sizeof(int32_t) * chunk), *seq = calloc((size_t)chunk, sizeof(int32_t)),
-            *rows = malloc(sizeof(int32_t) * chunk);
-    assert_true(dev && logits && pos && seq && rows);
-    for (int done = 0; done < n; done += chunk) {
-        int c = n - done < chunk ? n - done : chunk;
-        for (int i = 0; i < c; i++) pos[i] = done + i, rows[i] = i;
-        kiln_forward_args args = {.n_tokens = c, .tokens = ids + done, .pos = pos, .seq = seq, .kv = &kv->view,
-                                  .kv_layers = kv->layers, .n_logits = c, .logit_rows = rows, .logits = dev};
-        assert_int_equal(kiln_llama_forward(m, &model->weights.w, be, &act, &args), KILN_OK);
-        be->ops->to_host(be, logits + (size_t)done * vocab, dev, sizeof(float) * (size_t)c * vocab);
-        assert_int_equal(be->ops->sync(be), KILN_OK);
-    }
-    free(pos);
-    free(seq);
-    free(rows);
-    be->ops->free(be, dev);
-    kiln_activations_free(be, &act);
-    kiln_kv_cache_free(kv);
-    return logits;
 }
 
 static void softmax(const float *l, int n, double *p) {
@@ -108,7 +75,7 @@ static void test_teacher_forced(void **state) {
     assert_true(n >= 1000);
     // GPU in prompt chunks of 300 (the tensor-core attention with earlier
     // chunks in the cache); CPU in one pass.
-    float *lg = all_logits(gpu, ids, n, 300), *lc = all_logits(cpu, ids, n, n);
+    float *lg = kiln_test_all_logits_chunked(gpu, ids, n, 300), *lc = kiln_test_all_logits_chunked(cpu, ids, n, n);
     double *pg = malloc(sizeof(double) * vocab), *pc = malloc(sizeof(double) * vocab), kl_sum = 0, kl_max = 0;
     int agree = 0;
     for (int t = 0; t < n; t++) {
@@ -202,7 +169,7 @@ static void test_tiny_models(void **state) {
         int32_t ids[N];
         const int vocab = kiln_model_vocab_size(cpu);
         for (int t = 0; t < N; t++) ids[t] = (t * 7919 + 13) % vocab;
-        float *lg = all_logits(gpu, ids, N, 48), *lc = all_logits(cpu, ids, N, N);
+        float *lg = kiln_test_all_logits_chunked(gpu, ids, N, 48), *lc = kiln_test_all_logits_chunked(cpu, ids, N, N);
         double num = 0, den = 0;
         int agree = 0;
         for (int t = 0; t < N; t++) agree += argmax(lg + (size_t)t * vocab, vocab) == argmax(lc + (size_t)t * vocab, vocab);
