@@ -6,16 +6,17 @@
 #   build      unpack .gpu-debs/*.deb (scripts/fetch-gpu-debs.sh, run where
 #              there is network) into /tmp/kiln-deps, configure and build build-gpu
 #   test       ctest, GPU tests included (KILN_CACHE=.gpu-cache for the model)
-#   variants   the GPU tests again with KILN_CUDA_PORTABLE=1, KILN_CUDA_PDL=1, KILN_CUDA_MLP16=1,
-#              KILN_CUDA_NORM_FUSED=1
+#   variants   the GPU tests again with KILN_CUDA_PORTABLE=1, KILN_CUDA_PDL=1, KILN_CUDA_MLP16=0,
+#              KILN_CUDA_NORM_FUSED=1 (KILN_VARIANTS: another list)
 #   sanitize   compute-sanitizer memcheck and racecheck on every tests/cuda binary
 #   model      tools/make_random_llama.py -> /tmp/llama8b-random (Llama 3 8B
 #              geometry, random BF16; kept when already there)
 #   bench      kiln bench --gpu-suite, then bench/torch_baseline.py
 #   bench-kiln, bench-torch   one half of bench
-#   bench-ab   kiln's suite with each setting still off by default (PDL, MLP16)
-#   profile    ncu: device time per kernel of a short prefill and 3 decode steps
-#              of the model (KILN_PROFILE_LAUNCHES, KILN_PROFILE_LAST)
+#   bench-ab   kiln's suite once per group of settings in KILN_AB_SETTINGS
+#              (';'-separated; default: the settings still off by default)
+#   profile    ncu: device time per kernel of a decode step at batch 1, 8 and 64
+#              (KILN_PROFILE_RUNS)
 #
 # Carry .gpu-debs (and .gpu-cache) in the run. Each stage appends a section to
 # $OUT/summary.md and its whole output to $OUT/<stage>.log; a failing stage is
@@ -145,19 +146,19 @@ body_test() {
     >"$scratch/ctest.out" 2>&1 || rc=$?
   cat "$scratch/ctest.out"
   # ctest's closing lines: "N% tests passed...", the skipped and failed lists.
-  sed -n '/tests passed, /,$p' "$scratch/ctest.out" >>"$scratch/keys"
+  sed -n '/tests passed/,$p' "$scratch/ctest.out" >>"$scratch/keys"
   return "$rc"
 }
 
 # The GPU tests again on the other code paths a Hopper card can take:
 # KILN_CUDA_PORTABLE=1 (what Ampere and Ada run), and the paths still off by
 # default until measured: KILN_CUDA_PDL=1 (programmatic dependent launch of
-# every kiln kernel), KILN_CUDA_MLP16=1 (16-bit feed-forward intermediates),
+# every kiln kernel), KILN_CUDA_MLP16=0 (float feed-forward intermediates),
 # KILN_CUDA_NORM_FUSED=1 (RMSNorm inside the matrix-vector kernel).
 body_variants() {
   [ -d "$build" ] || { key "no $build: run the build stage first"; return 1; }
   local rc=0 v
-  for v in KILN_CUDA_PORTABLE=1 KILN_CUDA_PDL=1 KILN_CUDA_MLP16=1 KILN_CUDA_NORM_FUSED=1; do
+  for v in ${KILN_VARIANTS:-KILN_CUDA_PORTABLE=1 KILN_CUDA_PDL=1 KILN_CUDA_MLP16=0 KILN_CUDA_NORM_FUSED=1}; do
     echo "===== $v"
     env "$v" ctest --test-dir "$build" --output-on-failure -j"${KILN_CTEST_J:-4}" --timeout 240 -R test_cuda \
       >"$scratch/variant.out" 2>&1 || rc=$?
@@ -246,34 +247,50 @@ body_bench_torch() {
   return "$rc"
 }
 
-# Per-kernel device time of a short prefill and a few decode steps (ncu
-# replays each kernel alone: durations are exact, the gaps between kernels are
-# not measured). The tail of the list is the last decode step, in order.
+# Per-kernel device time (ncu replays each kernel alone: durations are exact,
+# the gaps between kernels are not measured) of three runs: decode at batch 1
+# (a 16-token prompt, 3 steps), and one batched decode step of 8 and of 64
+# sequences after their prompts (launches skipped unprofiled). Each summary
+# ends with the last launches: the last decode step, in order.
+# KILN_PROFILE_RUNS picks among decode, batch8, batch64, prefill (one prompt of 2048).
 body_profile() {
   [ -x "$build/kiln" ] || { key "no $build/kiln: run the build stage first"; return 1; }
   [ -f "$model_dir/model.safetensors.index.json" ] || { key "no $model_dir: run the model stage first"; return 1; }
-  local ncu_bin t rc=0
+  local ncu_bin t rc=0 run skip count last
   ncu_bin=$(command -v ncu || find /opt/nvidia/nsight-compute -maxdepth 2 -name ncu -type f 2>/dev/null | head -n 1 || true)
   [ -n "$ncu_bin" ] || { key "ncu not found"; return 1; }
-  t=$(cap 240)
-  timeout -k 5 "$t" "$ncu_bin" --csv --metrics gpu__time_duration.sum --graph-profiling node \
-    --launch-count "${KILN_PROFILE_LAUNCHES:-1200}" \
-    "$build/kiln" bench --device cuda -m "$model_dir" -p 16 -n 3 -r 1 >"$OUT/profile.csv" 2>"$scratch/ncu.err" || rc=$?
-  tail -n 5 "$scratch/ncu.err"
-  python3 tools/ncu_summary.py "$OUT/profile.csv" --last "${KILN_PROFILE_LAST:-300}" | tee "$scratch/profile.out"
-  head -n 30 "$scratch/profile.out" >>"$scratch/keys"
+  for run in ${KILN_PROFILE_RUNS:-decode batch8 batch64}; do
+    local args=()
+    case "$run" in
+      decode) skip=0 count=3000 last=300 args=(-p 16 -n 3 -r 1) ;;
+      batch8) skip=4000 count=1000 last=300 args=(--gpu-suite --only batch8 -r 1) ;;
+      batch64) skip=27500 count=1000 last=300 args=(--gpu-suite --only batch64 -r 1) ;;
+      prefill) skip=0 count=1000 last=1000 args=(--gpu-suite --only prefill2048 -r 1) ;;
+      *) key "profile: unknown run $run"; continue ;;
+    esac
+    t=$(cap 150)
+    [ "$t" -ge 20 ] || { key "profile $run: skipped (no time left)"; continue; }
+    echo "===== profile $run (timeout ${t}s)"
+    timeout -k 5 "$t" "$ncu_bin" --csv --metrics gpu__time_duration.sum --graph-profiling node \
+      --launch-skip "$skip" --launch-count "$count" \
+      "$build/kiln" bench --device cuda -m "$model_dir" "${args[@]}" >"$OUT/profile-$run.csv" 2>"$scratch/ncu.err" || rc=$?
+    tail -n 5 "$scratch/ncu.err"
+    python3 tools/ncu_summary.py "$OUT/profile-$run.csv" --last "$last" | tee "$scratch/profile.out" || rc=$?
+    key "== $run: $(head -n 1 "$scratch/profile.out")"
+    sed -n '/by kernel:/,/in order:/p' "$scratch/profile.out" | head -n 24 >>"$scratch/keys"
+  done
   return "$rc"
 }
 
-# kiln's suite once per setting that is still off by default, in one run:
-# the default, each setting alone, and all of them.
+# kiln's suite once per group of settings, in one run: the default first.
 body_bench_ab() {
   [ -x "$build/kiln" ] || { key "no $build/kiln: run the build stage first"; return 1; }
   [ -f "$model_dir/model.safetensors.index.json" ] || { key "no $model_dir: run the model stage first"; return 1; }
-  local rc=0 v t
-  for v in "" KILN_CUDA_PDL=1 KILN_CUDA_MLP16=1 KILN_CUDA_NORM_FUSED=1 \
-    "KILN_CUDA_PDL=1 KILN_CUDA_MLP16=1 KILN_CUDA_NORM_FUSED=1"; do
+  local rc=0 v t groups
+  IFS=';' read -r -a groups <<<"${KILN_AB_SETTINGS:-;KILN_CUDA_PDL=1;KILN_CUDA_NORM_FUSED=1;KILN_CUDA_PDL=1 KILN_CUDA_NORM_FUSED=1;KILN_MATVEC_X_BYTES=16384}"
+  for v in "${groups[@]}"; do
     t=$(cap 90)
+    [ "$t" -ge 20 ] || { key "settings: ${v:-default}: skipped (no time left)"; continue; }
     echo "===== settings: ${v:-default}"
     # shellcheck disable=SC2086  # v is a list of assignments
     env $v timeout -k 5 "$t" "$build/kiln" bench --device cuda -m "$model_dir" --gpu-suite ${KILN_BENCH_ARGS:-} \
@@ -304,7 +321,7 @@ stages=("$@")
 stage_cap() {
   case "$1" in
     build) echo 330 ;; test) echo 300 ;; variants) echo 300 ;; sanitize) echo 300 ;; model) echo 150 ;;
-    bench) echo 540 ;; bench-kiln) echo 300 ;; bench-torch) echo 330 ;; profile) echo 240 ;; bench-ab) echo 450 ;;
+    bench) echo 540 ;; bench-kiln) echo 300 ;; bench-torch) echo 330 ;; profile) echo 400 ;; bench-ab) echo 450 ;;
     *) echo 0 ;;
   esac
 }

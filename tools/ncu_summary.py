@@ -48,7 +48,17 @@ def main():
         print(f"| {name} | {count[name]} | {us:.1f} | {us / count[name]:.2f} | {100 * us / all_us:.1f}% |")
     if a.last:
         tail = launches[-a.last:]
-        print(f"\nlast {len(tail)} launches ({sum(us for _, us in tail):.1f} us):\n")
+        tail_total = collections.defaultdict(float)
+        tail_count = collections.Counter()
+        for name, us in tail:
+            tail_total[short(name)] += us
+            tail_count[short(name)] += 1
+        tail_us = sum(us for _, us in tail)
+        print(f"\nlast {len(tail)} launches ({tail_us:.1f} us), by kernel:\n")
+        print("| kernel | launches | total us | mean us | share |\n|---|---:|---:|---:|---:|")
+        for name, us in sorted(tail_total.items(), key=lambda kv: -kv[1]):
+            print(f"| {name} | {tail_count[name]} | {us:.1f} | {us / tail_count[name]:.2f} | {100 * us / tail_us:.1f}% |")
+        print(f"\nlast {len(tail)} launches in order:\n")
         for name, us in tail:
             print(f"{us:9.2f}  {short(name)}")
 

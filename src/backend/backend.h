@@ -53,12 +53,25 @@ typedef struct kiln_backend kiln_backend;
 
 #define KILN_LINEAR_MAX 4
 
+// RoPE and the KV-cache write folded into the Q/K/V projection (count 3):
+// after the products, y[0] (n_heads heads) and y[1] are rotated at the batch's
+// positions and k, v (y[1], y[2]) stored into the layer's cache, as
+// rope_kv_store does. A backend may fuse this into the product's epilogue.
+typedef struct kiln_linear_rope {
+    const kiln_kv_view *kv;
+    kiln_kv_layer layer;
+    const kiln_batch_layout *batch;
+    const kiln_rope_params *params;
+    int n_heads;
+} kiln_linear_rope;
+
 // ys[i] = W_i x (+ bias_i) for up to KILN_LINEAR_MAX weights that share the
 // input x [n][k] (Q, K, V; gate, up): the input is prepared once.
 //   accumulate: y[0] += W_0 x (the residual add; count must be 1)
 //   glu:        count 2 (gate, up): y[0] = silu(W_0 x) * (W_1 x); y[1] is
 //               scratch the backend may or may not write
 //   norm:       the input is RMSNorm(x) * norm (epsilon norm_eps), not x
+//   rope:       see kiln_linear_rope (count 3, no accumulate, no glu)
 typedef struct kiln_linear_args {
     int count;
     const kiln_tensor *w[KILN_LINEAR_MAX];
@@ -70,6 +83,7 @@ typedef struct kiln_linear_args {
     bool glu;
     const float *norm;                  // [w[0]->ne[0]] or NULL
     float norm_eps;
+    const kiln_linear_rope *rope;       // or NULL
 } kiln_linear_args;
 
 // The SwiGLU feed-forward block with its residual add:

@@ -143,11 +143,43 @@ fail:
     return false;
 }
 
-int bench_gpu_suite(kiln_model *m, const char *path, int reps) {
+// Whether workload `name` is in the comma-separated list (NULL: every one).
+static bool selected(const char *only, const char *name) {
+    if (!only) return true;
+    const size_t len = strlen(name);
+    for (const char *p = only; *p;) {
+        const char *end = strchr(p, ',');
+        const size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n == len && strncmp(p, name, n) == 0) return true;
+        if (!end) break;
+        p = end + 1;
+    }
+    return false;
+}
+
+bool bench_gpu_workload_known(const char *only) {
+    static const char *const names[] = {"decode512", "decode4096", "prefill512", "prefill2048",
+                                        "batch8",    "batch32",    "batch64"};
+    for (const char *p = only; *p;) {
+        const char *end = strchr(p, ',');
+        const size_t n = end ? (size_t)(end - p) : strlen(p);
+        bool known = false;
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+            known |= strlen(names[i]) == n && strncmp(p, names[i], n) == 0;
+        if (!known) return false;
+        if (!end) break;
+        p = end + 1;
+    }
+    return *only != '\0';
+}
+
+int bench_gpu_suite(kiln_model *m, const char *path, int reps, const char *only) {
     if (reps > 16) reps = 16;
     const kiln_hparams *hp = &m->llm->hp;
     ceilings c;
-    bool have_ceilings = measure_ceilings(&c);
+    memset(&c, 0, sizeof c);
+    // A chosen subset (profiling runs) skips the ceilings; fractions then print 0.
+    bool have_ceilings = !only && measure_ceilings(&c);
     kiln_memory_info mem;
     kiln_model_memory(m, 4096 + DECODE_STEPS + 1, &mem);
     const double gib = 1u << 30;
@@ -172,9 +204,19 @@ int bench_gpu_suite(kiln_model *m, const char *path, int reps) {
     fflush(stdout);
     bool ok = true;
     static const int decode_ctx[] = {512, 4096}, prefill_n[] = {512, 2048}, batch_n[] = {8, 32, 64};
-    for (int i = 0; i < 2; i++) ok &= bench_decode(m, ids, decode_ctx[i], reps, &c, w_bytes), fflush(stdout);
-    for (int i = 0; i < 2; i++) ok &= bench_prefill(m, ids, prefill_n[i], reps, &c), fflush(stdout);
-    for (int i = 0; i < 3; i++) ok &= bench_batched(m, ids, batch_n[i], 512, reps), fflush(stdout);
+    char name[32];
+    for (int i = 0; i < 2; i++) {
+        snprintf(name, sizeof name, "decode%d", decode_ctx[i]);
+        if (selected(only, name)) ok &= bench_decode(m, ids, decode_ctx[i], reps, &c, w_bytes), fflush(stdout);
+    }
+    for (int i = 0; i < 2; i++) {
+        snprintf(name, sizeof name, "prefill%d", prefill_n[i]);
+        if (selected(only, name)) ok &= bench_prefill(m, ids, prefill_n[i], reps, &c), fflush(stdout);
+    }
+    for (int i = 0; i < 3; i++) {
+        snprintf(name, sizeof name, "batch%d", batch_n[i]);
+        if (selected(only, name)) ok &= bench_batched(m, ids, batch_n[i], 512, reps), fflush(stdout);
+    }
     free(ids);
     return ok ? 0 : 1;
 }

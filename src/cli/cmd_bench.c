@@ -23,6 +23,8 @@ static void bench_help(FILE *out) {
                  "      --gpu-suite      the GPU workloads: the card's read bandwidth and GEMM rate, decode at\n"
                  "                       batch 1 (context 512, 4096), prefill (512, 2048), batched decode (8, 32,\n"
                  "                       64 sequences); each as a figure and a fraction of the ceiling\n"
+                 "      --only LIST      with --gpu-suite: only these workloads (decode512, decode4096,\n"
+                 "                       prefill512, prefill2048, batch8, batch32, batch64), no ceilings\n"
                  "  -t, --threads N      CPU threads (default: all cores)\n"
                  "      --precise        float activations in matrix products (slower)\n"
                  "  -h, --help           this help\n");
@@ -36,11 +38,13 @@ int cmd_bench(int argc, char **argv) {
                                          {"precise", no_argument, 0, 'P'},
                                          {"device", required_argument, 0, OPT_DEVICE},
                                          {"gpu-suite", no_argument, 0, 'G'},
+                                         {"only", required_argument, 0, 'O'},
                                          {0, 0, 0, 0}};
     cli_common c;
     cli_common_init(&c, 0);
     int sizes[BENCH_MAX_SIZES] = {128, 512}, n_sizes = 2, n_decode = 128, reps = 3, opt;
     bool gpu_suite = false;
+    const char *only = NULL;
     long v;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "m:p:n:r:t:h", opts, NULL)) != -1) {
@@ -75,6 +79,15 @@ int cmd_bench(int argc, char **argv) {
             break;
         case 'P': c.precise = true; break;
         case 'G': gpu_suite = true; break;
+        case 'O':
+            if (!bench_gpu_workload_known(optarg)) {
+                cli_error("bench", "bad --only list '%s': workloads are decode512, decode4096, prefill512, "
+                                   "prefill2048, batch8, batch32, batch64",
+                          optarg);
+                return 2;
+            }
+            only = optarg;
+            break;
         case OPT_DEVICE:
             if (!cli_parse_device(optarg, "bench", &c.device)) return 2;
             break;
@@ -86,11 +99,15 @@ int cmd_bench(int argc, char **argv) {
         cli_error("bench", "no model given: pass -m MODEL; see --help");
         return 2;
     }
+    if (only && !gpu_suite) {
+        cli_error("bench", "--only selects workloads of --gpu-suite: pass both");
+        return 2;
+    }
     if (gpu_suite) c.device = KILN_DEVICE_CUDA;
     kiln_model *model = cli_load_model(&c, "bench");
     if (!model) return 1;
     if (gpu_suite) {
-        int suite_rc = bench_gpu_suite(model, c.model, reps);
+        int suite_rc = bench_gpu_suite(model, c.model, reps, only);
         kiln_model_free(model);
         return suite_rc;
     }

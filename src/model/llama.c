@@ -84,12 +84,13 @@ kiln_status kiln_llama_forward(const kiln_llm *m, const kiln_weights *wts, kiln_
     for (int l = 0; l < hp->n_layers; l++) {
         const kiln_layer_weights *w = &wts->layers[l];
         // Attention block.
+        const kiln_linear_rope rope = {.kv = args->kv, .layer = args->kv_layers[l], .batch = &batch,
+                                       .params = &hp->rope, .n_heads = hp->n_heads};
         op->linear(be, &(kiln_linear_args){.count = 3, .w = {&w->wq, &w->wk, &w->wv},
                                            .bias = {bias_of(&w->bq), bias_of(&w->bk), bias_of(&w->bv)},
                                            .y = {a->q, a->k, a->v}, .x = a->x, .n = n, .norm = w->attn_norm.data,
-                                           .norm_eps = hp->norm_eps}); // q [n][n_heads][hd], k, v [n][n_kv_heads][hd] from RMSNorm(x)
-        op->rope_kv_store(be, args->kv, args->kv_layers[l], &batch, a->q, hp->n_heads, a->k, a->v,
-                          &hp->rope);                                                     // q, k rotated; cache <- k, v
+                                           .norm_eps = hp->norm_eps, .rope = &rope});
+        // q [n][n_heads][hd], k, v [n][n_kv_heads][hd] from RMSNorm(x); q, k rotated; cache <- k, v
         op->attention(be, args->kv, args->kv_layers[l], &batch, a->q, hp->n_heads, scale, a->att); // att [n][n_heads * hd]
         op->linear(be, &(kiln_linear_args){.count = 1, .w = {&w->wo}, .y = {a->x}, .x = a->att, .n = n,
                                            .accumulate = true});                          // x += Wo att
@@ -98,11 +99,15 @@ kiln_status kiln_llama_forward(const kiln_llm *m, const kiln_weights *wts, kiln_
                                      .x = a->x, .gate = a->gate, .up = a->up, .n = n, .norm = w->ffn_norm.data,
                                      .norm_eps = hp->norm_eps}); // x += Wd (silu(Wg h) * (Wu h)), h = RMSNorm(x), via [n][ffn]
     }
-    // Logits only for the rows asked for (usually the last of each sequence).
-    for (int i = 0; i < args->n_logits; i++)
+    // Logits only for the rows asked for (usually the last of each sequence);
+    // every row in order (batched decode) needs no gathering.
+    bool all_rows = args->n_logits == n;
+    for (int i = 0; all_rows && i < n; i++) all_rows = args->logit_rows[i] == i;
+    for (int i = 0; !all_rows && i < args->n_logits; i++)
         op->copy(be, a->rows + (size_t)i * dim, a->x + (size_t)args->logit_rows[i] * dim, sizeof(float) * (size_t)dim);
     if (args->n_logits > 0) {
-        op->linear(be, &(kiln_linear_args){.count = 1, .w = {&wts->output}, .y = {args->logits}, .x = a->rows,
+        op->linear(be, &(kiln_linear_args){.count = 1, .w = {&wts->output}, .y = {args->logits},
+                                           .x = all_rows ? a->x : a->rows,
                                            .n = args->n_logits, .norm = wts->out_norm.data,
                                            .norm_eps = hp->norm_eps}); // logits [n_logits][vocab] from RMSNorm(rows)
     }

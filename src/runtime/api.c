@@ -127,7 +127,7 @@ kiln_status kiln_session_create(kiln_model *model, int n_ctx, kiln_session **out
     s->n_ctx = n_ctx;
     kiln_backend *be = model->be;
     int chunk = n_ctx < kiln_prefill_chunk(be) ? n_ctx : kiln_prefill_chunk(be);
-    kiln_status st = kiln_kv_cache_create(be, hp, n_ctx, 1, be->kv_dtype, &s->kv);
+    kiln_status st = kiln_kv_cache_create(be, hp, n_ctx, 1, n_ctx, be->kv_dtype, &s->kv);
     if (st == KILN_OK) st = kiln_activations_create(be, hp, chunk, &s->act);
     if (st == KILN_OK) {
         s->logits_dev = be->ops->alloc(be, sizeof(float) * (size_t)hp->vocab);

@@ -17,7 +17,7 @@ kiln_status kiln_batch_create(kiln_model *model, int n_seqs, int n_ctx, kiln_bat
     int chunk = kiln_prefill_chunk(be);
     int max_tokens = n_seqs > chunk ? n_seqs : chunk;
     // One pool shared by all sequences, each up to n_ctx long.
-    kiln_status st = kiln_kv_cache_create(be, hp, n_ctx * n_seqs, n_seqs, be->kv_dtype, &b->kv);
+    kiln_status st = kiln_kv_cache_create(be, hp, n_ctx * n_seqs, n_seqs, n_ctx, be->kv_dtype, &b->kv);
     if (st == KILN_OK) st = kiln_activations_create(be, hp, max_tokens, &b->act);
     if (st == KILN_OK) {
         b->logits_dev = be->ops->alloc(be, sizeof(float) * (size_t)hp->vocab * (size_t)n_seqs);

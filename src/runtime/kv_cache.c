@@ -10,12 +10,14 @@ uint64_t kiln_kv_cache_bytes(const kiln_hparams *hp, int n_ctx, kiln_dtype dtype
     return 2 * (uint64_t)hp->n_layers * slots * (uint64_t)hp->n_kv_heads * (uint64_t)hp->head_dim * elem;
 }
 
-kiln_status kiln_kv_cache_create(kiln_backend *be, const kiln_hparams *hp, int n_ctx, int max_seqs, kiln_dtype dtype,
-                                 kiln_kv_cache **out) {
+kiln_status kiln_kv_cache_create(kiln_backend *be, const kiln_hparams *hp, int n_ctx, int max_seqs, int max_seq_len,
+                                 kiln_dtype dtype, kiln_kv_cache **out) {
     *out = NULL;
-    if (n_ctx <= 0 || max_seqs <= 0 || n_ctx > (1 << 24) || max_seqs > (1 << 16))
-        return kiln_fail(KILN_ERR_INVALID_ARG, "kv cache: context %d and %d sequences are out of range", n_ctx,
-                         max_seqs);
+    if (n_ctx <= 0 || max_seqs <= 0 || n_ctx > (1 << 24) || max_seqs > (1 << 16) || max_seq_len <= 0 ||
+        max_seq_len > n_ctx)
+        return kiln_fail(KILN_ERR_INVALID_ARG,
+                         "kv cache: context %d, %d sequences of at most %d tokens are out of range", n_ctx, max_seqs,
+                         max_seq_len);
     if (dtype != KILN_F32 && dtype != KILN_F16)
         return kiln_fail(KILN_ERR_INVALID_ARG, "kv cache: type %s not supported (F32 or F16)", kiln_dtype_name(dtype));
     kiln_kv_cache *c = calloc(1, sizeof *c);
@@ -24,13 +26,16 @@ kiln_status kiln_kv_cache_create(kiln_backend *be, const kiln_hparams *hp, int n
     c->n_layers = hp->n_layers;
     c->n_blocks = blocks_for(n_ctx);
     c->max_seqs = max_seqs;
+    // A table row holds one sequence's longest context, not the whole pool:
+    // decode attention launches work in proportion to it.
     c->view = (kiln_kv_view){.dtype = dtype, .block_size = KILN_KV_BLOCK_SIZE, .n_kv_heads = hp->n_kv_heads,
-                             .head_dim = hp->head_dim, .max_blocks_per_seq = c->n_blocks};
+                             .head_dim = hp->head_dim, .max_blocks_per_seq = blocks_for(max_seq_len)};
     c->layers = calloc((size_t)c->n_layers, sizeof *c->layers);
-    c->tables = calloc((size_t)max_seqs * (size_t)c->n_blocks, sizeof *c->tables);
+    const size_t table_entries = (size_t)max_seqs * (size_t)c->view.max_blocks_per_seq;
+    c->tables = calloc(table_entries, sizeof *c->tables);
     c->seq_blocks = calloc((size_t)max_seqs, sizeof *c->seq_blocks);
     c->free_blocks = malloc(sizeof *c->free_blocks * (size_t)c->n_blocks);
-    c->tables_dev = be->ops->alloc(be, sizeof *c->tables * (size_t)max_seqs * (size_t)c->n_blocks);
+    c->tables_dev = be->ops->alloc(be, sizeof *c->tables * table_entries);
     if (!c->layers || !c->tables || !c->seq_blocks || !c->free_blocks || !c->tables_dev) {
         kiln_kv_cache_free(c);
         return kiln_fail(KILN_ERR_NOMEM, "kv cache: out of memory");

@@ -24,9 +24,9 @@ typedef struct kiln_kv_cache {
 } kiln_kv_cache;
 
 // Room for n_ctx tokens in total (rounded up to whole blocks), shared by up to
-// max_seqs sequences, each at most n_ctx long.
-kiln_status kiln_kv_cache_create(kiln_backend *be, const kiln_hparams *hp, int n_ctx, int max_seqs, kiln_dtype dtype,
-                                 kiln_kv_cache **out);
+// max_seqs sequences, each at most max_seq_len (<= n_ctx) long.
+kiln_status kiln_kv_cache_create(kiln_backend *be, const kiln_hparams *hp, int n_ctx, int max_seqs, int max_seq_len,
+                                 kiln_dtype dtype, kiln_kv_cache **out);
 void kiln_kv_cache_free(kiln_kv_cache *c);
 uint64_t kiln_kv_cache_bytes(const kiln_hparams *hp, int n_ctx, kiln_dtype dtype);
 

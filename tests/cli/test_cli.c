@@ -67,6 +67,10 @@ static void test_bad_arguments(void **state) {
     expect("exactly one TEXT");
     assert_int_equal(kiln("bench -m x.gguf -p 12,abc"), 2);
     expect("bad --prefill");
+    assert_int_equal(kiln("bench -m x.gguf --gpu-suite --only decode512,warp9"), 2);
+    expect("bad --only list 'decode512,warp9'");
+    assert_int_equal(kiln("bench -m x.gguf --only batch8"), 2);
+    expect("--only selects workloads of --gpu-suite");
     assert_int_equal(kiln("run -m x.gguf -p hi --device tpu"), 2);
     expect("unknown device 'tpu': use cpu or cuda");
     assert_int_equal(kiln("inspect --device tpu x.gguf"), 2);

@@ -2,8 +2,11 @@
 // computed on the host from the same f16 cache values. The cache's blocks are
 // handed out in shuffled order to several sequences; every slot a kernel must
 // not read (past a sequence's end, table entries past its blocks) holds NaN,
-// and outputs and workspace are NaN-filled before each run, so a wrong index,
-// a read past the end or an unwritten output shows up as NaN or a large error.
+// and outputs are NaN-filled before each run, so a wrong index, a read past
+// the end or an unwritten output shows up as NaN or a large error. The decode
+// workspace is cleared once (its counters must start at zero) and then holds
+// the partials of an earlier launch with other queries, so reading a partial
+// this launch did not write shows up as a large error.
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -240,31 +243,51 @@ static float *random_queries(const geometry *g, int n_tokens, uint64_t *rng) {
     return q;
 }
 
-// Device copies of a batch; outputs (and the workspace) NaN-filled.
+// Device copies of a batch of up to `cap` tokens; outputs and the workspace
+// NaN-filled; the counters cleared once.
 typedef struct batch {
-    int n_tokens;
+    int n_tokens, cap;
     size_t out_elems;
     float *dq, *dout;
     int32_t *dpos, *dseq;
     void *dws;
+    int *dcounters;
 } batch;
+
+static batch batch_alloc(const geometry *g, int cap, size_t ws_bytes) {
+    batch b = {.cap = cap};
+    const size_t elems = (size_t)cap * g->n_heads * g->head_dim;
+    CUDA_CHECK(cudaMalloc((void **)&b.dq, elems * sizeof(float)));
+    CUDA_CHECK(cudaMalloc((void **)&b.dout, elems * sizeof(float)));
+    CUDA_CHECK(cudaMalloc((void **)&b.dpos, sizeof(int32_t) * cap));
+    CUDA_CHECK(cudaMalloc((void **)&b.dseq, sizeof(int32_t) * cap));
+    if (ws_bytes) { // partials left as they are (NaN, or an earlier launch's); counters cleared once
+        CUDA_CHECK(cudaMalloc(&b.dws, ws_bytes));
+        CUDA_CHECK(cudaMemset(b.dws, 0xff, ws_bytes));
+        const size_t counter_bytes = kiln_cuda_attention_decode_counters(cap, g->n_heads);
+        CUDA_CHECK(cudaMalloc((void **)&b.dcounters, counter_bytes));
+        CUDA_CHECK(kiln_cuda_attention_decode_workspace_clear(0, b.dcounters, counter_bytes));
+    }
+    return b;
+}
+
+// New tokens (n <= cap) in the same buffers; the outputs NaN again. The
+// workspace is left as the last launch left it.
+static void batch_set(batch *b, const geometry *g, const float *q, const int32_t *pos, const int32_t *seq, int n) {
+    assert_true(n > 0 && n <= b->cap);
+    b->n_tokens = n;
+    b->out_elems = (size_t)n * g->n_heads * g->head_dim;
+    CUDA_CHECK(cudaMemcpy(b->dq, q, b->out_elems * sizeof(float), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(b->dpos, pos, sizeof(int32_t) * n, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(b->dseq, seq, sizeof(int32_t) * n, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemset(b->dout, 0xff, (size_t)b->cap * g->n_heads * g->head_dim * sizeof(float))); // NaN
+    CUDA_CHECK(cudaDeviceSynchronize()); // done before work on any stream starts
+}
 
 static batch batch_create(const geometry *g, const float *q, const int32_t *pos, const int32_t *seq, int n_tokens,
                           size_t ws_bytes) {
-    batch b = {.n_tokens = n_tokens, .out_elems = (size_t)n_tokens * g->n_heads * g->head_dim};
-    CUDA_CHECK(cudaMalloc((void **)&b.dq, b.out_elems * sizeof(float)));
-    CUDA_CHECK(cudaMalloc((void **)&b.dout, b.out_elems * sizeof(float)));
-    CUDA_CHECK(cudaMalloc((void **)&b.dpos, sizeof(int32_t) * n_tokens));
-    CUDA_CHECK(cudaMalloc((void **)&b.dseq, sizeof(int32_t) * n_tokens));
-    CUDA_CHECK(cudaMemcpy(b.dq, q, b.out_elems * sizeof(float), cudaMemcpyHostToDevice));
-    CUDA_CHECK(cudaMemcpy(b.dpos, pos, sizeof(int32_t) * n_tokens, cudaMemcpyHostToDevice));
-    CUDA_CHECK(cudaMemcpy(b.dseq, seq, sizeof(int32_t) * n_tokens, cudaMemcpyHostToDevice));
-    CUDA_CHECK(cudaMemset(b.dout, 0xff, b.out_elems * sizeof(float))); // all-ones bits: NaN
-    if (ws_bytes) {
-        CUDA_CHECK(cudaMalloc(&b.dws, ws_bytes));
-        CUDA_CHECK(cudaMemset(b.dws, 0xff, ws_bytes));
-    }
-    CUDA_CHECK(cudaDeviceSynchronize()); // the memsets are done before work on any stream starts
+    batch b = batch_alloc(g, n_tokens, ws_bytes);
+    batch_set(&b, g, q, pos, seq, n_tokens);
     return b;
 }
 
@@ -274,6 +297,7 @@ static void batch_destroy(batch *b) {
     CUDA_CHECK(cudaFree(b->dpos));
     CUDA_CHECK(cudaFree(b->dseq));
     if (b->dws) CUDA_CHECK(cudaFree(b->dws));
+    if (b->dcounters) CUDA_CHECK(cudaFree(b->dcounters));
 }
 
 static kiln_cuda_attention_args batch_args(const cache *c, const batch *b) {
@@ -284,7 +308,8 @@ static kiln_cuda_attention_args batch_args(const cache *c, const batch *b) {
                                       .q = b->dq,
                                       .out = b->dout,
                                       .n_heads = c->g.n_heads,
-                                      .scale = 1.0f / sqrtf((float)c->g.head_dim)};
+                                      .scale = 1.0f / sqrtf((float)c->g.head_dim),
+                                      .counters = b->dcounters};
 }
 
 static float *download(const batch *b) {
@@ -317,11 +342,15 @@ static void check_decode(geometry g, int bs, int extra_blocks, uint64_t seed) {
     uint64_t rng = seed;
     const int max_blocks = blocks_needed(DEC_LEN, DEC_SEQS, bs) + extra_blocks;
     cache c = cache_create(g, bs, DEC_LEN, DEC_SEQS, max_blocks, &rng);
-    float *q = random_queries(&g, DEC_TOKENS, &rng);
+    float *decoy = random_queries(&g, DEC_TOKENS, &rng), *q = random_queries(&g, DEC_TOKENS, &rng);
     const size_t ws = kiln_cuda_attention_decode_workspace(DEC_TOKENS, g.n_heads, g.head_dim, max_blocks);
     assert_true(ws > 0);
-    batch b = batch_create(&g, q, DEC_POS, DEC_SEQ, DEC_TOKENS, ws);
+    // A first launch with other queries fills the workspace with partials
+    // the checked launch must not read.
+    batch b = batch_create(&g, decoy, DEC_POS, DEC_SEQ, DEC_TOKENS, ws);
     kiln_cuda_attention_args a = batch_args(&c, &b);
+    CUDA_CHECK(kiln_cuda_attention_decode(0, &a, b.dws));
+    batch_set(&b, &g, q, DEC_POS, DEC_SEQ, DEC_TOKENS);
     CUDA_CHECK(kiln_cuda_attention_decode(0, &a, b.dws));
     CUDA_CHECK(cudaDeviceSynchronize());
     float *got = download(&b);
@@ -332,7 +361,7 @@ static void check_decode(geometry g, int bs, int extra_blocks, uint64_t seed) {
     snprintf(what, sizeof what, "decode hd %d heads %d/%d bs %d table %d", g.head_dim, g.n_heads, g.n_kv_heads, bs,
              max_blocks);
     compare(what, got, ref, b.out_elems, MAX_ABS_ERR);
-    free(got), free(ref), free(q);
+    free(got), free(ref), free(q), free(decoy);
     batch_destroy(&b);
     cache_destroy(&c);
 }
@@ -365,22 +394,35 @@ static void test_decode_other_block_sizes(void **state) {
     check_decode(SMOLLM, 24, 5, 0x5eed0008);
 }
 
+// Programmatic dependent launch where the GPU has it (sm_90), as the backend
+// launches decode there.
+static bool pdl_available(void) {
+    int dev = 0, major = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    return major >= 9;
+}
+
 // Captured once, replayed after the positions (device memory) moved on: the
-// captured launch configuration must still cover them.
+// captured launch configuration must still cover them. The workspace is
+// cleared once, before the capture: each replay must leave its counters at
+// zero for the next.
 static void test_decode_graph_replay(void **state) {
     (void)state;
     const geometry g = LLAMA8B;
     uint64_t rng = 0x5eed0005;
     static const int len[] = {40, 3001, 532};
     static const int32_t seq[] = {1, 0, 2, 1};
-    static const int32_t pos_a[] = {5, 3, 17, 130}, pos_b[] = {2900, 39, 531, 3000};
-    enum { N = 4 };
+    enum { N = 4, ROUNDS = 4 };
+    static const int32_t pos[ROUNDS][N] = {
+        {5, 3, 17, 130}, {2900, 39, 531, 3000}, {1000, 0, 300, 2047}, {2900, 39, 531, 3000}};
     const int max_blocks = blocks_needed(len, 3, BLOCK_SIZE) + 8;
     cache c = cache_create(g, BLOCK_SIZE, len, 3, max_blocks, &rng);
     float *q = random_queries(&g, N, &rng);
     const size_t ws = kiln_cuda_attention_decode_workspace(N, g.n_heads, g.head_dim, max_blocks);
-    batch b = batch_create(&g, q, pos_a, seq, N, ws);
+    batch b = batch_create(&g, q, pos[0], seq, N, ws);
     kiln_cuda_attention_args a = batch_args(&c, &b);
+    a.pdl = pdl_available();
 
     cudaStream_t stream;
     cudaGraph_t graph;
@@ -394,23 +436,20 @@ static void test_decode_graph_replay(void **state) {
 
     double *ref = malloc(b.out_elems * sizeof(double));
     assert_non_null(ref);
-    for (int round = 0; round < 2; round++) {
-        const int32_t *pos = round == 0 ? pos_a : pos_b;
-        if (round == 1) { // new positions and queries in the same buffers
+    for (int round = 0; round < ROUNDS; round++) {
+        if (round > 0) { // new positions and queries in the same buffers (synchronised: the replay's stream
+                         // does not wait for the legacy stream)
             free(q);
             q = random_queries(&g, N, &rng);
-            CUDA_CHECK(cudaMemcpy(b.dq, q, b.out_elems * sizeof(float), cudaMemcpyHostToDevice));
-            CUDA_CHECK(cudaMemcpy(b.dpos, pos, sizeof pos_b, cudaMemcpyHostToDevice));
-            CUDA_CHECK(cudaMemset(b.dout, 0xff, b.out_elems * sizeof(float)));
-            CUDA_CHECK(cudaMemset(b.dws, 0xff, ws));
-            CUDA_CHECK(cudaDeviceSynchronize()); // the replay's stream does not wait for the legacy stream
+            batch_set(&b, &g, q, pos[round], seq, N);
         }
         CUDA_CHECK(cudaGraphLaunch(exec, stream));
         CUDA_CHECK(cudaStreamSynchronize(stream));
         float *got = download(&b);
-        reference(&c, q, pos, seq, N, a.scale, ref);
-        compare(round == 0 ? "decode graph, first positions" : "decode graph replayed, later positions", got, ref,
-                b.out_elems, MAX_ABS_ERR);
+        reference(&c, q, pos[round], seq, N, a.scale, ref);
+        char what[64];
+        snprintf(what, sizeof what, "decode graph, replay %d", round);
+        compare(what, got, ref, b.out_elems, MAX_ABS_ERR);
         free(got);
     }
     CUDA_CHECK(cudaGraphExecDestroy(exec));
@@ -419,6 +458,91 @@ static void test_decode_graph_replay(void **state) {
     free(ref), free(q);
     batch_destroy(&b);
     cache_destroy(&c);
+}
+
+// One workspace, cleared once, serves a series of batches of different sizes,
+// sequences and positions, launched with no clearing in between: the combine
+// of one launch resets the counters for the next. A long sequence (20001
+// positions: 157 live chunks) and a table 60 blocks larger than needed (more
+// chunks than are ever live). Each round launches twice back to back on one
+// stream (with programmatic dependent launch where available), the first
+// into a second output buffer, and checks both outputs: the second launch
+// starts on the counters the first just reset.
+static void check_decode_reuse(geometry g, uint64_t seed) {
+    uint64_t rng = seed;
+    static const int len[] = {20001, 1, 2600, 130, 3333, 700};
+    enum { N_SEQS = sizeof len / sizeof len[0], MAX_TOKENS = 7, ROUNDS = 6 };
+    static const struct {
+        int n;
+        int32_t seq[MAX_TOKENS], pos[MAX_TOKENS];
+    } rounds[ROUNDS] = {
+        {5, {0, 1, 2, 3, 4}, {20000, 0, 2599, 129, 3332}},
+        {2, {5, 2}, {699, 127}},                                      // fewer tokens
+        {7, {2, 4, 0, 3, 5, 2, 4}, {1023, 2048, 128, 100, 383, 2599, 3199}}, // more
+        {1, {0}, {19999}},
+        {6, {3, 3, 5, 1, 4, 2}, {0, 129, 256, 0, 1, 255}},
+        {5, {0, 1, 2, 3, 4}, {20000, 0, 2599, 129, 3332}}, // round 0 again, new queries
+    };
+    const int max_blocks = blocks_needed(len, N_SEQS, BLOCK_SIZE) + 60;
+    cache c = cache_create(g, BLOCK_SIZE, len, N_SEQS, max_blocks, &rng);
+    const size_t ws = kiln_cuda_attention_decode_workspace(MAX_TOKENS, g.n_heads, g.head_dim, max_blocks);
+    batch b = batch_alloc(&g, MAX_TOKENS, ws);
+    const size_t cap_elems = (size_t)MAX_TOKENS * g.n_heads * g.head_dim;
+    float *dout2;
+    CUDA_CHECK(cudaMalloc((void **)&dout2, cap_elems * sizeof(float)));
+    cudaStream_t stream;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    const bool pdl = pdl_available();
+    double *ref = malloc(cap_elems * sizeof(double));
+    float *got2 = malloc(cap_elems * sizeof(float));
+    assert_true(ref && got2);
+
+    for (int r = 0; r < ROUNDS; r++) {
+        const int n = rounds[r].n;
+        float *q = random_queries(&g, n, &rng);
+        batch_set(&b, &g, q, rounds[r].pos, rounds[r].seq, n);
+        CUDA_CHECK(cudaMemset(dout2, 0xff, cap_elems * sizeof(float)));
+        CUDA_CHECK(cudaDeviceSynchronize());
+        kiln_cuda_attention_args a = batch_args(&c, &b);
+        a.pdl = pdl;
+        a.out = dout2;
+        CUDA_CHECK(kiln_cuda_attention_decode(stream, &a, b.dws));
+        a.out = b.dout;
+        CUDA_CHECK(kiln_cuda_attention_decode(stream, &a, b.dws));
+        CUDA_CHECK(cudaStreamSynchronize(stream));
+        float *got = download(&b);
+        CUDA_CHECK(cudaMemcpy(got2, dout2, b.out_elems * sizeof(float), cudaMemcpyDeviceToHost));
+        reference(&c, q, rounds[r].pos, rounds[r].seq, n, a.scale, ref);
+        char what[96];
+        snprintf(what, sizeof what, "decode reuse hd %d heads %d/%d round %d, 1st", g.head_dim, g.n_heads,
+                 g.n_kv_heads, r);
+        compare(what, got2, ref, b.out_elems, MAX_ABS_ERR);
+        snprintf(what, sizeof what, "decode reuse hd %d heads %d/%d round %d, 2nd", g.head_dim, g.n_heads,
+                 g.n_kv_heads, r);
+        compare(what, got, ref, b.out_elems, MAX_ABS_ERR);
+        free(got), free(q);
+    }
+    CUDA_CHECK(cudaStreamDestroy(stream));
+    CUDA_CHECK(cudaFree(dout2));
+    free(ref), free(got2);
+    batch_destroy(&b);
+    cache_destroy(&c);
+}
+
+// The combine's split of a block's heads over its slots (4 rows of 128 or 8
+// of 64 at once): Llama 8B, 4 heads, one per slot; SmolLM2, 3 heads over two
+// slots each, merged in shared memory; 20 heads per kv head, a block of 16
+// (two per slot) and one of 4 (two slots each), two counters per (token, kv
+// head); 3 heads of 128, one per slot and a slot idle; one head over all
+// slots, at 128 and 64.
+static void test_decode_workspace_reuse(void **state) {
+    (void)state;
+    check_decode_reuse(LLAMA8B, 0x5eed0400);
+    check_decode_reuse(SMOLLM, 0x5eed0401);
+    check_decode_reuse(WIDE_GROUP, 0x5eed0402);
+    check_decode_reuse((geometry){128, 6, 2}, 0x5eed0403);
+    check_decode_reuse((geometry){128, 4, 4}, 0x5eed0404);
+    check_decode_reuse((geometry){64, 4, 4}, 0x5eed0405);
 }
 
 // ---- prefill ----------------------------------------------------------------
@@ -493,6 +617,11 @@ static void test_supports_and_invalid(void **state) {
     assert_false(kiln_cuda_attention_supports(256));
     assert_true(kiln_cuda_attention_decode_workspace(2, 32, 128, 600) >=
                 kiln_cuda_attention_decode_workspace(1, 32, 128, 300));
+    // A region per token: any n_tokens may reuse a larger workspace.
+    assert_true(kiln_cuda_attention_decode_workspace(3, 32, 128, 600) ==
+                3 * kiln_cuda_attention_decode_workspace(1, 32, 128, 600));
+    assert_int_equal(kiln_cuda_attention_decode_workspace_clear(0, NULL, 0), cudaSuccess);
+    assert_int_equal(kiln_cuda_attention_decode_workspace_clear(0, NULL, 16), cudaErrorInvalidValue);
 
     // A valid-looking call with head_dim 80 must be refused before any launch.
     const geometry g = {64, 4, 2};
@@ -507,6 +636,12 @@ static void test_supports_and_invalid(void **state) {
     assert_int_equal(kiln_cuda_attention_decode(0, &a, b.dws), cudaErrorInvalidValue);
     assert_int_equal(kiln_cuda_attention_prefill(0, &a), cudaErrorInvalidValue);
     a.kv.head_dim = 64;
+    // The decode kernel reads and writes float4s: a misaligned workspace is refused.
+    assert_int_equal(kiln_cuda_attention_decode(0, &a, (char *)b.dws + 4), cudaErrorInvalidValue);
+    int *counters = a.counters;
+    a.counters = NULL; // decode needs its counters
+    assert_int_equal(kiln_cuda_attention_decode(0, &a, b.dws), cudaErrorInvalidValue);
+    a.counters = counters;
     a.n_heads = 3; // not a multiple of n_kv_heads
     assert_int_equal(kiln_cuda_attention_prefill(0, &a), cudaErrorInvalidValue);
     CUDA_CHECK(cudaDeviceSynchronize());
@@ -523,7 +658,7 @@ int main(void) {
         cmocka_unit_test(test_decode_larger_table), cmocka_unit_test(test_decode_other_block_sizes),
         cmocka_unit_test(test_decode_graph_replay), cmocka_unit_test(test_prefill_smollm),
         cmocka_unit_test(test_prefill_llama8b),     cmocka_unit_test(test_prefill_other_block_sizes),
-        cmocka_unit_test(test_wide_group),
+        cmocka_unit_test(test_wide_group),          cmocka_unit_test(test_decode_workspace_reuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

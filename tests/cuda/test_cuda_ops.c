@@ -468,22 +468,29 @@ static void test_linear_glu(void **state) {
 // type (and gate and up too with KILN_CUDA_MLP16=1): at most 4 roundings of
 // unit roundoff u (2^-8 for BF16, 2^-11 for F16), each uniform with RMS
 // u/sqrt(3), adding in quadrature over random signs to about 1.15 u; the
-// bound is 3 u.
-static void run_mlp(kiln_backend *be, kiln_dtype src, int n, uint64_t seed) {
+// bound is 3 u. With norm, h is RMSNorm(h) * g first (the rounding of h then
+// applies to the normalised input: the same count).
+static void run_mlp(kiln_backend *be, kiln_dtype src, int n, bool norm, uint64_t seed) {
     enum { DIM = 96, FFN = 200 };
     uint64_t rng = seed;
     weight wg = weight_make(be, src, FFN, DIM, 0.5f, &rng), wu = weight_make(be, src, FFN, DIM, 0.5f, &rng),
            wd = weight_make(be, src, DIM, FFN, 0.5f, &rng);
     weights_done_ok(be);
     float *h = random_floats((size_t)n * DIM, 1.0f, &rng), *x0 = random_floats((size_t)n * DIM, 1.0f, &rng);
-    double *ref = malloc(sizeof(double) * n * DIM), *mid = malloc(sizeof(double) * FFN);
-    assert_true(ref && mid);
+    float *gain = random_floats(DIM, 1.0f, &rng);
+    const float eps = 1e-5f;
+    double *ref = malloc(sizeof(double) * n * DIM), *mid = malloc(sizeof(double) * FFN), *hn = malloc(sizeof(double) * DIM);
+    assert_true(ref && mid && hn);
     for (int t = 0; t < n; t++) {
+        double ss = 0;
+        for (int c = 0; c < DIM; c++) ss += (double)h[t * DIM + c] * h[t * DIM + c];
+        const double inv = 1.0 / sqrt(ss / DIM + eps);
+        for (int c = 0; c < DIM; c++) hn[c] = norm ? h[t * DIM + c] * inv * gain[c] : h[t * DIM + c];
         for (int j = 0; j < FFN; j++) {
             double g = 0, u = 0;
             for (int c = 0; c < DIM; c++) {
-                g += wg.val[(size_t)j * DIM + c] * h[t * DIM + c];
-                u += wu.val[(size_t)j * DIM + c] * h[t * DIM + c];
+                g += wg.val[(size_t)j * DIM + c] * hn[c];
+                u += wu.val[(size_t)j * DIM + c] * hn[c];
             }
             mid[j] = silu(g) * u;
         }
@@ -495,13 +502,15 @@ static void run_mlp(kiln_backend *be, kiln_dtype src, int n, uint64_t seed) {
     }
     float *dh = dev_upload(be, h, sizeof(float) * n * DIM), *dx = dev_upload(be, x0, sizeof(float) * n * DIM);
     float *dgate = dev_nan(be, (size_t)n * FFN), *dup = dev_nan(be, (size_t)n * FFN);
+    float *dgain = dev_upload(be, gain, sizeof(float) * DIM);
     be->ops->mlp(be, &(kiln_mlp_args){.w_gate = &wg.dev, .w_up = &wu.dev, .w_down = &wd.dev, .h = dh, .x = dx,
-                                      .gate = dgate, .up = dup, .n = n});
+                                      .gate = dgate, .up = dup, .n = n, .norm = norm ? dgain : NULL,
+                                      .norm_eps = eps});
     sync_ok(be, "mlp");
     float *got = host_download(be, dx, sizeof(float) * n * DIM);
     for (int i = 0; i < n * DIM; i++) got[i] -= x0[i];
     char what[96];
-    snprintf(what, sizeof what, "mlp %s n=%d", kiln_dtype_name(src), n);
+    snprintf(what, sizeof what, "mlp %s n=%d%s", kiln_dtype_name(src), n, norm ? " with norm" : "");
     const double u = device_form(src, 2) == KILN_BF16 ? 0x1.0p-8 : 0x1.0p-11;
     const double bound = n <= 8 ? 1e-4 : 3 * u;
     check_outputs(what, got, ref, NULL, (size_t)n * DIM, bound);
@@ -510,8 +519,11 @@ static void run_mlp(kiln_backend *be, kiln_dtype src, int n, uint64_t seed) {
     be->ops->free(be, dx);
     be->ops->free(be, dgate);
     be->ops->free(be, dup);
+    be->ops->free(be, dgain);
     free(h);
     free(x0);
+    free(gain);
+    free(hn);
     free(ref);
     free(mid);
     weight_free(be, &wg);
@@ -578,7 +590,7 @@ static void run_linear_norm(kiln_backend *be, kiln_dtype src, int n, int count, 
 
 static void test_linear_norm(void **state) {
     kiln_backend *be = *state;
-    static const int ns[] = {1, 3, 8, 9, 37};
+    static const int ns[] = {1, 2, 3, 8, 9, 37};
     for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
         run_linear_norm(be, KILN_F16, ns[i], 1, 0x4101 + i);
         run_linear_norm(be, KILN_BF16, ns[i], 2, 0x4201 + i);
@@ -587,10 +599,12 @@ static void test_linear_norm(void **state) {
 
 static void test_mlp(void **state) {
     kiln_backend *be = *state;
-    static const int ns[] = {1, 5, 9, 37, 130};
+    static const int ns[] = {1, 2, 5, 9, 37, 130};
     for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
-        run_mlp(be, KILN_F16, ns[i], 0x3101 + i);
-        run_mlp(be, KILN_BF16, ns[i], 0x3201 + i);
+        run_mlp(be, KILN_F16, ns[i], false, 0x3101 + i);
+        run_mlp(be, KILN_BF16, ns[i], false, 0x3201 + i);
+        run_mlp(be, KILN_F16, ns[i], true, 0x3301 + i);
+        run_mlp(be, KILN_BF16, ns[i], true, 0x3401 + i);
     }
 }
 
@@ -886,6 +900,163 @@ static void test_rope_kv_store(void **state) {
         {.n_heads = 32, .n_kv_heads = 8, .head_dim = 128, .rot_dim = 96, .theta = 10000.0f, .interleaved = true},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_rope(&cases[i], 0x41000 + i);
+}
+
+// ---- linear with RoPE and the cache write (the Q/K/V projection of decode) -----------
+
+// q, k, v = W (x or RMSNorm(x) * g) + bias in float64, q and k rotated (as
+// rope_ref, in float64 throughout), against the backend: n <= 8 tokens with
+// whole-head rotation take the matrix-vector kernel's fused epilogue, the rest
+// (n = 9, or partial rotation) the products then rope_kv_store. Bounds as
+// linear's (1e-4 relative L2 for the float matrix-vector path, 2 u for the
+// 16-bit GEMM input). The cache: every token's slot holds the f16 of the
+// returned k and v bit for bit, and nothing else was written.
+typedef struct linear_rope_case {
+    kiln_dtype src;
+    int n, rot_dim;
+    bool interleaved, bias, norm;
+} linear_rope_case;
+
+static const int32_t LR_SEQ[] = {0, 1, 2, 0, 1, 2, 0, 1, 2};
+static const int32_t LR_POS[] = {0, 15, 4095, 1, 16, 4094, 2, 17, 100};
+
+static void run_linear_rope(const linear_rope_case *lc, uint64_t seed) {
+    enum { K = 136, HEADS = 6, KV_HEADS = 2, HD = 64, SEQS = 3, MAX_BLOCKS = 4096 / KV_BLOCK, CACHE_BLOCKS = 8 };
+    kiln_backend *be = backend_new();
+    uint64_t rng = seed;
+    const int n = lc->n, rows[3] = {HEADS * HD, KV_HEADS * HD, KV_HEADS * HD};
+    weight w[3];
+    for (int i = 0; i < 3; i++) w[i] = weight_make(be, lc->src, rows[i], K, 0.5f, &rng);
+    weights_done_ok(be);
+    float *x = random_floats((size_t)n * K, 2.0f, &rng), *g = random_floats(K, 1.0f, &rng);
+    float *bias[3] = {NULL, NULL, NULL};
+    for (int i = 0; lc->bias && i < 3; i++) bias[i] = random_floats((size_t)rows[i], 1.0f, &rng);
+    const float eps = 1e-5f;
+
+    // The block tables: a trap block for every unused entry, the others shuffled.
+    int perm[CACHE_BLOCKS];
+    for (int i = 0; i < CACHE_BLOCKS; i++) perm[i] = i;
+    for (int i = CACHE_BLOCKS - 1; i > 0; i--) {
+        const int j = (int)(kiln_test_rand_u64(&rng) % (uint64_t)(i + 1)), tmp = perm[i];
+        perm[i] = perm[j], perm[j] = tmp;
+    }
+    static int32_t table[SEQS][MAX_BLOCKS];
+    for (int s = 0; s < SEQS; s++)
+        for (int b = 0; b < MAX_BLOCKS; b++) table[s][b] = perm[0];
+    int next = 1;
+    for (int t = 0; t < n; t++) {
+        int32_t *e = &table[LR_SEQ[t]][LR_POS[t] / KV_BLOCK];
+        if (*e == perm[0]) *e = perm[next++];
+    }
+    const size_t slot_elems = (size_t)KV_HEADS * HD, cache_elems = (size_t)CACHE_BLOCKS * KV_BLOCK * slot_elems;
+    uint16_t *nan_cache = malloc(sizeof(uint16_t) * cache_elems);
+    assert_non_null(nan_cache);
+    for (size_t i = 0; i < cache_elems; i++) nan_cache[i] = F16_NAN;
+
+    // The reference, in float64.
+    const rope_case rc = {.n_heads = HEADS, .n_kv_heads = KV_HEADS, .head_dim = HD, .rot_dim = lc->rot_dim,
+                          .theta = 500000.0f, .interleaved = lc->interleaved};
+    double *ref[3], *h = malloc(sizeof(double) * K);
+    assert_non_null(h);
+    for (int i = 0; i < 3; i++) assert_non_null(ref[i] = malloc(sizeof(double) * (size_t)n * rows[i]));
+    for (int t = 0; t < n; t++) {
+        double ss = 0;
+        for (int c = 0; c < K; c++) ss += (double)x[t * K + c] * x[t * K + c];
+        const double inv = 1.0 / sqrt(ss / K + eps);
+        for (int c = 0; c < K; c++) h[c] = lc->norm ? x[t * K + c] * inv * g[c] : x[t * K + c];
+        for (int i = 0; i < 3; i++) {
+            double *y = ref[i] + (size_t)t * rows[i];
+            for (int r = 0; r < rows[i]; r++) {
+                double acc = bias[i] ? bias[i][r] : 0.0;
+                for (int c = 0; c < K; c++) acc += w[i].val[(size_t)r * K + c] * h[c];
+                y[r] = acc;
+            }
+            if (i == 2) continue;
+            for (int hh = 0; hh < rows[i] / HD; hh++) { // rope_ref's rotation, in float64 on float64 values
+                double *v = y + (size_t)hh * HD;
+                for (int p = 0; p < rc.rot_dim / 2; p++) {
+                    const double freq = pow((double)rc.theta, -2.0 * p / rc.rot_dim), angle = LR_POS[t] * freq;
+                    const int a = rc.interleaved ? 2 * p : p, b = rc.interleaved ? 2 * p + 1 : p + rc.rot_dim / 2;
+                    const double va = v[a], vb = v[b];
+                    v[a] = va * cos(angle) - vb * sin(angle);
+                    v[b] = va * sin(angle) + vb * cos(angle);
+                }
+            }
+        }
+    }
+
+    float *dx = dev_upload(be, x, sizeof(float) * n * K), *dg = dev_upload(be, g, sizeof(float) * K), *dy[3], *db[3];
+    int32_t *dpos = dev_upload(be, LR_POS, sizeof(int32_t) * n), *dseq = dev_upload(be, LR_SEQ, sizeof(int32_t) * n),
+            *dtable = dev_upload(be, table, sizeof table);
+    void *kc = dev_upload(be, nan_cache, sizeof(uint16_t) * cache_elems),
+         *vc = dev_upload(be, nan_cache, sizeof(uint16_t) * cache_elems);
+    const kiln_kv_view kv = {.dtype = KILN_F16, .block_size = KV_BLOCK, .n_kv_heads = KV_HEADS, .head_dim = HD,
+                             .max_blocks_per_seq = MAX_BLOCKS, .block_tables = dtable};
+    const kiln_batch_layout batch = {.n_tokens = n, .pos = dpos, .seq = dseq, .one_seq = false};
+    const kiln_rope_params params = {.rot_dim = rc.rot_dim, .theta = rc.theta, .interleaved = rc.interleaved};
+    const kiln_linear_rope rope = {.kv = &kv, .layer = {.k = kc, .v = vc}, .batch = &batch, .params = &params,
+                                   .n_heads = HEADS};
+    kiln_linear_args a = {.count = 3, .x = dx, .n = n, .norm = lc->norm ? dg : NULL, .norm_eps = eps, .rope = &rope};
+    for (int i = 0; i < 3; i++) {
+        dy[i] = dev_nan(be, (size_t)n * rows[i]);
+        db[i] = bias[i] ? dev_upload(be, bias[i], sizeof(float) * rows[i]) : NULL;
+        a.w[i] = &w[i].dev, a.y[i] = dy[i], a.bias[i] = db[i];
+    }
+    char what[128];
+    snprintf(what, sizeof what, "linear+rope %s n=%d rot %d %s%s%s", kiln_dtype_name(lc->src), n, rc.rot_dim,
+             rc.interleaved ? "interleaved" : "halves", lc->bias ? " bias" : "", lc->norm ? " norm" : "");
+    be->ops->linear(be, &a);
+    sync_ok(be, what);
+    const double u = device_form(lc->src, 2) == KILN_BF16 ? 0x1.0p-8 : 0x1.0p-11;
+    float *got[3];
+    for (int i = 0; i < 3; i++) {
+        got[i] = host_download(be, dy[i], sizeof(float) * n * rows[i]);
+        char part[160];
+        snprintf(part, sizeof part, "%s: %c", what, "qkv"[i]);
+        check_outputs(part, got[i], ref[i], NULL, (size_t)n * rows[i], n <= 8 ? 1e-4 : 2 * u);
+    }
+    uint16_t *k_cache = host_download(be, kc, sizeof(uint16_t) * cache_elems),
+             *v_cache = host_download(be, vc, sizeof(uint16_t) * cache_elems);
+    bool *written = calloc(cache_elems, sizeof(bool));
+    assert_non_null(written);
+    for (int t = 0; t < n; t++) {
+        const int p = LR_POS[t];
+        const size_t slot = ((size_t)table[LR_SEQ[t]][p / KV_BLOCK] * KV_BLOCK + p % KV_BLOCK) * slot_elems;
+        for (size_t e = 0; e < slot_elems; e++) {
+            written[slot + e] = true;
+            const uint16_t want_k = kiln_f32_to_f16(got[1][(size_t)t * slot_elems + e]),
+                           want_v = kiln_f32_to_f16(got[2][(size_t)t * slot_elems + e]);
+            if (k_cache[slot + e] != want_k || v_cache[slot + e] != want_v)
+                fail_msg("%s: token %d (pos %d) cache element %zu: k 0x%04x v 0x%04x, want 0x%04x 0x%04x", what, t, p,
+                         e, k_cache[slot + e], v_cache[slot + e], want_k, want_v);
+        }
+    }
+    for (size_t i = 0; i < cache_elems; i++)
+        if (!written[i] && (k_cache[i] != F16_NAN || v_cache[i] != F16_NAN))
+            fail_msg("%s: cache element %zu belongs to no token but was written", what, i);
+
+    free(written), free(k_cache), free(v_cache), free(h), free(x), free(g), free(nan_cache);
+    for (int i = 0; i < 3; i++) {
+        free(got[i]), free(ref[i]), free(bias[i]);
+        be->ops->free(be, dy[i]);
+        if (db[i]) be->ops->free(be, db[i]);
+        weight_free(be, &w[i]);
+    }
+    void *bufs[] = {dx, dg, dpos, dseq, dtable, kc, vc};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->ops->free(be, bufs[i]);
+    kiln_backend_destroy(be);
+}
+
+static void test_linear_rope(void **state) {
+    (void)state;
+    const linear_rope_case cases[] = {
+        {KILN_BF16, 1, 64, false, false, true},  {KILN_F16, 1, 64, true, true, false},
+        {KILN_BF16, 2, 64, true, false, true},   {KILN_F16, 2, 64, false, true, true},
+        {KILN_BF16, 5, 64, false, true, false},  {KILN_F16, 8, 64, true, false, true},
+        {KILN_BF16, 9, 64, false, true, true},   // the GEMM, then rope_kv_store
+        {KILN_F16, 1, 48, true, false, true},    // partial rotation: never fused
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_linear_rope(&cases[i], 0x51000 + i);
 }
 
 // ---- attention (a consistency check; cuda_attention.cu has its own test) ---------------
@@ -1309,6 +1480,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_rmsnorm, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_get_rows, setup_backend, teardown_backend),
         cmocka_unit_test(test_rope_kv_store),
+        cmocka_unit_test(test_linear_rope),
         cmocka_unit_test_setup_teardown(test_attention, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_sample_greedy, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_sample_filtered, setup_backend, teardown_backend),

@@ -16,7 +16,7 @@ static inline float *kiln_test_all_logits_chunked(kiln_model *model, const int32
     const int vocab = m->hp.vocab;
     kiln_kv_cache *kv;
     kiln_activations act;
-    assert_int_equal(kiln_kv_cache_create(be, &m->hp, n, 1, be->kv_dtype, &kv), KILN_OK);
+    assert_int_equal(kiln_kv_cache_create(be, &m->hp, n, 1, n, be->kv_dtype, &kv), KILN_OK);
     assert_int_equal(kiln_kv_cache_reserve(kv, 0, n), KILN_OK);
     assert_int_equal(kiln_activations_create(be, &m->hp, chunk, &act), KILN_OK);
     float *dev = be->ops->alloc(be, sizeof(float) * (size_t)chunk * vocab);

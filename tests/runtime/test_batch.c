@@ -76,7 +76,7 @@ static void test_two_sequences_in_one_batch(void **state) {
 
     kiln_kv_cache *kv;
     kiln_activations act;
-    assert_int_equal(kiln_kv_cache_create(model->be, &m->hp, 128, 2, KILN_F32, &kv), KILN_OK);
+    assert_int_equal(kiln_kv_cache_create(model->be, &m->hp, 128, 2, 128, KILN_F32, &kv), KILN_OK);
     assert_int_equal(kiln_activations_create(model->be, &m->hp, na + nb, &act), KILN_OK);
     // Sequence 1 takes its block first so the two sequences' blocks interleave.
     assert_int_equal(kiln_kv_cache_reserve(kv, 1, nb + 1), KILN_OK);
@@ -111,7 +111,7 @@ static void test_bad_batches_rejected(void **state) {
     kiln_kv_cache *kv;
     kiln_activations act;
     float logits[1];
-    assert_int_equal(kiln_kv_cache_create(model->be, &m->hp, 16, 1, KILN_F32, &kv), KILN_OK);
+    assert_int_equal(kiln_kv_cache_create(model->be, &m->hp, 16, 1, 16, KILN_F32, &kv), KILN_OK);
     assert_int_equal(kiln_activations_create(model->be, &m->hp, 2, &act), KILN_OK);
     int32_t tokens[3] = {1, m->hp.vocab, 2}, pos[3] = {0, 1, 2}, seq[3] = {0};
     kiln_forward_args args = {.n_tokens = 2, .tokens = tokens, .pos = pos, .seq = seq, .kv = &kv->view,

@@ -55,6 +55,10 @@ static void cpu_get_rows(kiln_backend *be, const kiln_tensor *table, const int32
     kiln_cpu_get_rows(table, ids, n, out);
 }
 
+static void cpu_rope_kv_store(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer layer,
+                              const kiln_batch_layout *batch, float *q, int n_heads, float *k, const float *v,
+                              const kiln_rope_params *rope);
+
 // Fused forms run as their parts: the matrix products dominate on the CPU.
 static void cpu_linear(kiln_backend *be, const kiln_linear_args *a) {
     cpu_impl *impl = be->impl;
@@ -76,6 +80,9 @@ static void cpu_linear(kiln_backend *be, const kiln_linear_args *a) {
         if (a->bias[i]) kiln_cpu_add_bias(be, ys[i], a->bias[i], a->n, (int)a->w[i]->ne[1]);
     if (a->accumulate) kiln_cpu_add(be, a->y[0], ys[0], (size_t)a->n * (size_t)rows0);
     if (a->glu) kiln_cpu_swiglu(be, a->y[0], a->y[1], a->y[0], (size_t)a->n * (size_t)rows0);
+    if (a->rope)
+        cpu_rope_kv_store(be, a->rope->kv, a->rope->layer, a->rope->batch, a->y[0], a->rope->n_heads, a->y[1], a->y[2],
+                          a->rope->params);
 }
 
 static void cpu_mlp(kiln_backend *be, const kiln_mlp_args *a) {

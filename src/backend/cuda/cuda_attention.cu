@@ -9,9 +9,10 @@
 // group, so K and V are read once per group. The block stages its chunk's K
 // and V in shared memory with cp.async, every load in flight at once (the
 // kernel is bound by memory bandwidth), and writes a partial (max, sum,
-// unnormalised output); a combine kernel merges the chunks. Chunks past a
-// token's position write an empty partial, so the grid depends only on the
-// batch shape and a captured graph stays valid as sequences grow.
+// unnormalised output); the last block of a (token, kv head) to finish merges
+// the chunks, in the same launch. Chunks past a token's position only count
+// themselves, so the grid depends only on the batch shape and a captured graph
+// stays valid as sequences grow.
 //
 // Prefill (FlashAttention-2): one block per (64 query rows, query head),
 // 4 warps of 16 rows; K/V tiles of 64 positions double-buffered through
@@ -92,6 +93,13 @@ static __device__ __forceinline__ long long kv_row_offset(const int32_t *table, 
 // stands between a warp's loads and its arithmetic; the warps' partials are
 // merged at the end. The arithmetic is far below the time the chunk takes to
 // arrive, so the kernel runs at memory speed.
+//
+// The chunks are combined in the same launch (one launch less per layer): a
+// block counts itself done on a per-(token, kv head, head group) counter in
+// the workspace, and the block that brings the count to n_chunks merges the
+// group's live chunks and resets the counter to zero for the next launch.
+// Every block counts, the empty chunks past a token's position included, so
+// the grid and the count never depend on positions.
 
 #define DEC_WARPS 4
 #define DEC_CHUNK_BLOCKS 8 // cache blocks per chunk: 128 positions at block_size 16
@@ -105,47 +113,42 @@ typedef struct dec_params {
     int max_blocks, block_size, n_kv;
     const int32_t *pos, *seq;
     const float *q;
+    float *out;
     int n_heads, group, n_hgroups, n_chunks;
-    float qscale;    // scale * log2(e): scores come out in log2 units
-    float *part_o;   // [n_tokens][n_heads][n_chunks][D]
-    float2 *part_ml; // [n_tokens][n_heads][n_chunks] (max in log2 units, sum)
+    float qscale; // scale * log2(e): scores come out in log2 units
+    // Counters [n_tokens][n_heads] (one per block column: n_kv * n_hgroups <=
+    // n_heads), in their own buffer so that no partial ever lands on one.
+    int *counters;
+    // Workspace: one region of ws_token bytes per token: at ws_ml, float2
+    // (max in log2 units, sum) [n_heads][n_chunks]; at ws_o, float
+    // unnormalised outputs [n_heads][n_chunks][D].
+    unsigned char *ws;
+    size_t ws_token, ws_ml, ws_o;
 } dec_params;
 
-template <int D> static constexpr size_t dec_smem_bytes(void) {
+template <int D> static constexpr __host__ __device__ size_t dec_smem_bytes(void) {
     return 2 * (size_t)DEC_TILE * (D + 8) * sizeof(__half)      // K, V tiles (rows padded by 16 bytes)
            + (size_t)DEC_MAX_GROUP * (D + 8) * sizeof(__half)   // queries, scaled, f16
            + (size_t)DEC_WARPS * DEC_MAX_GROUP * sizeof(float2); // each warp's (max, sum) per head
 }
 
-template <int D> __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(const dec_params p) {
+// One chunk's partials: positions c0 .. min(c0 + chunk_len, pos + 1) - 1 of
+// token t (c0 <= pos), for query heads h0 .. h0 + nh - 1 of kv head kvh.
+template <int D>
+static __device__ __forceinline__ void dec_partials(const dec_params &p, unsigned char *smem, int t, int chunk,
+                                                    int kvh, int h0, int nh, int pos, int seq, int c0, int chunk_len) {
     constexpr int LD = D + 8;     // halves per staged row: the pad puts ldmatrix's 8 rows on distinct banks
     constexpr int NCOL = D / 8;   // 16-byte pieces per row
     constexpr int RED_LD = D + 8; // floats per row of the merge buffer (conflict-free float2 stores)
     static_assert(DEC_WARPS * DEC_MAX_GROUP * RED_LD * sizeof(float) <= 2 * DEC_TILE * LD * sizeof(__half),
                   "merge buffer must fit in the K and V tiles");
-    extern __shared__ __align__(16) unsigned char smem[];
     __half *sK = reinterpret_cast<__half *>(smem);
     __half *sV = sK + DEC_TILE * LD;
     __half *sQ = sV + DEC_TILE * LD;
     float2 *s_ml = reinterpret_cast<float2 *>(sQ + DEC_MAX_GROUP * LD); // [DEC_WARPS][DEC_MAX_GROUP]
-    pdl_allow_next();
-    pdl_wait(); // q, positions, block tables and the new K/V come from the kernels before
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int grp = lane >> 2, tig = lane & 3; // mma fragment coordinates: row group, thread in group
-    const int kvh = blockIdx.x / p.n_hgroups, hg = blockIdx.x % p.n_hgroups;
-    const int t = blockIdx.y, chunk = blockIdx.z;
-    const int h0 = kvh * p.group + hg * DEC_MAX_GROUP;
-    const int nh = min(DEC_MAX_GROUP, p.group - hg * DEC_MAX_GROUP);
-    const size_t part0 = ((size_t)t * p.n_heads + h0) * p.n_chunks + chunk; // head h0 + g: + g * n_chunks
-
-    const int pos = p.pos[t], seq = p.seq[t]; // both loads in flight together
-    const int chunk_len = DEC_CHUNK_BLOCKS * p.block_size;
-    const int c0 = chunk * chunk_len;
-    if (c0 > pos) { // past the token: an empty partial, so the grid never depends on positions
-        if (tid < nh) p.part_ml[part0 + (size_t)tid * p.n_chunks] = make_float2(-INFINITY, 0.0f);
-        return;
-    }
     const int n_valid = min(chunk_len, pos + 1 - c0);
     const int32_t *table = p.block_tables + (size_t)seq * p.max_blocks;
     const int w0 = warp * 32; // the warp's first row of a tile
@@ -179,8 +182,10 @@ template <int D> __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kern
             cp_async_commit();
         }
         if (ts == 0) { // queries of the group -> f16 rows (scale and log2(e) folded in); rows past the group: 0
-            for (int i = tid; i < DEC_MAX_GROUP * NCOL; i += DEC_THREADS) {
-                const int r = i / NCOL, c = i % NCOL;
+            static_assert(DEC_MAX_GROUP * NCOL % DEC_THREADS == 0, "whole rounds of the block");
+#pragma unroll // a fixed trip count: else addresses for the general loop stay live in registers (spills at D = 64)
+            for (int it = 0; it < DEC_MAX_GROUP * NCOL / DEC_THREADS; it++) {
+                const int i = tid + it * DEC_THREADS, r = i / NCOL, c = i % NCOL;
                 uint4 packed = make_uint4(0, 0, 0, 0);
                 if (r < nh) {
                     const float4 *src = reinterpret_cast<const float4 *>(p.q + ((size_t)t * p.n_heads + h0 + r) * D + c * 8);
@@ -258,6 +263,10 @@ template <int D> __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kern
         }
     }
 
+    // Dependents may be scheduled from here on: earlier, they would hold SM
+    // slots while the K/V loop still needs them (measured slower).
+    pdl_allow_next();
+
     // Merge the warps: each leaves (max, sum, output) per head; a warp that saw
     // no position has max -inf and output 0 and drops out with weight 0.
 #pragma unroll
@@ -278,6 +287,10 @@ template <int D> __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kern
         }
     }
     __syncthreads();
+    unsigned char *tws = p.ws + (size_t)t * p.ws_token;
+    const size_t part0 = (size_t)h0 * p.n_chunks + chunk; // head h0 + g: + g * n_chunks
+    float *part_o = reinterpret_cast<float *>(tws + p.ws_o) + part0 * D;
+    float2 *part_ml = reinterpret_cast<float2 *>(tws + p.ws_ml) + part0;
     for (int i = tid; i < nh * D; i += DEC_THREADS) {
         const int g = i / D, d = i % D;
         float mx = -INFINITY;
@@ -286,7 +299,7 @@ template <int D> __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kern
         float sum = 0.0f;
 #pragma unroll
         for (int w = 0; w < DEC_WARPS; w++) sum += exp2f(s_ml[w * DEC_MAX_GROUP + g].x - mx) * red[(w * DEC_MAX_GROUP + g) * RED_LD + d];
-        p.part_o[(part0 + (size_t)g * p.n_chunks) * D + d] = sum;
+        part_o[(size_t)g * p.n_chunks * D + d] = sum;
     }
     if (tid < nh) {
         float mx = -INFINITY, total = 0.0f;
@@ -294,62 +307,142 @@ template <int D> __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kern
         for (int w = 0; w < DEC_WARPS; w++) mx = fmaxf(mx, s_ml[w * DEC_MAX_GROUP + tid].x);
 #pragma unroll
         for (int w = 0; w < DEC_WARPS; w++) total += exp2f(s_ml[w * DEC_MAX_GROUP + tid].x - mx) * s_ml[w * DEC_MAX_GROUP + tid].y;
-        p.part_ml[part0 + (size_t)tid * p.n_chunks] = make_float2(mx, total);
+        part_ml[(size_t)tid * p.n_chunks] = make_float2(mx, total);
     }
 }
 
-#define COMBINE_THREADS 256 // 8 warps: up to 32 chunks need one round of loads (4 in flight per warp)
-#define COMBINE_WARPS (COMBINE_THREADS / 32)
-
-// One block per (token, head). Warp w merges chunks w, w + 8, ... in one pass
-// (running max and sum, so each chunk's (max, sum) and output are loaded
-// together, several chunks in flight), then the warps meet in shared memory. Chunks past the token's position are never read.
+// The last block of a (token, kv head, head group) merges the n_active live
+// chunks of each of its nh heads: running max and sum in log2 units, as the
+// blocks merged their warps. A thread holds a float4 of a chunk's output row
+// (D / 4 threads per row), so the block reads SLOTS rows at a time; each slot
+// has U chunks in flight. With fewer heads than slots, a head's
+// chunks are split over several slots and merged in shared memory. Partials
+// are read with ld.global.cg: from L2, where the other SMs' writes are, never
+// from this SM's L1.
 template <int D>
-__global__ void __launch_bounds__(COMBINE_THREADS)
-    attn_decode_combine_kernel(const float *__restrict__ part_o, const float2 *__restrict__ part_ml,
-                               const int32_t *__restrict__ pos, float *__restrict__ out, int n_heads, int n_chunks,
-                               int chunk_len) {
-    __shared__ float s_acc[COMBINE_WARPS][D];
-    __shared__ float2 s_ml[COMBINE_WARPS];
-    pdl_allow_next();
-    pdl_wait();
-    const int row = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int n_active = min(n_chunks, pos[row / n_heads] / chunk_len + 1);
-    const float2 *ml = part_ml + (size_t)row * n_chunks;
-    const float *po = part_o + (size_t)row * n_chunks * D;
+static __device__ __forceinline__ void dec_combine(const dec_params &p, unsigned char *smem, int t, int h0, int nh,
+                                                   int n_active) {
+    constexpr int TPR = D / 4;               // threads per output row
+    constexpr int SLOTS = DEC_THREADS / TPR; // rows read at once by the block
+    // Chunks whose partials a thread has in flight at once. Registers: at
+    // D = 64 the kernel must stay within 96 (5 blocks per SM on Hopper, as
+    // shared memory allows); at D = 128 shared memory allows 3 blocks, so up
+    // to 168 cost nothing.
+    constexpr int U = D == 128 ? 16 : 8;
+    static_assert(SLOTS * TPR * sizeof(float4) + SLOTS * sizeof(float2) <= dec_smem_bytes<D>(), "merge buffer");
+    const int tid = threadIdx.x, slot = tid / TPR, c4 = tid % TPR;
+    const int sph = max(1, SLOTS / nh); // slots per head; sph > 1 only when nh * sph <= SLOTS: one head per slot
+    const int part = slot % sph;
+    const unsigned char *tws = p.ws + (size_t)t * p.ws_token;
+    float4 *s_acc = reinterpret_cast<float4 *>(smem);             // [SLOTS][TPR]
+    float2 *s_ml = reinterpret_cast<float2 *>(s_acc + SLOTS * TPR); // [SLOTS]
 
-    float m = -INFINITY, l = 0.0f, acc[D / 32];
+    for (int g = slot / sph; g < nh; g += SLOTS / sph) {
+        const size_t row0 = (size_t)(h0 + g) * p.n_chunks;
+        const float2 *ml = reinterpret_cast<const float2 *>(tws + p.ws_ml) + row0;
+        const float4 *po = reinterpret_cast<const float4 *>(tws + p.ws_o) + row0 * TPR + c4;
+        float m = -INFINITY, l = 0.0f;
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        // The slot's batches are U consecutive chunks (loads at constant
+        // offsets from one address); part j takes batches j, j + sph, ...
+#pragma unroll 1 // one batch's registers, not several
+        for (int c = part * U; c < n_active; c += U * sph) {
+            float2 e[U];
+            float4 v[U];
+            const float2 *mlc = ml + c;
+            const float4 *poc = po + (size_t)c * TPR;
+            // Opaque to the compiler: else it hoists base + u * stride out of
+            // the loop as 2U 64-bit registers; this way the loads take
+            // constant offsets from two.
+            asm("" : "+l"(mlc), "+l"(poc));
+            const int n = n_active - c; // chunks of this batch: min(n, U)
 #pragma unroll
-    for (int i = 0; i < D / 32; i++) acc[i] = 0.0f;
-#pragma unroll 4
-    for (int c = warp; c < n_active; c += COMBINE_WARPS) {
-        const float2 e = ml[c]; // a live chunk: finite max
-        float v[D / 32];
+            for (int u = 0; u < U; u++) { // every load first, then the arithmetic
+                e[u] = u < n ? __ldcg(mlc + u) : make_float2(-INFINITY, 0.0f);
+                v[u] = u < n ? __ldcg(poc + u * TPR) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
 #pragma unroll
-        for (int i = 0; i < D / 32; i++) v[i] = po[(size_t)c * D + lane + 32 * i];
-        const float m_new = fmaxf(m, e.x), a = exp2f(m - m_new), b = exp2f(e.x - m_new);
-        l = l * a + e.y * b;
-#pragma unroll
-        for (int i = 0; i < D / 32; i++) acc[i] = acc[i] * a + v[i] * b;
-        m = m_new;
+            for (int u = 0; u < U; u++) {
+                if (u < n) { // a live chunk: finite max
+                    const float m_new = fmaxf(m, e[u].x), a = exp2f(m - m_new), b = exp2f(e[u].x - m_new);
+                    l = l * a + e[u].y * b;
+                    acc.x = acc.x * a + v[u].x * b;
+                    acc.y = acc.y * a + v[u].y * b;
+                    acc.z = acc.z * a + v[u].z * b;
+                    acc.w = acc.w * a + v[u].w * b;
+                    m = m_new;
+                }
+            }
+        }
+        if (sph == 1) { // the slot saw all of the head's chunks
+            const float inv = 1.0f / l;
+            reinterpret_cast<float4 *>(p.out + ((size_t)t * p.n_heads + h0 + g) * D)[c4] =
+                make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
+        } else { // a slot without chunks leaves (-inf, 0) and 0: weight 0 below
+            s_acc[slot * TPR + c4] = acc;
+            if (c4 == 0) s_ml[slot] = make_float2(m, l);
+        }
     }
-#pragma unroll
-    for (int i = 0; i < D / 32; i++) s_acc[warp][lane + 32 * i] = acc[i];
-    if (lane == 0) s_ml[warp] = make_float2(m, l); // a warp without chunks: (-inf, 0), weight 0 below
+    if (sph > 1) { // block-uniform
+        __syncthreads();
+        for (int i = tid; i < nh * TPR; i += DEC_THREADS) {
+            const int g = i / TPR, c = i % TPR;
+            float mx = -INFINITY;
+            for (int j = 0; j < sph; j++) mx = fmaxf(mx, s_ml[g * sph + j].x); // finite: part 0 has chunk 0
+            float total = 0.0f;
+            float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            for (int j = 0; j < sph; j++) {
+                const float2 e = s_ml[g * sph + j];
+                const float4 a = s_acc[(g * sph + j) * TPR + c];
+                const float w = exp2f(e.x - mx);
+                total += w * e.y;
+                sum.x += w * a.x, sum.y += w * a.y, sum.z += w * a.z, sum.w += w * a.w;
+            }
+            const float inv = 1.0f / total;
+            reinterpret_cast<float4 *>(p.out + ((size_t)t * p.n_heads + h0 + g) * D)[c] =
+                make_float4(sum.x * inv, sum.y * inv, sum.z * inv, sum.w * inv);
+        }
+    }
+}
+
+// Grid (n_kv * n_hgroups, n_tokens, n_chunks): one block per (kv head x head
+// group, token, chunk).
+template <int D> __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(const dec_params p) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    __shared__ int s_last;
+    pdl_wait(); // q, positions, block tables, the new K/V and the workspace come from the kernels before
+
+    const int kvh = blockIdx.x / p.n_hgroups, hg = blockIdx.x % p.n_hgroups;
+    const int t = blockIdx.y, chunk = blockIdx.z;
+    const int h0 = kvh * p.group + hg * DEC_MAX_GROUP;
+    const int nh = min(DEC_MAX_GROUP, p.group - hg * DEC_MAX_GROUP);
+    const int pos = p.pos[t], seq = p.seq[t]; // both loads in flight together
+    const int chunk_len = DEC_CHUNK_BLOCKS * p.block_size;
+    const int c0 = chunk * chunk_len;
+    if (c0 <= pos)
+        dec_partials<D>(p, smem, t, chunk, kvh, h0, nh, pos, seq, c0, chunk_len);
+    else // past the token: nothing to write (the combine reads live chunks only), but it still counts
+        pdl_allow_next();
+
+    // Count the block (as cooperative groups' grid barrier does): the barrier
+    // orders every thread's partial writes before thread 0's fence, the fence
+    // (cumulative) before its atomic. The block that brings the count to
+    // n_chunks fences after it, so its reads of the other blocks' partials
+    // come after their writes, and reads them from L2 (dec_combine).
     __syncthreads();
-    float mx = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < COMBINE_WARPS; w++) mx = fmaxf(mx, s_ml[w].x); // finite: warp 0 has chunk 0
-    float total = 0.0f, wt[COMBINE_WARPS];
-#pragma unroll
-    for (int w = 0; w < COMBINE_WARPS; w++) wt[w] = exp2f(s_ml[w].x - mx), total += wt[w] * s_ml[w].y;
-    const float inv = 1.0f / total;
-    for (int d = threadIdx.x; d < D; d += COMBINE_THREADS) {
-        float sum = 0.0f;
-#pragma unroll
-        for (int w = 0; w < COMBINE_WARPS; w++) sum += wt[w] * s_acc[w][d];
-        out[(size_t)row * D + d] = sum * inv;
+    if (threadIdx.x == 0) {
+        int *count = p.counters + (size_t)t * p.n_heads + blockIdx.x;
+        __threadfence();
+        const bool last = atomicAdd(count, 1) == p.n_chunks - 1;
+        if (last) {
+            *count = 0; // every block has counted: ready for the next launch or graph replay, no memset
+            __threadfence();
+        }
+        s_last = last;
     }
+    __syncthreads(); // s_last, and thread 0's fence, for the whole block
+    if (!s_last) return;
+    dec_combine<D>(p, smem, t, h0, nh, min(p.n_chunks, pos / chunk_len + 1));
 }
 
 // ---- prefill ----------------------------------------------------------------
@@ -568,10 +661,36 @@ static int decode_chunks(int max_blocks_per_seq) {
     return (max_blocks_per_seq + DEC_CHUNK_BLOCKS - 1) / DEC_CHUNK_BLOCKS;
 }
 
+static size_t align16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+// A token's region of the workspace (see dec_params): it depends on n_heads,
+// head_dim and n_chunks, never on n_tokens.
+typedef struct dec_layout {
+    size_t token, ml, o; // bytes
+} dec_layout;
+
+static dec_layout decode_layout(int n_heads, int head_dim, int n_chunks) {
+    const size_t parts = (size_t)n_heads * n_chunks;
+    dec_layout l;
+    l.ml = 0;
+    l.o = l.ml + align16(parts * sizeof(float2));
+    l.token = align16(l.o + parts * head_dim * sizeof(float));
+    return l;
+}
+
 size_t kiln_cuda_attention_decode_workspace(int n_tokens, int n_heads, int head_dim, int max_blocks_per_seq) {
     if (n_tokens <= 0 || n_heads <= 0 || head_dim <= 0 || max_blocks_per_seq <= 0) return 0;
-    const size_t partials = (size_t)n_tokens * n_heads * decode_chunks(max_blocks_per_seq);
-    return partials * ((size_t)head_dim * sizeof(float) + sizeof(float2));
+    return (size_t)n_tokens * decode_layout(n_heads, head_dim, decode_chunks(max_blocks_per_seq)).token;
+}
+
+size_t kiln_cuda_attention_decode_counters(int n_tokens, int n_heads) {
+    return n_tokens > 0 && n_heads > 0 ? (size_t)n_tokens * (size_t)n_heads * sizeof(int) : 0;
+}
+
+cudaError_t kiln_cuda_attention_decode_workspace_clear(cudaStream_t stream, void *workspace, size_t bytes) {
+    if (bytes == 0) return cudaSuccess;
+    if (!workspace) return cudaErrorInvalidValue;
+    return cudaMemsetAsync(workspace, 0, bytes, stream);
 }
 
 template <int D> static cudaError_t launch_decode(cudaStream_t stream, const kiln_cuda_attention_args *a, void *ws) {
@@ -586,13 +705,18 @@ template <int D> static cudaError_t launch_decode(cudaStream_t stream, const kil
     p.pos = a->pos;
     p.seq = a->seq;
     p.q = a->q;
+    p.out = a->out;
     p.n_heads = a->n_heads;
     p.group = group;
     p.n_hgroups = (group + DEC_MAX_GROUP - 1) / DEC_MAX_GROUP;
     p.n_chunks = decode_chunks(p.max_blocks);
     p.qscale = a->scale * ATTN_LOG2E;
-    p.part_o = static_cast<float *>(ws);
-    p.part_ml = reinterpret_cast<float2 *>(p.part_o + (size_t)a->n_tokens * a->n_heads * p.n_chunks * D);
+    const dec_layout l = decode_layout(a->n_heads, D, p.n_chunks);
+    p.counters = a->counters;
+    p.ws = static_cast<unsigned char *>(ws);
+    p.ws_token = l.token;
+    p.ws_ml = l.ml;
+    p.ws_o = l.o;
     if (a->n_tokens > 65535 || p.n_chunks > 65535) return cudaErrorInvalidValue;
 
     constexpr size_t smem = dec_smem_bytes<D>();
@@ -601,15 +725,12 @@ template <int D> static cudaError_t launch_decode(cudaStream_t stream, const kil
     const dim3 grid(a->kv.n_kv_heads * p.n_hgroups, a->n_tokens, p.n_chunks); // chunks slowest: live ones start first
     e = launch_maybe_pdl(a->pdl, attn_decode_kernel<D>, grid, dim3(DEC_THREADS), smem, stream, p);
     if (e != cudaSuccess) return e;
-    e = launch_maybe_pdl(a->pdl, attn_decode_combine_kernel<D>, dim3(a->n_tokens * a->n_heads), dim3(COMBINE_THREADS),
-                         0, stream, (const float *)p.part_o, (const float2 *)p.part_ml, a->pos, a->out, a->n_heads,
-                         p.n_chunks, DEC_CHUNK_BLOCKS * p.block_size);
-    if (e != cudaSuccess) return e;
     return cudaGetLastError();
 }
 
 cudaError_t kiln_cuda_attention_decode(cudaStream_t stream, const kiln_cuda_attention_args *a, void *workspace) {
-    if (!attention_args_ok(a) || !workspace) return cudaErrorInvalidValue;
+    if (!attention_args_ok(a) || !workspace || !a->counters) return cudaErrorInvalidValue;
+    if (((uintptr_t)workspace | (uintptr_t)a->q | (uintptr_t)a->out) & 15) return cudaErrorInvalidValue; // float4s
     if (a->n_tokens == 0) return cudaSuccess;
     return a->kv.head_dim == 64 ? launch_decode<64>(stream, a, workspace) : launch_decode<128>(stream, a, workspace);
 }

@@ -32,7 +32,6 @@ template <> __device__ __forceinline__ float from_f<float>(float v) { return v; 
 // GEMM's input.
 template <typename T> __global__ void rmsnorm_kernel(const float *x, const float *weight, T *y, int dim, float eps) {
     __shared__ float partial[32];
-    pdl_allow_next();
     pdl_wait();
     const float *row = x + (size_t)blockIdx.x * dim;
     T *out = y + (size_t)blockIdx.x * dim;
@@ -40,6 +39,7 @@ template <typename T> __global__ void rmsnorm_kernel(const float *x, const float
     for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += row[i] * row[i];
     const float inv = rsqrtf(block_sum(ss, partial) / (float)dim + eps);
     for (int i = threadIdx.x; i < dim; i += blockDim.x) out[i] = from_f<T>(row[i] * inv * weight[i]);
+    pdl_allow_next(); // late: dependents launched early would hold SM slots while they wait
 }
 
 template <typename T>
@@ -72,11 +72,11 @@ static __device__ __forceinline__ float load_as_float(const void *p, size_t i, k
 }
 
 __global__ void get_rows_kernel(const void *table, kiln_cuda_type type, int dim, const int32_t *ids, float *out) {
-    pdl_allow_next();
     pdl_wait();
     const size_t base = (size_t)ids[blockIdx.x] * dim;
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
         out[(size_t)blockIdx.x * dim + i] = load_as_float(table, base + i, type);
+    pdl_allow_next();
 }
 
 extern "C" cudaError_t kiln_cuda_get_rows(cudaStream_t stream, const void *table, kiln_cuda_type type, int dim,
@@ -86,48 +86,63 @@ extern "C" cudaError_t kiln_cuda_get_rows(cudaStream_t stream, const void *table
     return cudaGetLastError();
 }
 
-// One block per token: rotate the pairs of q and k, then store k and v as
-// f16 in the token's cache slot.
-__global__ void rope_kv_kernel(const kiln_cuda_rope_kv_args a) {
-    pdl_allow_next();
+// Grid (token, slice of heads): q heads then k heads, and the v rows of the
+// slice's kv heads. The rotation angles of the token are computed once per
+// block (in double, as on the CPU: long contexts keep their precision) and
+// shared by every head; then each pair of q and k is rotated, k and v stored
+// as f16 in the token's cache slot.
+__global__ void rope_kv_kernel(const kiln_cuda_rope_kv_args a, int heads_per_block) {
+    extern __shared__ float2 cos_sin[]; // [rot_dim / 2]
     pdl_wait();
     const int t = blockIdx.x, p = a.pos[t], half_rot = a.rot_dim / 2, hd = a.head_dim;
-    const int q_pairs = a.n_heads * half_rot, k_pairs = a.n_kv_heads * half_rot;
+    for (int i = threadIdx.x; i < half_rot; i += blockDim.x) {
+        double s, c;
+        sincos((double)p * a.inv_freq[i], &s, &c);
+        cos_sin[i] = make_float2((float)c, (float)s);
+    }
     const int32_t block = a.block_tables[(size_t)a.seq[t] * a.max_blocks_per_seq + p / a.block_size];
     const size_t slot = ((size_t)block * a.block_size + p % a.block_size) * (size_t)a.n_kv_heads * hd;
     __half *kc = static_cast<__half *>(a.k_cache) + slot, *vc = static_cast<__half *>(a.v_cache) + slot;
     float *q = a.q + (size_t)t * a.n_heads * hd, *k = a.k + (size_t)t * a.n_kv_heads * hd;
     const float *v = a.v + (size_t)t * a.n_kv_heads * hd;
-    for (int j = threadIdx.x; j < q_pairs + k_pairs; j += blockDim.x) {
-        const bool is_q = j < q_pairs;
-        const int jj = is_q ? j : j - q_pairs, head = jj / half_rot, i = jj % half_rot;
-        float *x = (is_q ? q : k) + (size_t)head * hd;
+    const int h0 = blockIdx.y * heads_per_block, h1 = min(h0 + heads_per_block, a.n_heads + a.n_kv_heads);
+    __syncthreads(); // cos_sin is complete
+    for (int j = threadIdx.x; j < (h1 - h0) * half_rot; j += blockDim.x) {
+        const int head = h0 + j / half_rot, i = j % half_rot;
+        const bool is_q = head < a.n_heads;
+        const int kvh = head - a.n_heads;
+        float *x = is_q ? q + (size_t)head * hd : k + (size_t)kvh * hd;
         const int ia = a.interleaved ? 2 * i : i, ib = a.interleaved ? 2 * i + 1 : i + half_rot;
-        // The angle in double, as on the CPU: long contexts keep their precision.
-        double s, c;
-        sincos((double)p * a.inv_freq[i], &s, &c);
-        const float xa = x[ia], xb = x[ib], cf = (float)c, sf = (float)s;
-        const float ra = xa * cf - xb * sf, rb = xa * sf + xb * cf;
+        const float2 cs = cos_sin[i];
+        const float xa = x[ia], xb = x[ib];
+        const float ra = xa * cs.x - xb * cs.y, rb = xa * cs.y + xb * cs.x;
         x[ia] = ra;
         x[ib] = rb;
         if (!is_q) {
-            kc[(size_t)head * hd + ia] = __float2half_rn(ra);
-            kc[(size_t)head * hd + ib] = __float2half_rn(rb);
+            kc[(size_t)kvh * hd + ia] = __float2half_rn(ra);
+            kc[(size_t)kvh * hd + ib] = __float2half_rn(rb);
         }
     }
-    // Dimensions past rot_dim are not rotated; V is stored as it is.
-    const int pass = hd - a.rot_dim;
-    for (int j = threadIdx.x; j < a.n_kv_heads * pass; j += blockDim.x) {
-        const int head = j / pass, d = a.rot_dim + j % pass;
+    // The slice's kv heads: dimensions past rot_dim are not rotated; V is stored as it is.
+    const int kv0 = max(h0 - a.n_heads, 0), kv1 = max(h1 - a.n_heads, 0), pass = hd - a.rot_dim;
+    for (int j = threadIdx.x; j < (kv1 - kv0) * pass; j += blockDim.x) {
+        const int head = kv0 + j / pass, d = a.rot_dim + j % pass;
         kc[(size_t)head * hd + d] = __float2half_rn(k[(size_t)head * hd + d]);
     }
-    for (int j = threadIdx.x; j < a.n_kv_heads * hd; j += blockDim.x) vc[j] = __float2half_rn(v[j]);
+    for (int j = kv0 * hd + threadIdx.x; j < kv1 * hd; j += blockDim.x) vc[j] = __float2half_rn(v[j]);
+    pdl_allow_next();
 }
 
 extern "C" cudaError_t kiln_cuda_rope_kv_store(cudaStream_t stream, const kiln_cuda_rope_kv_args *a) {
     if (a->n_tokens <= 0) return cudaSuccess;
     if (a->rot_dim % 2 || a->rot_dim > a->head_dim) return cudaErrorInvalidValue;
-    launch_maybe_pdl(a->pdl, rope_kv_kernel, dim3(a->n_tokens), dim3(256), 0, stream, *a);
+    // Few tokens (decode): spread each token's heads over 8 blocks so that more
+    // than one SM works on them; a prompt chunk has blocks enough.
+    const int heads = a->n_heads + a->n_kv_heads, slices = a->n_tokens < 64 ? (heads < 8 ? heads : 8) : 1;
+    const int per_block = (heads + slices - 1) / slices;
+    const size_t smem = sizeof(float2) * (size_t)(a->rot_dim / 2 > 0 ? a->rot_dim / 2 : 1);
+    launch_maybe_pdl(a->pdl, rope_kv_kernel, dim3((unsigned)a->n_tokens, (unsigned)((heads + per_block - 1) / per_block)),
+                     dim3(256), smem, stream, *a, per_block);
     return cudaGetLastError();
 }
 

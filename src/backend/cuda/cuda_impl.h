@@ -43,6 +43,7 @@ typedef struct cuda_impl {
     cuda_scratch gemm_input;      // 16-bit copy of a GEMM's input
     cuda_scratch gemm_trial;      // output of the algorithm trials
     cuda_scratch attention_ws;    // split-K partial results
+    cuda_scratch attention_counters; // split-K arrival counters: zeroed when allocated, left zero by every launch
     cuda_scratch sample_ws;
     int32_t *sampled;             // device: the sampled id
     int32_t *sampled_host;        // pinned
@@ -80,6 +81,12 @@ kiln_cuda_type kiln_cuda_type_of(kiln_dtype dtype);
 // Makes s hold at least bytes (contents not kept); false on failure.
 bool cuda_scratch_reserve(cuda_impl *c, cuda_scratch *s, size_t bytes);
 void cuda_scratch_release(cuda_scratch *s);
+
+// RoPE (cuda_backend.c): the device table of inv_freq for these parameters
+// (NULL when it cannot be made), and the rope_kv_store operation.
+const double *cuda_rope_inv_freq(cuda_impl *c, const kiln_rope_params *rope);
+void cuda_rope_kv_store(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer layer, const kiln_batch_layout *batch,
+                        float *q, int n_heads, float *k, const float *v, const kiln_rope_params *rope);
 
 // Weights (cuda_weights.c).
 bool cuda_supports(kiln_backend *be, kiln_dtype type);

@@ -46,16 +46,27 @@ typedef struct kiln_cuda_attention_args {
     int n_heads;
     float scale;
     bool pdl; // decode: launched as programmatic dependent launches (sm_90; see cuda_pdl.cuh)
+    // Decode: kiln_cuda_attention_decode_counters() bytes of counters, zero
+    // before the first launch (kiln_cuda_attention_decode_workspace_clear);
+    // every launch leaves them zero, whatever its shape.
+    int *counters;
 } kiln_cuda_attention_args;
 
 bool kiln_cuda_attention_supports(int head_dim);
 
 // Decode (split-K / flash-decoding): each token independently, its positions
-// split into chunks whose partial softmax results are combined. The grid
-// depends only on n_tokens, n_heads and kv.max_blocks_per_seq, never on the
-// positions, so a captured graph stays valid as the sequence grows.
-// workspace: at least kiln_cuda_attention_decode_workspace() bytes.
+// split into chunks whose partial softmax results are combined, all in one
+// launch. The grid depends only on n_tokens, n_heads and
+// kv.max_blocks_per_seq, never on the positions, so a captured graph stays
+// valid as the sequence grows. q and out must be 16-byte aligned.
+//
+// workspace (16-byte aligned): at least kiln_cuda_attention_decode_workspace()
+// bytes of partial results, no initial contents needed; a.counters: see
+// kiln_cuda_attention_args. Launches sharing them must not run concurrently.
 size_t kiln_cuda_attention_decode_workspace(int n_tokens, int n_heads, int head_dim, int max_blocks_per_seq);
+size_t kiln_cuda_attention_decode_counters(int n_tokens, int n_heads);
+// Zeroes `bytes` of counters on `stream` (a memset; may be captured).
+cudaError_t kiln_cuda_attention_decode_workspace_clear(cudaStream_t stream, void *workspace, size_t bytes);
 cudaError_t kiln_cuda_attention_decode(cudaStream_t stream, const kiln_cuda_attention_args *a, void *workspace);
 
 // Prefill (FlashAttention-style, tensor cores): every token of the batch

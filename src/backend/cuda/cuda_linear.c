@@ -28,10 +28,34 @@ static bool matvec_fits(const kiln_linear_args *a, kiln_cuda_type type) {
     return !(a->glu && (a->bias[0] || a->bias[1]));
 }
 
+// Whether the matrix-vector kernel can rotate and store a->rope itself:
+// whole-head rotation into an F16 cache.
+static bool rope_fusable(const kiln_linear_args *a) {
+    const kiln_linear_rope *r = a->rope;
+    return r && a->count == 3 && r->params->rot_dim == r->kv->head_dim && r->kv->dtype == KILN_F16 &&
+           a->w[0]->ne[1] == (int64_t)r->n_heads * r->kv->head_dim;
+}
+
 static void linear_matvec(cuda_impl *c, const kiln_linear_args *a, kiln_cuda_type type) {
     kiln_cuda_matvec_args mv = {.count = a->count, .type = type, .k = (int)a->w[0]->ne[0], .x = a->x,
                                 .n_tokens = a->n, .accumulate = a->accumulate, .glu = a->glu, .pdl = c->pdl,
                                 .norm = a->norm, .norm_eps = a->norm_eps};
+    if (a->rope) { // rope_fusable(a) holds
+        const kiln_linear_rope *r = a->rope;
+        const double *inv_freq = cuda_rope_inv_freq(c, r->params);
+        if (!inv_freq) {
+            cuda_note(c, cudaErrorMemoryAllocation, "rope frequency table (at most 4 RoPE settings per backend)");
+            return;
+        }
+        mv.has_rope = true;
+        mv.rope = (kiln_cuda_matvec_rope){.inv_freq = inv_freq, .interleaved = r->params->interleaved != 0,
+                                          .head_dim = r->kv->head_dim, .n_kv_heads = r->kv->n_kv_heads,
+                                          .pos = r->batch->pos, .seq = r->batch->seq,
+                                          .block_tables = r->kv->block_tables,
+                                          .max_blocks_per_seq = r->kv->max_blocks_per_seq,
+                                          .block_size = r->kv->block_size, .k_cache = r->layer.k,
+                                          .v_cache = r->layer.v};
+    }
     for (int i = 0; i < a->count; i++) {
         mv.w[i] = a->w[i]->data;
         mv.bias[i] = a->bias[i];
@@ -89,11 +113,22 @@ void cuda_linear(kiln_backend *be, const kiln_linear_args *a) {
     cuda_impl *c = cuda_of(be);
     const kiln_cuda_type type = kiln_cuda_type_of(a->w[0]->dtype);
     const bool matvec = matvec_fits(a, type);
+    // RoPE and the cache write: in the matrix-vector kernel's epilogue
+    // (decode), else as their own kernel after the products.
+    if (a->rope && !(matvec && rope_fusable(a))) {
+        kiln_linear_args products = *a;
+        products.rope = NULL;
+        cuda_linear(be, &products);
+        const kiln_linear_rope *r = a->rope;
+        cuda_rope_kv_store(be, r->kv, r->layer, r->batch, a->y[0], r->n_heads, a->y[1], a->y[2], r->params);
+        return;
+    }
     kiln_linear_args plain;
-    // With KILN_CUDA_NORM_FUSED=1 (off until measured) the matrix-vector
-    // kernel normalises its input itself and the GEMM path normalises straight
-    // into its 16-bit input; otherwise a separate RMSNorm first.
-    if (a->norm && !c->norm_fused) {
+    // The GEMM path normalises straight into its 16-bit input; the
+    // matrix-vector kernel normalises its own input for decode's 1 or 2 tokens
+    // with KILN_CUDA_NORM_FUSED=1 (off until measured); otherwise a separate
+    // RMSNorm first.
+    if (a->norm && matvec && !(c->norm_fused && a->n <= KILN_MATVEC_NORM_MAX_TOKENS)) {
         plain = *a;
         plain.norm = NULL;
         if (!(plain.x = normalised(c, a->x, a->norm, a->norm_eps, a->n, (int)a->w[0]->ne[0]))) return;
@@ -110,16 +145,10 @@ void cuda_linear(kiln_backend *be, const kiln_linear_args *a) {
 // and up come out of cuBLASLt already in the weights' 16-bit type, SwiGLU
 // works in place on them, and that is the down projection's input: the
 // [n][ffn] intermediates cross memory in 16 bits, once each, instead of as
-// floats plus a conversion pass. Off until measured on a GPU: KILN_CUDA_MLP16=1.
+// floats plus a conversion pass (+4% prefill, H200; KILN_CUDA_MLP16=0 turns it off).
 void cuda_mlp(kiln_backend *be, const kiln_mlp_args *in) {
     cuda_impl *c = cuda_of(be);
-    kiln_mlp_args plain = *in;
     const kiln_mlp_args *a = in;
-    if (in->norm && !c->norm_fused) {
-        plain.norm = NULL;
-        if (!(plain.h = normalised(c, in->h, in->norm, in->norm_eps, in->n, (int)in->w_gate->ne[0]))) return;
-        a = &plain;
-    }
     const kiln_linear_args gate_up = {.count = 2, .w = {a->w_gate, a->w_up}, .y = {a->gate, a->up}, .x = a->h,
                                       .n = a->n, .glu = true, .norm = a->norm, .norm_eps = a->norm_eps};
     const kiln_linear_args down = {.count = 1, .w = {a->w_down}, .y = {a->x}, .x = a->gate, .n = a->n,

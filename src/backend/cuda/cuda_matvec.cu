@@ -37,85 +37,100 @@ template <bool BF16> static __device__ __forceinline__ void unpack8(const uint4 
     }
 }
 
-template <int NT>
-static __device__ __forceinline__ void dot8(const float wf[8], const float *x, int k, int chunk, float acc[NT]) {
-#pragma unroll
-    for (int t = 0; t < NT; t++) {
-        const float4 *xp = reinterpret_cast<const float4 *>(x + (size_t)t * k) + 2 * chunk;
-        float4 a = __ldg(xp), b = __ldg(xp + 1);
-        acc[t] = fmaf(wf[0], a.x, acc[t]);
-        acc[t] = fmaf(wf[1], a.y, acc[t]);
-        acc[t] = fmaf(wf[2], a.z, acc[t]);
-        acc[t] = fmaf(wf[3], a.w, acc[t]);
-        acc[t] = fmaf(wf[4], b.x, acc[t]);
-        acc[t] = fmaf(wf[5], b.y, acc[t]);
-        acc[t] = fmaf(wf[6], b.z, acc[t]);
-        acc[t] = fmaf(wf[7], b.w, acc[t]);
-    }
-}
-
 static __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
 
-// The RMSNorm weights of chunk c folded into the 8 weights of that chunk.
-template <bool NORM> static __device__ __forceinline__ void fold_norm(float wf[8], const float *norm, int c) {
-    if (!NORM) return;
-    const float4 *g = reinterpret_cast<const float4 *>(norm) + 2 * c;
-    const float4 g0 = __ldg(g), g1 = __ldg(g + 1);
-    wf[0] *= g0.x, wf[1] *= g0.y, wf[2] *= g0.z, wf[3] *= g0.w;
-    wf[4] *= g1.x, wf[5] *= g1.y, wf[6] *= g1.z, wf[7] *= g1.w;
+// 8 consecutive inputs of token t at chunk c: from L1 (global, read-only) or
+// from the block's staged copy in shared memory.
+template <bool STAGED>
+static __device__ __forceinline__ void load_x8(const float *x, int k, int t, int c, float4 &a, float4 &b) {
+    const float4 *xp = reinterpret_cast<const float4 *>(x + (size_t)t * k) + 2 * c;
+    if (STAGED) {
+        a = xp[0];
+        b = xp[1];
+    } else {
+        a = __ldg(xp);
+        b = __ldg(xp + 1);
+    }
 }
 
-// acc[t] += row . x[t] over this lane's chunks of the row (8 elements each),
-// with the RMSNorm weights folded in when NORM.
-template <int NT, bool BF16, bool NORM>
-static __device__ __forceinline__ void row_dot(const uint4 *row, const float *x, int k, int lane, const float *norm,
-                                               float acc[NT]) {
+static __device__ __forceinline__ float dot8(const float wf[8], const float4 &a, const float4 &b, float acc) {
+    acc = fmaf(wf[0], a.x, acc);
+    acc = fmaf(wf[1], a.y, acc);
+    acc = fmaf(wf[2], a.z, acc);
+    acc = fmaf(wf[3], a.w, acc);
+    acc = fmaf(wf[4], b.x, acc);
+    acc = fmaf(wf[5], b.y, acc);
+    acc = fmaf(wf[6], b.z, acc);
+    return fmaf(wf[7], b.w, acc);
+}
+
+// acc[r][t] += row_r . x[t] over this lane's chunks (8 elements each) of R
+// rows that share the input (R = 2: SwiGLU's gate and up): each input chunk
+// is read once for all R rows.
+template <int NT, int R, bool BF16, bool STAGED>
+static __device__ __forceinline__ void rows_dot(const uint4 *const rows[R], const float *x, int k, int lane,
+                                                float acc[R][NT]) {
     const int chunks = k / 8;
     int c = lane;
     for (; c + 32 * (LOADS_IN_FLIGHT - 1) < chunks; c += 32 * LOADS_IN_FLIGHT) {
-        uint4 w[LOADS_IN_FLIGHT];
+        uint4 w[R][LOADS_IN_FLIGHT];
 #pragma unroll
-        for (int u = 0; u < LOADS_IN_FLIGHT; u++) w[u] = load_stream(row + c + 32 * u);
+        for (int u = 0; u < LOADS_IN_FLIGHT; u++)
+#pragma unroll
+            for (int r = 0; r < R; r++) w[r][u] = load_stream(rows[r] + c + 32 * u);
 #pragma unroll
         for (int u = 0; u < LOADS_IN_FLIGHT; u++) {
-            float wf[8];
-            unpack8<BF16>(w[u], wf);
-            fold_norm<NORM>(wf, norm, c + 32 * u);
-            dot8<NT>(wf, x, k, c + 32 * u, acc);
+            float wf[R][8];
+#pragma unroll
+            for (int r = 0; r < R; r++) unpack8<BF16>(w[r][u], wf[r]);
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                float4 xa, xb;
+                load_x8<STAGED>(x, k, t, c + 32 * u, xa, xb);
+#pragma unroll
+                for (int r = 0; r < R; r++) acc[r][t] = dot8(wf[r], xa, xb, acc[r][t]);
+            }
         }
     }
     for (; c < chunks; c += 32) {
-        float wf[8];
-        unpack8<BF16>(load_stream(row + c), wf);
-        fold_norm<NORM>(wf, norm, c);
-        dot8<NT>(wf, x, k, c, acc);
+        float wf[R][8];
+#pragma unroll
+        for (int r = 0; r < R; r++) unpack8<BF16>(load_stream(rows[r] + c), wf[r]);
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            float4 xa, xb;
+            load_x8<STAGED>(x, k, t, c, xa, xb);
+#pragma unroll
+            for (int r = 0; r < R; r++) acc[r][t] = dot8(wf[r], xa, xb, acc[r][t]);
+        }
     }
 }
 
-// inv[t] = 1 / sqrt(mean(x[t]^2) + eps), computed by the whole block (every
-// thread must arrive: it synchronises).
+// The block's input for NORM: xs[t] = x[t] * norm (the inverse RMS is applied
+// to the sums at the end), and inv[t] = 1 / sqrt(mean(x[t]^2) + eps). Every
+// thread must arrive: it synchronises.
 template <int NT>
-static __device__ __forceinline__ void block_inv_rms(const float *x, int k, float eps, float inv[NT]) {
+static __device__ __forceinline__ void stage_normed(const float *x, const float *norm, int k, float eps, float *xs,
+                                                    float inv[NT]) {
     __shared__ float partial[WARPS_PER_BLOCK][NT];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    float ss[NT];
-#pragma unroll
-    for (int t = 0; t < NT; t++) ss[t] = 0.0f;
-    for (int c = threadIdx.x; c < k / 4; c += blockDim.x) {
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-            const float4 v = __ldg(reinterpret_cast<const float4 *>(x + (size_t)t * k) + c);
-            ss[t] += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-        }
-    }
+    const float4 *g4 = reinterpret_cast<const float4 *>(norm);
 #pragma unroll
     for (int t = 0; t < NT; t++) {
-        const float total = warp_sum(ss[t]);
-        if (lane == 0) partial[warp][t] = total;
+        const float4 *x4 = reinterpret_cast<const float4 *>(x + (size_t)t * k);
+        float4 *xs4 = reinterpret_cast<float4 *>(xs + (size_t)t * k);
+        float ss = 0.0f;
+        for (int c = threadIdx.x; c < k / 4; c += blockDim.x) {
+            const float4 v = __ldg(x4 + c), g = __ldg(g4 + c);
+            ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+            xs4[c] = make_float4(v.x * g.x, v.y * g.y, v.z * g.z, v.w * g.w);
+        }
+        ss = warp_sum(ss);
+        if (lane == 0) partial[warp][t] = ss;
     }
     __syncthreads();
 #pragma unroll
@@ -127,8 +142,9 @@ static __device__ __forceinline__ void block_inv_rms(const float *x, int k, floa
     }
 }
 
-// The first lines of this lane's part of a row, towards L2 while the
-// previous kernel finishes (the weights do not depend on it).
+// The first lines of this lane's part of a row, towards L2 before the wait
+// for the previous kernel or the staging of the input (the weights depend on
+// neither).
 static __device__ __forceinline__ void prefetch_row(const uint4 *row, int k, int lane) {
     const int chunks = k / 8;
 #pragma unroll
@@ -136,96 +152,199 @@ static __device__ __forceinline__ void prefetch_row(const uint4 *row, int k, int
         if (lane + 32 * u < chunks) asm volatile("prefetch.global.L2 [%0];" ::"l"(row + lane + 32 * u));
 }
 
-template <int NT, bool BF16, bool GLU, bool NORM>
-__global__ void __launch_bounds__(WARPS_PER_BLOCK * 32) matvec_kernel(const kiln_cuda_matvec_args a) {
-    pdl_allow_next();
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    int r = blockIdx.x * WARPS_PER_BLOCK + warp, i = 0;
-    bool active;
-    if (GLU) {
-        active = r < a.rows[0];
-    } else {
-        while (i < a.count && r >= a.rows[i]) r -= a.rows[i++];
-        active = i < a.count;
+// What a warp's output unit is: one row (PLAIN), a row of gate and the same
+// row of up (GLU), or a rotation pair of rows of q, k or v (ROPE).
+enum { MV_PLAIN, MV_GLU, MV_ROPE };
+
+// Blocks per SM the register budget must allow: decode's 1 or 2 tokens keep
+// many warps in flight; the widest form (8 tokens, two rows) is held to 128
+// registers, two blocks rather than one.
+template <int NT, int MODE> constexpr int matvec_min_blocks(void) {
+    return NT == 1 ? (MODE != MV_PLAIN ? 4 : 5) : NT == 2 ? 4 : (MODE != MV_PLAIN && NT == 8 ? 2 : 0); // 0: the compiler's choice
+}
+
+// Unit u's weight i and rows ra (and rb for two-row units) of that weight.
+template <int MODE>
+static __device__ __forceinline__ void unit_rows(const kiln_cuda_matvec_args &a, int u, int &i, int &ra, int &rb,
+                                                 int &pair) {
+    i = 0;
+    if (MODE == MV_GLU) {
+        ra = rb = u;
+    } else if (MODE == MV_PLAIN) {
+        while (u >= a.rows[i]) u -= a.rows[i++];
+        ra = rb = u;
+    } else { // the pair (p, p + hd/2), or (2p, 2p + 1), of head h
+        while (u >= a.rows[i] / 2) u -= a.rows[i++] / 2;
+        const int half = a.rope.head_dim / 2, h = u / half;
+        pair = u % half;
+        ra = h * a.rope.head_dim + (a.rope.interleaved ? 2 * pair : pair);
+        rb = ra + (a.rope.interleaved ? 1 : half);
     }
+}
+
+// The ROPE unit's outputs for token t: q and k rotated at the token's
+// position (the angle in double, as on the CPU), k and v also stored as f16
+// into the token's cache slot.
+static __device__ __forceinline__ void rope_store(const kiln_cuda_matvec_args &a, int t, int i, int ra, int rb, int pair,
+                                                  float va, float vb) {
+    const kiln_cuda_matvec_rope &r = a.rope;
+    const int pos = r.pos[t];
+    if (i < 2) {
+        double s, c;
+        sincos((double)pos * r.inv_freq[pair], &s, &c);
+        const float cf = (float)c, sf = (float)s, ya = va * cf - vb * sf, yb = va * sf + vb * cf;
+        va = ya;
+        vb = yb;
+    }
+    const size_t out = (size_t)t * a.rows[i];
+    a.y[i][out + ra] = va;
+    a.y[i][out + rb] = vb;
+    if (i > 0) {
+        const int32_t block = r.block_tables[(size_t)r.seq[t] * r.max_blocks_per_seq + pos / r.block_size];
+        const size_t slot = ((size_t)block * r.block_size + pos % r.block_size) * (size_t)r.n_kv_heads * r.head_dim;
+        __half *cache = static_cast<__half *>(i == 1 ? r.k_cache : r.v_cache) + slot;
+        cache[ra] = __float2half_rn(va);
+        cache[rb] = __float2half_rn(vb);
+    }
+}
+
+// Warp w of block b owns output units [(b * WARPS + w) * per_warp, + per_warp).
+template <int NT, bool BF16, int MODE, bool NORM>
+__global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MODE>())
+    matvec_kernel(const kiln_cuda_matvec_args a, int units, int per_warp) {
+    extern __shared__ float4 staged[]; // NORM: [NT][k] floats
+    constexpr int R = MODE == MV_PLAIN ? 1 : 2;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int u0 = (blockIdx.x * WARPS_PER_BLOCK + warp) * per_warp, u1 = min(u0 + per_warp, units);
     const size_t row_chunks = (size_t)a.k / 8;
-    if (a.pdl && active) {
-        prefetch_row(static_cast<const uint4 *>(a.w[i]) + (size_t)r * row_chunks, a.k, lane);
-        if (GLU) prefetch_row(static_cast<const uint4 *>(a.w[1]) + (size_t)r * row_chunks, a.k, lane);
+    int i, ra, rb, pair = 0;
+    if ((a.pdl || NORM) && u0 < u1) {
+        unit_rows<MODE>(a, u0, i, ra, rb, pair);
+        const uint4 *w_b = static_cast<const uint4 *>(a.w[MODE == MV_GLU ? 1 : i]);
+        prefetch_row(static_cast<const uint4 *>(a.w[i]) + (size_t)ra * row_chunks, a.k, lane);
+        if (R == 2) prefetch_row(w_b + (size_t)rb * row_chunks, a.k, lane);
     }
     pdl_wait();
+    const float *x = a.x;
     float inv[NT];
-    if (NORM) block_inv_rms<NT>(a.x, a.k, a.norm_eps, inv); // before any warp leaves: it synchronises
-    if (!active) return;
-    float acc[NT], acc_up[NT];
-#pragma unroll
-    for (int t = 0; t < NT; t++) acc[t] = acc_up[t] = 0.0f;
-    row_dot<NT, BF16, NORM>(static_cast<const uint4 *>(a.w[i]) + (size_t)r * row_chunks, a.x, a.k, lane, a.norm,
-                            acc);
-    if (GLU)
-        row_dot<NT, BF16, NORM>(static_cast<const uint4 *>(a.w[1]) + (size_t)r * row_chunks, a.x, a.k, lane, a.norm,
-                                acc_up);
-#pragma unroll
-    for (int t = 0; t < NT; t++) {
-        acc[t] = warp_sum(acc[t]);
-        if (GLU) acc_up[t] = warp_sum(acc_up[t]);
-        if (NORM) acc[t] *= inv[t], acc_up[t] *= inv[t];
+    if (NORM) { // before any warp leaves: it synchronises
+        stage_normed<NT>(a.x, a.norm, a.k, a.norm_eps, reinterpret_cast<float *>(staged), inv);
+        x = reinterpret_cast<const float *>(staged);
     }
-    // Every lane holds every sum; lane t writes token t.
+    for (int u = u0; u < u1; u++) {
+        unit_rows<MODE>(a, u, i, ra, rb, pair);
+        const uint4 *rows[R];
+        rows[0] = static_cast<const uint4 *>(a.w[i]) + (size_t)ra * row_chunks;
+        if (R == 2) rows[R - 1] = static_cast<const uint4 *>(a.w[MODE == MV_GLU ? 1 : i]) + (size_t)rb * row_chunks;
+        float acc[R][NT];
 #pragma unroll
-    for (int t = 0; t < NT; t++) {
-        if (lane != t) continue;
-        const size_t out = (size_t)t * a.rows[i] + r;
-        if (GLU) {
-            float g = acc[t];
-            a.y[0][out] = g / (1.0f + __expf(-g)) * acc_up[t];
-        } else {
-            float v = acc[t] + (a.bias[i] ? a.bias[i][r] : 0.0f);
-            if (a.accumulate)
-                a.y[i][out] += v;
-            else
-                a.y[i][out] = v;
+        for (int q = 0; q < R; q++)
+#pragma unroll
+            for (int t = 0; t < NT; t++) acc[q][t] = 0.0f;
+        rows_dot<NT, R, BF16, NORM>(rows, x, a.k, lane, acc);
+#pragma unroll
+        for (int t = 0; t < NT; t++)
+#pragma unroll
+            for (int q = 0; q < R; q++) {
+                acc[q][t] = warp_sum(acc[q][t]);
+                if (NORM) acc[q][t] *= inv[t];
+            }
+        // Every lane holds every sum; lane t writes token t.
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            if (lane != t) continue;
+            if (MODE == MV_GLU) {
+                const float g = acc[0][t];
+                a.y[0][(size_t)t * a.rows[0] + ra] = g / (1.0f + __expf(-g)) * acc[R - 1][t];
+            } else if (MODE == MV_ROPE) {
+                const float *bias = a.bias[i];
+                rope_store(a, t, i, ra, rb, pair, acc[0][t] + (bias ? bias[ra] : 0.0f),
+                           acc[R - 1][t] + (bias ? bias[rb] : 0.0f));
+            } else {
+                const size_t out = (size_t)t * a.rows[i] + ra;
+                const float v = acc[0][t] + (a.bias[i] ? a.bias[i][ra] : 0.0f);
+                if (a.accumulate)
+                    a.y[i][out] += v;
+                else
+                    a.y[i][out] = v;
+            }
         }
     }
+    // Late: dependents launched at the start would hold SM slots while they
+    // wait (measured slower on the H200).
+    pdl_allow_next();
 }
 
-template <int NT, bool BF16> static void launch(cudaStream_t stream, const kiln_cuda_matvec_args *a, int units) {
-    dim3 grid((unsigned)((units + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK)), block(WARPS_PER_BLOCK * 32);
-    if (a->glu && a->norm)
-        launch_maybe_pdl(a->pdl, matvec_kernel<NT, BF16, true, true>, grid, block, 0, stream, *a);
-    else if (a->glu)
-        launch_maybe_pdl(a->pdl, matvec_kernel<NT, BF16, true, false>, grid, block, 0, stream, *a);
-    else if (a->norm)
-        launch_maybe_pdl(a->pdl, matvec_kernel<NT, BF16, false, true>, grid, block, 0, stream, *a);
-    else
-        launch_maybe_pdl(a->pdl, matvec_kernel<NT, BF16, false, false>, grid, block, 0, stream, *a);
-}
-
-template <bool BF16> static void launch_tokens(cudaStream_t stream, const kiln_cuda_matvec_args *a, int units) {
-    switch (a->n_tokens) {
-    case 1: launch<1, BF16>(stream, a, units); break;
-    case 2: launch<2, BF16>(stream, a, units); break;
-    case 3: launch<3, BF16>(stream, a, units); break;
-    case 4: launch<4, BF16>(stream, a, units); break;
-    case 5: launch<5, BF16>(stream, a, units); break;
-    case 6: launch<6, BF16>(stream, a, units); break;
-    case 7: launch<7, BF16>(stream, a, units); break;
-    default: launch<8, BF16>(stream, a, units); break;
+// Rows per warp: one while the grid fits the blocks the SMs hold at once,
+// more once it does not, so that every warp gets the same number of rows.
+template <int NT, bool BF16, int MODE, bool NORM>
+static cudaError_t launch_form(cudaStream_t stream, const kiln_cuda_matvec_args *a, int units) {
+    static int sms;
+    if (!sms && cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess) sms = 0;
+    const size_t smem = NORM ? sizeof(float) * (size_t)NT * (size_t)a->k : 0;
+    if (NORM && smem > 48 * 1024) {
+        cudaError_t e = cudaFuncSetAttribute(matvec_kernel<NT, BF16, MODE, NORM>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (e != cudaSuccess) return e;
     }
+    int per_sm = 0;
+    cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, matvec_kernel<NT, BF16, MODE, NORM>,
+                                                                  WARPS_PER_BLOCK * 32, smem);
+    if (e != cudaSuccess) return e;
+    const int resident_warps = (per_sm > 0 ? per_sm : 1) * (sms > 0 ? sms : 1) * WARPS_PER_BLOCK;
+    const int per_warp = (units + resident_warps - 1) / resident_warps, per_block = per_warp * WARPS_PER_BLOCK;
+    const dim3 grid((unsigned)((units + per_block - 1) / per_block)), block(WARPS_PER_BLOCK * 32);
+    return launch_maybe_pdl(a->pdl, matvec_kernel<NT, BF16, MODE, NORM>, grid, block, smem, stream, *a, units,
+                            per_warp);
+}
+
+// The normalising form stages [NT][k] floats per block: decode's 1 or 2
+// tokens (kiln_cuda_matvec refuses more).
+template <int NT, bool BF16, int MODE>
+static cudaError_t launch_mode(cudaStream_t stream, const kiln_cuda_matvec_args *a, int units) {
+    if (a->norm) return launch_form<NT, BF16, MODE, NT <= KILN_MATVEC_NORM_MAX_TOKENS>(stream, a, units);
+    return launch_form<NT, BF16, MODE, false>(stream, a, units);
+}
+
+template <int NT, bool BF16> static cudaError_t launch(cudaStream_t stream, const kiln_cuda_matvec_args *a, int units) {
+    if (a->glu) return launch_mode<NT, BF16, MV_GLU>(stream, a, units);
+    if (a->has_rope) return launch_mode<NT, BF16, MV_ROPE>(stream, a, units);
+    return launch_mode<NT, BF16, MV_PLAIN>(stream, a, units);
+}
+
+template <bool BF16> static cudaError_t launch_tokens(cudaStream_t stream, const kiln_cuda_matvec_args *a, int units) {
+    switch (a->n_tokens) {
+    case 1: return launch<1, BF16>(stream, a, units);
+    case 2: return launch<2, BF16>(stream, a, units);
+    case 3: return launch<3, BF16>(stream, a, units);
+    case 4: return launch<4, BF16>(stream, a, units);
+    case 5: return launch<5, BF16>(stream, a, units);
+    case 6: return launch<6, BF16>(stream, a, units);
+    case 7: return launch<7, BF16>(stream, a, units);
+    default: return launch<8, BF16>(stream, a, units);
+    }
+}
+
+static bool rope_args_ok(const kiln_cuda_matvec_args *a) {
+    const kiln_cuda_matvec_rope *r = &a->rope;
+    return a->count == 3 && !a->glu && !a->accumulate && r->head_dim > 0 && r->head_dim % 2 == 0 &&
+           r->n_kv_heads > 0 && a->rows[0] % r->head_dim == 0 && a->rows[1] == r->n_kv_heads * r->head_dim &&
+           a->rows[2] == a->rows[1] && r->inv_freq && r->pos && r->seq && r->block_tables && r->block_size > 0 &&
+           r->max_blocks_per_seq > 0 && r->k_cache && r->v_cache;
 }
 
 extern "C" cudaError_t kiln_cuda_matvec(cudaStream_t stream, const kiln_cuda_matvec_args *a) {
     if (a->n_tokens < 1 || a->n_tokens > KILN_MATVEC_MAX_TOKENS || a->count < 1 ||
         a->count > KILN_MATVEC_MAX_WEIGHTS || a->k % 8 != 0 || (a->glu && a->count != 2) ||
-        (a->accumulate && a->count != 1) || a->type == KILN_CUDA_F32)
+        (a->accumulate && a->count != 1) || a->type == KILN_CUDA_F32 ||
+        (a->norm && a->n_tokens > KILN_MATVEC_NORM_MAX_TOKENS) || (a->has_rope && !rope_args_ok(a)))
         return cudaErrorInvalidValue;
     int units = 0;
     for (int i = 0; i < a->count; i++) units += a->rows[i];
     if (a->glu) units = a->rows[0];
+    if (a->has_rope) units /= 2;
     if (units <= 0) return cudaSuccess;
-    if (a->type == KILN_CUDA_BF16)
-        launch_tokens<true>(stream, a, units);
-    else
-        launch_tokens<false>(stream, a, units);
-    return cudaGetLastError();
+    const cudaError_t e = a->type == KILN_CUDA_BF16 ? launch_tokens<true>(stream, a, units)
+                                                    : launch_tokens<false>(stream, a, units);
+    return e != cudaSuccess ? e : cudaGetLastError();
 }

@@ -23,6 +23,27 @@ typedef enum kiln_cuda_type { KILN_CUDA_F16, KILN_CUDA_BF16, KILN_CUDA_F32 } kil
 // (1..KILN_MATVEC_MAX_TOKENS) and the rows of up to 4 weights of one type
 // (row-major [rows_i][k], k a multiple of 8, rows 16-byte aligned).
 // glu (count 2): y_0[t][r] = silu(W_0 x) * (W_1 x); y_1 is not written.
+#define KILN_MATVEC_NORM_MAX_TOKENS 2
+
+// The Q/K/V form's RoPE and cache write (has_rope; count 3: q, k, v): each
+// warp takes a rotation pair of rows (i, i + head_dim/2, or 2i, 2i + 1 when
+// interleaved), rotates q's and k's at pos[t], and stores k's and v's as f16
+// into the token's slot of the paged cache (layout of kiln_cuda_kv in
+// cuda_kernels.h). Whole heads rotate (rot_dim == head_dim).
+typedef struct kiln_cuda_matvec_rope {
+    const double *inv_freq; // [head_dim / 2] device
+    bool interleaved;
+    int head_dim;
+    int n_kv_heads;
+    const int32_t *pos; // [n_tokens] device
+    const int32_t *seq; // [n_tokens] device
+    const int32_t *block_tables;
+    int max_blocks_per_seq;
+    int block_size;
+    void *k_cache; // f16
+    void *v_cache; // f16
+} kiln_cuda_matvec_rope;
+
 typedef struct kiln_cuda_matvec_args {
     int count;
     kiln_cuda_type type;
@@ -36,10 +57,13 @@ typedef struct kiln_cuda_matvec_args {
     bool accumulate; // y_0 += (count 1)
     bool glu;
     bool pdl;        // launched as a programmatic dependent launch (sm_90; see cuda_pdl.cuh)
-    // The input is RMSNorm(x) * norm: each block computes the tokens' inverse
-    // RMS itself, the norm weights are folded into the weights as they stream.
+    // The input is RMSNorm(x) * norm: each block stages x * norm in shared
+    // memory and computes the tokens' inverse RMS itself. At most
+    // KILN_MATVEC_NORM_MAX_TOKENS tokens.
     const float *norm; // [k] or NULL
     float norm_eps;
+    bool has_rope;
+    kiln_cuda_matvec_rope rope;
 } kiln_cuda_matvec_args;
 
 cudaError_t kiln_cuda_matvec(cudaStream_t stream, const kiln_cuda_matvec_args *a);
