@@ -9,6 +9,7 @@
 #   variants   the GPU tests again with KILN_CUDA_PORTABLE=1, KILN_CUDA_PDL=1, KILN_CUDA_MLP16=0,
 #              KILN_CUDA_NORM_FUSED=1 (KILN_VARIANTS: another list)
 #   sanitize   compute-sanitizer memcheck and racecheck on every tests/cuda binary
+#              (KILN_SANITIZE_TESTS: only these, e.g. "test_cuda_ops test_cuda_attention")
 #   model      tools/make_random_llama.py -> /tmp/llama8b-random (Llama 3 8B
 #              geometry, random BF16; kept when already there)
 #   bench      kiln bench --gpu-suite, then bench/torch_baseline.py
@@ -176,6 +177,7 @@ body_sanitize() {
   for src in tests/cuda/test_*.c; do
     [ -e "$src" ] || continue
     name=$(basename "$src" .c)
+    if [ -n "${KILN_SANITIZE_TESTS:-}" ] && [[ " $KILN_SANITIZE_TESTS " != *" $name "* ]]; then continue; fi
     bin=$(find "$build" -type f -executable -name "$name" -print -quit)
     if [ -n "$bin" ]; then bins+=("$bin"); else key "$name: binary not found under $build"; fi
   done
