@@ -225,10 +225,12 @@ typedef struct linear_case {
 
 // cuda_linear.c's dispatch, needed only to know whether the input was
 // rounded to the weights' 16-bit type (the cuBLASLt path) or used as float
-// (the matrix-vector kernel): up to KILN_MATVEC_MAX_TOKENS tokens, k % 8 == 0,
-// one device type for all weights, and no GLU with biases.
+// (the matrix-vector kernel): one token, or up to KILN_MATVEC_MAX_TOKENS
+// whose inputs fit kiln_cuda_matvec_x_limit(); k % 8 == 0, one device type
+// for all weights, and no GLU with biases.
 static bool takes_gemm(const linear_case *lc) {
     if (lc->n > KILN_MATVEC_MAX_TOKENS || lc->k % 8 != 0) return true;
+    if (lc->n > 1 && (size_t)lc->n * (size_t)lc->k * sizeof(float) > kiln_cuda_matvec_x_limit()) return true;
     for (int i = 1; i < lc->count; i++)
         if (device_form(lc->src[i], lc->rows[i]) != device_form(lc->src[0], lc->rows[0])) return true;
     return lc->glu && lc->bias;
@@ -902,6 +904,58 @@ static void test_rope_kv_store(void **state) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_rope(&cases[i], 0x41000 + i);
 }
 
+// ---- the 16-bit elementwise kernels (GEMM inputs, SwiGLU in place) -----------------
+
+// convert and swiglu16 against float64 on lengths with a tail past the
+// vector groups, at aligned and unaligned starts (the scalar path): each
+// output is the correctly rounded 16-bit value of the float result, so the
+// bound is one rounding of the float64 value (u relative) plus float's own.
+static void run_convert_swiglu(kiln_backend *be, kiln_cuda_type type, size_t n, size_t offset, uint64_t seed) {
+    uint64_t rng = seed;
+    const kiln_dtype form = type == KILN_CUDA_BF16 ? KILN_BF16 : KILN_F16;
+    const double u = type == KILN_CUDA_BF16 ? 0x1.0p-8 : 0x1.0p-11;
+    float *x = random_floats(n + offset, 4.0f, &rng), *up = random_floats(n + offset, 2.0f, &rng);
+    float *dx = dev_upload(be, x, sizeof(float) * (n + offset));
+    uint16_t *d16 = dev_alloc(be, 2 * (n + offset)), *dup = dev_alloc(be, 2 * (n + offset));
+    CUDA_CHECK(kiln_cuda_convert(0, dx + offset, d16 + offset, type, n));
+    CUDA_CHECK(kiln_cuda_convert(0, up, dup, type, n + offset)); // up in 16 bits, as the GEMM leaves it
+    CUDA_CHECK(cudaDeviceSynchronize());
+    uint16_t *conv = host_download(be, d16, 2 * (n + offset)), *up16 = host_download(be, dup, 2 * (n + offset));
+    char what[96];
+    snprintf(what, sizeof what, "convert %s n %zu offset %zu", kiln_dtype_name(form), n, offset);
+    for (size_t i = 0; i < n; i++) {
+        const double have = form == KILN_BF16 ? kiln_bf16_to_f32(conv[offset + i]) : kiln_f16_to_f32(conv[offset + i]);
+        if (!(fabs(have - x[offset + i]) <= u * fabs(x[offset + i]) + 1e-7))
+            fail_msg("%s: element %zu: %.9g from %.9g", what, i, have, (double)x[offset + i]);
+    }
+    CUDA_CHECK(kiln_cuda_swiglu16(0, d16 + offset, dup + offset, type, n));
+    CUDA_CHECK(cudaDeviceSynchronize());
+    uint16_t *act = host_download(be, d16, 2 * (n + offset));
+    snprintf(what, sizeof what, "swiglu16 %s n %zu offset %zu", kiln_dtype_name(form), n, offset);
+    for (size_t i = 0; i < n; i++) {
+        const size_t j = offset + i;
+        const double g = form == KILN_BF16 ? kiln_bf16_to_f32(conv[j]) : kiln_f16_to_f32(conv[j]),
+                     uv = form == KILN_BF16 ? kiln_bf16_to_f32(up16[j]) : kiln_f16_to_f32(up16[j]),
+                     want = silu(g) * uv,
+                     have = form == KILN_BF16 ? kiln_bf16_to_f32(act[j]) : kiln_f16_to_f32(act[j]);
+        if (!(fabs(have - want) <= u * fabs(want) + 1e-5 * (fabs(uv) + 1)))
+            fail_msg("%s: element %zu: %.9g, want %.9g", what, i, have, want);
+    }
+    printf("  %-64s ok\n", what);
+    free(x), free(up), free(conv), free(up16), free(act);
+    be->ops->free(be, dx), be->ops->free(be, d16), be->ops->free(be, dup);
+}
+
+static void test_convert_swiglu16(void **state) {
+    kiln_backend *be = *state;
+    static const size_t lengths[] = {1, 7, 8, 4096 * 3 + 5, 100003};
+    for (size_t i = 0; i < sizeof lengths / sizeof lengths[0]; i++)
+        for (size_t offset = 0; offset < 2; offset++) {
+            run_convert_swiglu(be, KILN_CUDA_BF16, lengths[i], offset, 0x81000 + i * 2 + offset);
+            run_convert_swiglu(be, KILN_CUDA_F16, lengths[i], offset, 0x82000 + i * 2 + offset);
+        }
+}
+
 // ---- linear with RoPE and the cache write (the Q/K/V projection of decode) -----------
 
 // q, k, v = W (x or RMSNorm(x) * g) + bias in float64, q and k rotated (as
@@ -1479,6 +1533,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_linear_norm, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_rmsnorm, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_get_rows, setup_backend, teardown_backend),
+        cmocka_unit_test_setup_teardown(test_convert_swiglu16, setup_backend, teardown_backend),
         cmocka_unit_test(test_rope_kv_store),
         cmocka_unit_test(test_linear_rope),
         cmocka_unit_test_setup_teardown(test_attention, setup_backend, teardown_backend),

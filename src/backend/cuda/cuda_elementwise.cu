@@ -28,17 +28,49 @@ template <> __device__ __forceinline__ __half from_f<__half>(float v) { return _
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
 
+// 4 values to T[4] at p (16 bytes for float, 8 for the 16-bit types; p aligned).
+template <typename T> static __device__ __forceinline__ void store4(T *p, float a, float b, float c, float d);
+template <> __device__ __forceinline__ void store4<float>(float *p, float a, float b, float c, float d) {
+    *reinterpret_cast<float4 *>(p) = make_float4(a, b, c, d);
+}
+template <> __device__ __forceinline__ void store4<__half>(__half *p, float a, float b, float c, float d) {
+    __half2 lo = __floats2half2_rn(a, b), hi = __floats2half2_rn(c, d);
+    *reinterpret_cast<uint2 *>(p) = make_uint2(*reinterpret_cast<uint32_t *>(&lo), *reinterpret_cast<uint32_t *>(&hi));
+}
+template <>
+__device__ __forceinline__ void store4<__nv_bfloat16>(__nv_bfloat16 *p, float a, float b, float c, float d) {
+    __nv_bfloat162 lo = __floats2bfloat162_rn(a, b), hi = __floats2bfloat162_rn(c, d);
+    *reinterpret_cast<uint2 *>(p) = make_uint2(*reinterpret_cast<uint32_t *>(&lo), *reinterpret_cast<uint32_t *>(&hi));
+}
+
 // One block per row. T: float, or a 16-bit type written straight into a
-// GEMM's input.
-template <typename T> __global__ void rmsnorm_kernel(const float *x, const float *weight, T *y, int dim, float eps) {
+// GEMM's input. Rows of a multiple of 4 move as float4s (VEC).
+template <typename T, bool VEC>
+__global__ void rmsnorm_kernel(const float *x, const float *weight, T *y, int dim, float eps) {
     __shared__ float partial[32];
     pdl_wait();
     const float *row = x + (size_t)blockIdx.x * dim;
     T *out = y + (size_t)blockIdx.x * dim;
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += row[i] * row[i];
+    if (VEC) {
+        const float4 *row4 = reinterpret_cast<const float4 *>(row);
+        for (int i = threadIdx.x; i < dim / 4; i += blockDim.x) {
+            const float4 v = row4[i];
+            ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        }
+    } else {
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += row[i] * row[i];
+    }
     const float inv = rsqrtf(block_sum(ss, partial) / (float)dim + eps);
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) out[i] = from_f<T>(row[i] * inv * weight[i]);
+    if (VEC) {
+        const float4 *row4 = reinterpret_cast<const float4 *>(row), *w4 = reinterpret_cast<const float4 *>(weight);
+        for (int i = threadIdx.x; i < dim / 4; i += blockDim.x) {
+            const float4 v = row4[i], w = w4[i];
+            store4<T>(out + 4 * i, v.x * inv * w.x, v.y * inv * w.y, v.z * inv * w.z, v.w * inv * w.w);
+        }
+    } else {
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) out[i] = from_f<T>(row[i] * inv * weight[i]);
+    }
     pdl_allow_next(); // late: dependents launched early would hold SM slots while they wait
 }
 
@@ -46,8 +78,14 @@ template <typename T>
 static cudaError_t launch_rmsnorm(cudaStream_t stream, const float *x, const float *weight, T *y, int n, int dim,
                                   float eps, bool pdl) {
     if (n <= 0 || dim <= 0) return cudaSuccess;
-    launch_maybe_pdl(pdl, rmsnorm_kernel<T>, dim3(n), dim3(dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32), 0, stream, x,
-                     weight, y, dim, eps);
+    // Many rows (a prompt chunk): 256 threads each, several blocks per SM;
+    // one row (decode): up to 1024 threads, so that one SM finishes sooner.
+    const int per_thread_items = dim % 4 == 0 ? dim / 4 : dim, cap = n >= 64 ? 256 : 1024;
+    const int threads = per_thread_items >= cap ? cap : ((per_thread_items + 31) / 32) * 32;
+    if (dim % 4 == 0 && ((uintptr_t)x | (uintptr_t)weight | (uintptr_t)y) % 16 == 0)
+        launch_maybe_pdl(pdl, rmsnorm_kernel<T, true>, dim3(n), dim3(threads), 0, stream, x, weight, y, dim, eps);
+    else
+        launch_maybe_pdl(pdl, rmsnorm_kernel<T, false>, dim3(n), dim3(threads), 0, stream, x, weight, y, dim, eps);
     return cudaGetLastError();
 }
 
@@ -164,8 +202,25 @@ extern "C" cudaError_t kiln_cuda_swiglu(cudaStream_t stream, const float *gate, 
     return cudaGetLastError();
 }
 
-template <typename T> __global__ void swiglu16_kernel(T *gate, const T *up, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+// 8 values at a time (16-byte loads and stores; n8 groups, 0 when the
+// buffers are not 16-byte aligned), the rest one by one.
+template <typename T> __global__ void swiglu16_kernel(T *gate, const T *up, size_t n, size_t n8) {
+    const size_t stride = (size_t)gridDim.x * blockDim.x, first = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    uint4 *g8 = reinterpret_cast<uint4 *>(gate);
+    const uint4 *u8 = reinterpret_cast<const uint4 *>(up);
+    for (size_t i = first; i < n8; i += stride) {
+        uint4 gv = g8[i];
+        const uint4 uv = u8[i];
+        T *g = reinterpret_cast<T *>(&gv);
+        const T *u = reinterpret_cast<const T *>(&uv);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const float x = to_f(g[j]);
+            g[j] = from_f<T>(x / (1.0f + __expf(-x)) * to_f(u[j]));
+        }
+        g8[i] = gv;
+    }
+    for (size_t i = 8 * n8 + first; i < n; i += stride) {
         const float g = to_f(gate[i]);
         gate[i] = from_f<T>(g / (1.0f + __expf(-g)) * to_f(up[i]));
     }
@@ -173,29 +228,36 @@ template <typename T> __global__ void swiglu16_kernel(T *gate, const T *up, size
 
 extern "C" cudaError_t kiln_cuda_swiglu16(cudaStream_t stream, void *gate, const void *up, kiln_cuda_type type,
                                           size_t n) {
+    const size_t n8 = ((uintptr_t)gate | (uintptr_t)up) % 16 ? 0 : n / 8;
     if (type == KILN_CUDA_BF16)
-        swiglu16_kernel<<<grid_for(n), 256, 0, stream>>>(static_cast<__nv_bfloat16 *>(gate),
-                                                         static_cast<const __nv_bfloat16 *>(up), n);
+        swiglu16_kernel<<<grid_for(n - 7 * n8), 256, 0, stream>>>(static_cast<__nv_bfloat16 *>(gate),
+                                                                  static_cast<const __nv_bfloat16 *>(up), n, n8);
     else if (type == KILN_CUDA_F16)
-        swiglu16_kernel<<<grid_for(n), 256, 0, stream>>>(static_cast<__half *>(gate), static_cast<const __half *>(up),
-                                                         n);
+        swiglu16_kernel<<<grid_for(n - 7 * n8), 256, 0, stream>>>(static_cast<__half *>(gate),
+                                                                  static_cast<const __half *>(up), n, n8);
     else
         return cudaErrorInvalidValue;
     return cudaGetLastError();
 }
 
-__global__ void convert_kernel(const float *src, void *dst, kiln_cuda_type type, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        if (type == KILN_CUDA_BF16)
-            static_cast<__nv_bfloat16 *>(dst)[i] = __float2bfloat16_rn(src[i]);
-        else
-            static_cast<__half *>(dst)[i] = __float2half_rn(src[i]);
+// 4 values at a time (a float4 in, 8 bytes out; n4 groups, 0 when the
+// buffers are not aligned for that), the rest one by one.
+template <typename T> __global__ void convert_kernel(const float *src, T *dst, size_t n, size_t n4) {
+    const size_t stride = (size_t)gridDim.x * blockDim.x, first = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    for (size_t i = first; i < n4; i += stride) {
+        const float4 v = reinterpret_cast<const float4 *>(src)[i];
+        store4<T>(dst + 4 * i, v.x, v.y, v.z, v.w);
     }
+    for (size_t i = 4 * n4 + first; i < n; i += stride) dst[i] = from_f<T>(src[i]);
 }
 
 extern "C" cudaError_t kiln_cuda_convert(cudaStream_t stream, const float *src, void *dst, kiln_cuda_type type,
                                          size_t n) {
     if (type == KILN_CUDA_F32) return cudaErrorInvalidValue;
-    convert_kernel<<<grid_for(n), 256, 0, stream>>>(src, dst, type, n);
+    const size_t n4 = (uintptr_t)src % 16 || (uintptr_t)dst % 8 ? 0 : n / 4;
+    if (type == KILN_CUDA_BF16)
+        convert_kernel<<<grid_for(n - 3 * n4), 256, 0, stream>>>(src, static_cast<__nv_bfloat16 *>(dst), n, n4);
+    else
+        convert_kernel<<<grid_for(n - 3 * n4), 256, 0, stream>>>(src, static_cast<__half *>(dst), n, n4);
     return cudaGetLastError();
 }

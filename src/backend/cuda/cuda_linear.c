@@ -6,23 +6,25 @@
 #include "backend/cuda/cuda_impl.h"
 
 // The matrix-vector kernel reads the float activations through L1 once per
-// row: fine while they stay there, a flood of L2 traffic when they do not
-// (8 tokens of the FFN down projection's 14336 inputs = 458 KB measured 17.4
-// ms per step against 4.6 ms for one token, H200, 2026-11-26). Larger inputs
-// go to cuBLASLt. KILN_MATVEC_X_BYTES overrides the bound for measurements.
-static size_t matvec_x_limit(void) {
+// row: fine while they stay there, L1-bound once several tokens of a large k
+// do not. Measured on the H200 (2026-11-26, Llama 3 8B geometry): batched
+// decode of 8 ran 776 tok/s through the kernel with 8 tokens against 1407
+// through cuBLASLt. So several tokens take the kernel only while their inputs
+// total 16 KB (small models); one token always does. KILN_MATVEC_X_BYTES
+// overrides the bound for measurements.
+size_t kiln_cuda_matvec_x_limit(void) {
     static size_t limit;
     if (!limit) {
         const char *env = getenv("KILN_MATVEC_X_BYTES");
         long v = env ? strtol(env, NULL, 10) : 0;
-        limit = v > 0 ? (size_t)v : (size_t)128 << 10;
+        limit = v > 0 ? (size_t)v : (size_t)16 << 10;
     }
     return limit;
 }
 
 static bool matvec_fits(const kiln_linear_args *a, kiln_cuda_type type) {
     if (a->n > KILN_MATVEC_MAX_TOKENS || type == KILN_CUDA_F32 || a->w[0]->ne[0] % 8 != 0) return false;
-    if (a->n > 1 && (size_t)a->n * (size_t)a->w[0]->ne[0] * sizeof(float) > matvec_x_limit()) return false;
+    if (a->n > 1 && (size_t)a->n * (size_t)a->w[0]->ne[0] * sizeof(float) > kiln_cuda_matvec_x_limit()) return false;
     for (int i = 1; i < a->count; i++)
         if (a->w[i]->dtype != a->w[0]->dtype) return false;
     return !(a->glu && (a->bias[0] || a->bias[1]));
@@ -39,7 +41,7 @@ static bool rope_fusable(const kiln_linear_args *a) {
 static void linear_matvec(cuda_impl *c, const kiln_linear_args *a, kiln_cuda_type type) {
     kiln_cuda_matvec_args mv = {.count = a->count, .type = type, .k = (int)a->w[0]->ne[0], .x = a->x,
                                 .n_tokens = a->n, .accumulate = a->accumulate, .glu = a->glu, .pdl = c->pdl,
-                                .norm = a->norm, .norm_eps = a->norm_eps};
+                                .norm = a->norm, .norm_eps = a->norm_eps, .deep_loads = c->matvec_deep};
     if (a->rope) { // rope_fusable(a) holds
         const kiln_linear_rope *r = a->rope;
         const double *inv_freq = cuda_rope_inv_freq(c, r->params);
@@ -126,8 +128,7 @@ void cuda_linear(kiln_backend *be, const kiln_linear_args *a) {
     kiln_linear_args plain;
     // The GEMM path normalises straight into its 16-bit input; the
     // matrix-vector kernel normalises its own input for decode's 1 or 2 tokens
-    // with KILN_CUDA_NORM_FUSED=1 (off until measured); otherwise a separate
-    // RMSNorm first.
+    // (KILN_CUDA_NORM_FUSED=0 turns that off); otherwise a separate RMSNorm first.
     if (a->norm && matvec && !(c->norm_fused && a->n <= KILN_MATVEC_NORM_MAX_TOKENS)) {
         plain = *a;
         plain.norm = NULL;

@@ -71,19 +71,19 @@ static __device__ __forceinline__ float dot8(const float wf[8], const float4 &a,
 // acc[r][t] += row_r . x[t] over this lane's chunks (8 elements each) of R
 // rows that share the input (R = 2: SwiGLU's gate and up): each input chunk
 // is read once for all R rows.
-template <int NT, int R, bool BF16, bool STAGED>
+template <int NT, int R, bool BF16, bool STAGED, int LOADS>
 static __device__ __forceinline__ void rows_dot(const uint4 *const rows[R], const float *x, int k, int lane,
                                                 float acc[R][NT]) {
     const int chunks = k / 8;
     int c = lane;
-    for (; c + 32 * (LOADS_IN_FLIGHT - 1) < chunks; c += 32 * LOADS_IN_FLIGHT) {
-        uint4 w[R][LOADS_IN_FLIGHT];
+    for (; c + 32 * (LOADS - 1) < chunks; c += 32 * LOADS) {
+        uint4 w[R][LOADS];
 #pragma unroll
-        for (int u = 0; u < LOADS_IN_FLIGHT; u++)
+        for (int u = 0; u < LOADS; u++)
 #pragma unroll
             for (int r = 0; r < R; r++) w[r][u] = load_stream(rows[r] + c + 32 * u);
 #pragma unroll
-        for (int u = 0; u < LOADS_IN_FLIGHT; u++) {
+        for (int u = 0; u < LOADS; u++) {
             float wf[R][8];
 #pragma unroll
             for (int r = 0; r < R; r++) unpack8<BF16>(w[r][u], wf[r]);
@@ -159,8 +159,10 @@ enum { MV_PLAIN, MV_GLU, MV_ROPE };
 // Blocks per SM the register budget must allow: decode's 1 or 2 tokens keep
 // many warps in flight; the widest form (8 tokens, two rows) is held to 128
 // registers, two blocks rather than one.
-template <int NT, int MODE> constexpr int matvec_min_blocks(void) {
-    return NT == 1 ? (MODE != MV_PLAIN ? 4 : 5) : NT == 2 ? 4 : (MODE != MV_PLAIN && NT == 8 ? 2 : 0); // 0: the compiler's choice
+// DEEP (one token, one row per unit): twice the loads in flight per lane, for
+// the small products whose time is mostly the first round trips to memory.
+template <int NT, int MODE, bool DEEP> constexpr int matvec_min_blocks(void) {
+    return DEEP ? 4 : NT == 1 ? (MODE != MV_PLAIN ? 4 : 5) : NT == 2 ? 4 : (MODE != MV_PLAIN && NT == 8 ? 2 : 0); // 0: the compiler's choice
 }
 
 // Unit u's weight i and rows ra (and rb for two-row units) of that weight.
@@ -209,8 +211,8 @@ static __device__ __forceinline__ void rope_store(const kiln_cuda_matvec_args &a
 }
 
 // Warp w of block b owns output units [(b * WARPS + w) * per_warp, + per_warp).
-template <int NT, bool BF16, int MODE, bool NORM>
-__global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MODE>())
+template <int NT, bool BF16, int MODE, bool NORM, bool DEEP>
+__global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MODE, DEEP>())
     matvec_kernel(const kiln_cuda_matvec_args a, int units, int per_warp) {
     extern __shared__ float4 staged[]; // NORM: [NT][k] floats
     constexpr int R = MODE == MV_PLAIN ? 1 : 2;
@@ -241,7 +243,7 @@ __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MO
         for (int q = 0; q < R; q++)
 #pragma unroll
             for (int t = 0; t < NT; t++) acc[q][t] = 0.0f;
-        rows_dot<NT, R, BF16, NORM>(rows, x, a.k, lane, acc);
+        rows_dot<NT, R, BF16, NORM, DEEP ? 2 * LOADS_IN_FLIGHT : LOADS_IN_FLIGHT>(rows, x, a.k, lane, acc);
 #pragma unroll
         for (int t = 0; t < NT; t++)
 #pragma unroll
@@ -277,24 +279,24 @@ __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MO
 
 // Rows per warp: one while the grid fits the blocks the SMs hold at once,
 // more once it does not, so that every warp gets the same number of rows.
-template <int NT, bool BF16, int MODE, bool NORM>
+template <int NT, bool BF16, int MODE, bool NORM, bool DEEP>
 static cudaError_t launch_form(cudaStream_t stream, const kiln_cuda_matvec_args *a, int units) {
     static int sms;
     if (!sms && cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess) sms = 0;
     const size_t smem = NORM ? sizeof(float) * (size_t)NT * (size_t)a->k : 0;
     if (NORM && smem > 48 * 1024) {
-        cudaError_t e = cudaFuncSetAttribute(matvec_kernel<NT, BF16, MODE, NORM>,
+        cudaError_t e = cudaFuncSetAttribute(matvec_kernel<NT, BF16, MODE, NORM, DEEP>,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e != cudaSuccess) return e;
     }
     int per_sm = 0;
-    cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, matvec_kernel<NT, BF16, MODE, NORM>,
+    cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, matvec_kernel<NT, BF16, MODE, NORM, DEEP>,
                                                                   WARPS_PER_BLOCK * 32, smem);
     if (e != cudaSuccess) return e;
     const int resident_warps = (per_sm > 0 ? per_sm : 1) * (sms > 0 ? sms : 1) * WARPS_PER_BLOCK;
     const int per_warp = (units + resident_warps - 1) / resident_warps, per_block = per_warp * WARPS_PER_BLOCK;
     const dim3 grid((unsigned)((units + per_block - 1) / per_block)), block(WARPS_PER_BLOCK * 32);
-    return launch_maybe_pdl(a->pdl, matvec_kernel<NT, BF16, MODE, NORM>, grid, block, smem, stream, *a, units,
+    return launch_maybe_pdl(a->pdl, matvec_kernel<NT, BF16, MODE, NORM, DEEP>, grid, block, smem, stream, *a, units,
                             per_warp);
 }
 
@@ -302,8 +304,10 @@ static cudaError_t launch_form(cudaStream_t stream, const kiln_cuda_matvec_args 
 // tokens (kiln_cuda_matvec refuses more).
 template <int NT, bool BF16, int MODE>
 static cudaError_t launch_mode(cudaStream_t stream, const kiln_cuda_matvec_args *a, int units) {
-    if (a->norm) return launch_form<NT, BF16, MODE, NT <= KILN_MATVEC_NORM_MAX_TOKENS>(stream, a, units);
-    return launch_form<NT, BF16, MODE, false>(stream, a, units);
+    if (a->norm) return launch_form<NT, BF16, MODE, NT <= KILN_MATVEC_NORM_MAX_TOKENS, false>(stream, a, units);
+    if (NT == 1 && MODE == MV_PLAIN && a->deep_loads)
+        return launch_form<NT, BF16, MODE, false, NT == 1 && MODE == MV_PLAIN>(stream, a, units);
+    return launch_form<NT, BF16, MODE, false, false>(stream, a, units);
 }
 
 template <int NT, bool BF16> static cudaError_t launch(cudaStream_t stream, const kiln_cuda_matvec_args *a, int units) {

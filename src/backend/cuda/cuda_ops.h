@@ -64,9 +64,13 @@ typedef struct kiln_cuda_matvec_args {
     float norm_eps;
     bool has_rope;
     kiln_cuda_matvec_rope rope;
+    bool deep_loads; // one token, no norm: twice the loads in flight per lane (KILN_CUDA_MATVEC_DEEP=1)
 } kiln_cuda_matvec_args;
 
 cudaError_t kiln_cuda_matvec(cudaStream_t stream, const kiln_cuda_matvec_args *a);
+// Largest float input (n_tokens * k * 4 bytes) for which the CUDA backend's
+// linear sends more than one token to kiln_cuda_matvec (cuda_linear.c).
+size_t kiln_cuda_matvec_x_limit(void);
 
 // y[t] = x[t] * rsqrt(mean(x[t]^2) + eps) * weight, for n rows of dim; y may alias x.
 cudaError_t kiln_cuda_rmsnorm(cudaStream_t stream, const float *x, const float *weight, float *y, int n, int dim,
