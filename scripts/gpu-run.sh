@@ -267,7 +267,7 @@ body_profile() {
       decode) skip=0 count=3000 last=300 args=(-p 16 -n 3 -r 1) ;;
       batch8) skip=4000 count=1000 last=300 args=(--gpu-suite --only batch8 -r 1) ;;
       batch64) skip=27500 count=1000 last=300 args=(--gpu-suite --only batch64 -r 1) ;;
-      prefill) skip=0 count=1000 last=1000 args=(--gpu-suite --only prefill2048 -r 1) ;;
+      prefill) skip=0 count=2000 last=470 args=(--gpu-suite --only prefill2048 -r 2) ;; # the second: no GEMM trials
       *) key "profile: unknown run $run"; continue ;;
     esac
     t=$(cap 150)
