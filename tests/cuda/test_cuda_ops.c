@@ -467,7 +467,7 @@ static void test_linear_glu(void **state) {
 // weights, without any rounding of activations. n <= 8: the matrix-vector
 // kernels keep everything in float (1e-4, as linear). n > 8: cuBLASLt takes
 // 16-bit inputs, so h and the SwiGLU product are rounded to the weights'
-// type (and gate and up too with KILN_CUDA_MLP16=1): at most 4 roundings of
+// type (and gate and up too by default, KILN_CUDA_MLP16=0 keeps them float): at most 4 roundings of
 // unit roundoff u (2^-8 for BF16, 2^-11 for F16), each uniform with RMS
 // u/sqrt(3), adding in quadrature over random signs to about 1.15 u; the
 // bound is 3 u. With norm, h is RMSNorm(h) * g first (the rounding of h then
@@ -534,7 +534,7 @@ static void run_mlp(kiln_backend *be, kiln_dtype src, int n, bool norm, uint64_t
 }
 
 // linear with norm: y = W (RMSNorm(x) * g), reference in float64. n <= 8:
-// the matrix-vector kernel (normalising itself with KILN_CUDA_NORM_FUSED=1,
+// the matrix-vector kernel (normalising itself for 1 or 2 tokens unless KILN_CUDA_NORM_FUSED=0,
 // after a separate RMSNorm otherwise), float throughout: 1e-4. n > 8: the
 // normalised input is rounded once to the weights' 16-bit type for cuBLASLt
 // (RMS u/sqrt(3)); the bound is 2 u.
@@ -915,10 +915,10 @@ static void run_convert_swiglu(kiln_backend *be, kiln_cuda_type type, size_t n, 
     const kiln_dtype form = type == KILN_CUDA_BF16 ? KILN_BF16 : KILN_F16;
     const double u = type == KILN_CUDA_BF16 ? 0x1.0p-8 : 0x1.0p-11;
     float *x = random_floats(n + offset, 4.0f, &rng), *up = random_floats(n + offset, 2.0f, &rng);
-    float *dx = dev_upload(be, x, sizeof(float) * (n + offset));
+    float *dx = dev_upload(be, x, sizeof(float) * (n + offset)), *dupf = dev_upload(be, up, sizeof(float) * (n + offset));
     uint16_t *d16 = dev_alloc(be, 2 * (n + offset)), *dup = dev_alloc(be, 2 * (n + offset));
     CUDA_CHECK(kiln_cuda_convert(0, dx + offset, d16 + offset, type, n));
-    CUDA_CHECK(kiln_cuda_convert(0, up, dup, type, n + offset)); // up in 16 bits, as the GEMM leaves it
+    CUDA_CHECK(kiln_cuda_convert(0, dupf, dup, type, n + offset)); // up in 16 bits, as the GEMM leaves it
     CUDA_CHECK(cudaDeviceSynchronize());
     uint16_t *conv = host_download(be, d16, 2 * (n + offset)), *up16 = host_download(be, dup, 2 * (n + offset));
     char what[96];
@@ -943,7 +943,7 @@ static void run_convert_swiglu(kiln_backend *be, kiln_cuda_type type, size_t n, 
     }
     printf("  %-64s ok\n", what);
     free(x), free(up), free(conv), free(up16), free(act);
-    be->ops->free(be, dx), be->ops->free(be, d16), be->ops->free(be, dup);
+    be->ops->free(be, dx), be->ops->free(be, dupf), be->ops->free(be, d16), be->ops->free(be, dup);
 }
 
 static void test_convert_swiglu16(void **state) {

@@ -388,8 +388,10 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
     // measured (+0.7% decode, H200); KILN_CUDA_NORM_FUSED=0 for A/B runs.
     const char *norm_fused = getenv("KILN_CUDA_NORM_FUSED");
     c->norm_fused = !(norm_fused && strcmp(norm_fused, "0") == 0);
+    // Twice the loads in flight for one token's plain products: on since
+    // measured (+0.5% decode, H200); KILN_CUDA_MATVEC_DEEP=0 for A/B runs.
     const char *deep = getenv("KILN_CUDA_MATVEC_DEEP");
-    c->matvec_deep = deep && strcmp(deep, "1") == 0;
+    c->matvec_deep = !(deep && strcmp(deep, "0") == 0);
     if (e != cudaSuccess) {
         cuda_destroy(be);
         return kiln_fail(KILN_ERR_IO, "cuda: cannot set up device %d: %s", device, cudaGetErrorString(e));

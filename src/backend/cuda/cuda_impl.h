@@ -64,7 +64,7 @@ typedef struct cuda_impl {
     bool pdl;                     // launch kiln's kernels as programmatic dependent launches
     bool mlp16;                   // mlp on prompt chunks with 16-bit intermediates
     bool norm_fused;              // the matrix-vector kernel normalises its own input
-    bool matvec_deep;             // KILN_CUDA_MATVEC_DEEP=1: more loads in flight for one token (off until measured)
+    bool matvec_deep;             // more loads in flight for one token's plain products (KILN_CUDA_MATVEC_DEEP=0: off)
     cuda_scratch norm_buf;        // RMS-normalised inputs for the other paths
 } cuda_impl;
 

@@ -64,7 +64,7 @@ typedef struct kiln_cuda_matvec_args {
     float norm_eps;
     bool has_rope;
     kiln_cuda_matvec_rope rope;
-    bool deep_loads; // one token, no norm: twice the loads in flight per lane (KILN_CUDA_MATVEC_DEEP=1)
+    bool deep_loads; // one token, no norm: twice the loads in flight per lane
 } kiln_cuda_matvec_args;
 
 cudaError_t kiln_cuda_matvec(cudaStream_t stream, const kiln_cuda_matvec_args *a);
