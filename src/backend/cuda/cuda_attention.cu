@@ -20,6 +20,8 @@
 // the K/V loop stops at the last position the block's last query sees.
 #include <cuda_fp16.h>
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/cuda_pdl.cuh"
@@ -447,7 +449,10 @@ template <int D> __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kern
 
 // ---- prefill ----------------------------------------------------------------
 
-#define PF_ROWS 64 // query rows per block: 4 warps x 16
+// Query rows per block: 16 per warp, 4 warps (64 rows) or 8 (128 rows: each
+// K/V tile staged serves twice the rows; KILN_CUDA_PREFILL_ROWS=128 until
+// measured). PF_THREADS is the 4-warp form's block; the kernel takes the
+// warp count as a template parameter.
 #define PF_COLS 64 // key positions per tile
 #define PF_THREADS 128
 
@@ -477,13 +482,13 @@ static __device__ __forceinline__ void pf_tile_offsets(long long *row_off, const
     }
 }
 
-template <int D>
+template <int D, int THREADS>
 static __device__ __forceinline__ void pf_issue_tile(__half *sK, __half *sV, const long long *row_off,
                                                      const pf_params &p) {
     constexpr int LD = D + 8, NCOL = D / 8;
 #pragma unroll
-    for (int it = 0; it < PF_COLS * NCOL / PF_THREADS; it++) {
-        const int i = threadIdx.x + it * PF_THREADS, r = i / NCOL, c = i % NCOL;
+    for (int it = 0; it < PF_COLS * NCOL / THREADS; it++) {
+        const int i = threadIdx.x + it * THREADS, r = i / NCOL, c = i % NCOL;
         const long long off = row_off[r];
         const bool ok = off >= 0;
         const size_t src = ok ? (size_t)off + c * 8 : 0;
@@ -492,7 +497,9 @@ static __device__ __forceinline__ void pf_issue_tile(__half *sK, __half *sV, con
     }
 }
 
-template <int D> __global__ void __launch_bounds__(PF_THREADS) attn_prefill_kernel(const pf_params p) {
+template <int D, int WARPS>
+__global__ void __launch_bounds__(WARPS * 32) attn_prefill_kernel(const pf_params p) {
+    constexpr int ROWS = 16 * WARPS, THREADS = 32 * WARPS;
     constexpr int LD = D + 8;  // halves per staged row: the 16-byte pad puts ldmatrix's 8 rows on distinct banks
     constexpr int TILE = PF_COLS * LD;
     constexpr int NCOL = D / 8;
@@ -505,24 +512,24 @@ template <int D> __global__ void __launch_bounds__(PF_THREADS) attn_prefill_kern
     const int grp = lane >> 2, tig = lane & 3; // mma fragment coordinates: row group, thread in group
     const int qt = gridDim.x - 1 - blockIdx.x; // the longest (last) query tiles start first
     const int h = blockIdx.y, kvh = h / p.group;
-    const int q0 = qt * PF_ROWS;
+    const int q0 = qt * ROWS;
     const int pos0 = p.pos[0];
     const int32_t *table = p.block_tables + (size_t)p.seq[0] * p.max_blocks;
     const int last_pos = pos0 + p.n_tokens - 1;
-    const int kv_end = pos0 + min(q0 + PF_ROWS, p.n_tokens); // positions the tile's last query sees
+    const int kv_end = pos0 + min(q0 + ROWS, p.n_tokens); // positions the tile's last query sees
     const int n_tiles = (kv_end + PF_COLS - 1) / PF_COLS;
 
     pf_tile_offsets(row_off, p, table, kvh, D, 0, kv_end);
     __syncthreads();
-    pf_issue_tile<D>(sK, sV, row_off, p);
+    pf_issue_tile<D, THREADS>(sK, sV, row_off, p);
     cp_async_commit();
 
-    // Q tile -> f16 (scale and log2(e) folded in), staged in K's second buffer
-    // while tile 0 is in flight.
-    __half *sQ = sK + TILE;
+    // Q tile -> f16 (scale and log2(e) folded in), staged in the second
+    // buffers (rows 0-63 in K's, 64-127 in V's) while tile 0 is in flight.
+    auto q_row = [&](int r) { return sK + (r < PF_COLS ? TILE : 3 * TILE) + (r % PF_COLS) * LD; };
 #pragma unroll
-    for (int it = 0; it < PF_ROWS * NCOL / PF_THREADS; it++) {
-        const int i = tid + it * PF_THREADS, r = i / NCOL, c = i % NCOL, tok = q0 + r;
+    for (int it = 0; it < ROWS * NCOL / THREADS; it++) {
+        const int i = tid + it * THREADS, r = i / NCOL, c = i % NCOL, tok = q0 + r;
         uint4 packed = make_uint4(0, 0, 0, 0);
         if (tok < p.n_tokens) {
             const float4 *src = reinterpret_cast<const float4 *>(p.q + ((size_t)tok * p.n_heads + h) * D + c * 8);
@@ -531,7 +538,7 @@ template <int D> __global__ void __launch_bounds__(PF_THREADS) attn_prefill_kern
             packed = make_uint4(pack_half2(a.x * s, a.y * s), pack_half2(a.z * s, a.w * s),
                                 pack_half2(b.x * s, b.y * s), pack_half2(b.z * s, b.w * s));
         }
-        *reinterpret_cast<uint4 *>(sQ + r * LD + c * 8) = packed;
+        *reinterpret_cast<uint4 *>(q_row(r) + c * 8) = packed;
     }
     if (n_tiles > 1) pf_tile_offsets(row_off + PF_COLS, p, table, kvh, D, 1, kv_end);
     __syncthreads();
@@ -539,7 +546,7 @@ template <int D> __global__ void __launch_bounds__(PF_THREADS) attn_prefill_kern
     uint32_t qf[D / 16][4];
 #pragma unroll
     for (int ks = 0; ks < D / 16; ks++)
-        ldmatrix_x4(qf[ks], sQ + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + ks * 16 + (lane >> 4) * 8);
+        ldmatrix_x4(qf[ks], q_row(warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) + ks * 16 + (lane >> 4) * 8);
     __syncthreads(); // every warp has its Q before tile 1 overwrites the staging buffer
 
     float o[D / 8][4];
@@ -554,7 +561,7 @@ template <int D> __global__ void __launch_bounds__(PF_THREADS) attn_prefill_kern
     for (int it = 0; it < n_tiles; it++) {
         const int buf = it & 1;
         if (it + 1 < n_tiles) { // buffer buf ^ 1 was freed by the barrier that ended the last iteration
-            pf_issue_tile<D>(sK + (buf ^ 1) * TILE, sV + (buf ^ 1) * TILE, row_off + (buf ^ 1) * PF_COLS, p);
+            pf_issue_tile<D, THREADS>(sK + (buf ^ 1) * TILE, sV + (buf ^ 1) * TILE, row_off + (buf ^ 1) * PF_COLS, p);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
@@ -754,10 +761,17 @@ template <int D> static cudaError_t launch_prefill(cudaStream_t stream, const ki
     if (a->n_heads > 65535) return cudaErrorInvalidValue;
 
     constexpr size_t smem = pf_smem_bytes<D>();
-    cudaError_t e = cudaFuncSetAttribute(attn_prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    static int wide = -1; // KILN_CUDA_PREFILL_ROWS=128: the 8-warp form (read once)
+    if (wide < 0) {
+        const char *env = getenv("KILN_CUDA_PREFILL_ROWS");
+        wide = env && strcmp(env, "128") == 0;
+    }
+    void (*kernel)(pf_params) = wide ? attn_prefill_kernel<D, 8> : attn_prefill_kernel<D, 4>;
+    const int rows = wide ? 128 : 64;
+    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
-    const dim3 grid((a->n_tokens + PF_ROWS - 1) / PF_ROWS, a->n_heads);
-    attn_prefill_kernel<D><<<grid, PF_THREADS, smem, stream>>>(p);
+    const dim3 grid((a->n_tokens + rows - 1) / rows, a->n_heads);
+    kernel<<<grid, 2 * rows, smem, stream>>>(p);
     return cudaGetLastError();
 }
 
