@@ -10,6 +10,8 @@
 #include <cuda_runtime.h>
 
 static inline void kiln_test_require_gpu(void) {
+    // Unbuffered: a test killed under compute-sanitizer still shows how far it got.
+    setvbuf(stdout, NULL, _IONBF, 0);
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0) {
