@@ -1,7 +1,9 @@
 // Matrix-vector products for decode (1 to 8 tokens): the weights stream from
 // memory exactly once, with 16-byte loads that bypass L1 (the activations live
-// there), several loads in flight per lane. One warp per output row (two rows,
-// gate and up, for the SwiGLU form), 8 warps per block.
+// there), several loads in flight per lane. Each warp owns whole output units
+// (a row; gate and up rows for SwiGLU; a RoPE pair of Q/K/V rows), 8 warps per
+// block; the epilogues add bias and residual, apply SwiGLU, or rotate and
+// write the KV cache.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 

@@ -19,10 +19,6 @@ typedef enum kiln_cuda_type { KILN_CUDA_F16, KILN_CUDA_BF16, KILN_CUDA_F32 } kil
 #define KILN_MATVEC_MAX_TOKENS 8
 #define KILN_MATVEC_MAX_WEIGHTS 4
 
-// y_i[t][r] (+)= sum_c W_i[r][c] x[t][c] (+ bias_i[r]) for tokens t < n_tokens
-// (1..KILN_MATVEC_MAX_TOKENS) and the rows of up to 4 weights of one type
-// (row-major [rows_i][k], k a multiple of 8, rows 16-byte aligned).
-// glu (count 2): y_0[t][r] = silu(W_0 x) * (W_1 x); y_1 is not written.
 #define KILN_MATVEC_NORM_MAX_TOKENS 2
 
 // The Q/K/V form's RoPE and cache write (has_rope; count 3: q, k, v): each
@@ -44,6 +40,10 @@ typedef struct kiln_cuda_matvec_rope {
     void *v_cache; // f16
 } kiln_cuda_matvec_rope;
 
+// y_i[t][r] (+)= sum_c W_i[r][c] x[t][c] (+ bias_i[r]) for tokens t < n_tokens
+// (1..KILN_MATVEC_MAX_TOKENS) and the rows of up to 4 weights of one type
+// (row-major [rows_i][k], k a multiple of 8, rows 16-byte aligned).
+// glu (count 2): y_0[t][r] = silu(W_0 x) * (W_1 x); y_1 is not written.
 typedef struct kiln_cuda_matvec_args {
     int count;
     kiln_cuda_type type;
