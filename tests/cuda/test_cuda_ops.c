@@ -946,6 +946,22 @@ static void run_convert_swiglu(kiln_backend *be, kiln_cuda_type type, size_t n, 
     be->ops->free(be, dx), be->ops->free(be, dupf), be->ops->free(be, d16), be->ops->free(be, dup);
 }
 
+// y += x (the residual add of a GEMM written apart): exact in float.
+static void run_add(kiln_backend *be, size_t n, size_t offset, uint64_t seed) {
+    uint64_t rng = seed;
+    float *x = random_floats(n + offset, 3.0f, &rng), *y = random_floats(n + offset, 3.0f, &rng);
+    float *dx = dev_upload(be, x, sizeof(float) * (n + offset)), *dy = dev_upload(be, y, sizeof(float) * (n + offset));
+    CUDA_CHECK(kiln_cuda_add(0, dy + offset, dx + offset, n));
+    CUDA_CHECK(cudaDeviceSynchronize());
+    float *got = host_download(be, dy, sizeof(float) * (n + offset));
+    for (size_t i = 0; i < n + offset; i++) {
+        const float want = i < offset ? y[i] : y[i] + x[i];
+        if (!(got[i] == want)) fail_msg("add n %zu offset %zu: element %zu is %.9g, want %.9g", n, offset, i, got[i], want);
+    }
+    free(x), free(y), free(got);
+    be->ops->free(be, dx), be->ops->free(be, dy);
+}
+
 static void test_convert_swiglu16(void **state) {
     kiln_backend *be = *state;
     static const size_t lengths[] = {1, 7, 8, 4096 * 3 + 5, 100003};
@@ -953,6 +969,7 @@ static void test_convert_swiglu16(void **state) {
         for (size_t offset = 0; offset < 2; offset++) {
             run_convert_swiglu(be, KILN_CUDA_BF16, lengths[i], offset, 0x81000 + i * 2 + offset);
             run_convert_swiglu(be, KILN_CUDA_F16, lengths[i], offset, 0x82000 + i * 2 + offset);
+            run_add(be, lengths[i], offset, 0x83000 + i * 2 + offset);
         }
 }
 

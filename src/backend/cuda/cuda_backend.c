@@ -47,7 +47,7 @@ static void cuda_destroy(kiln_backend *be) {
         cudaSetDevice(c->device);
         if (c->stream) cudaStreamSynchronize(c->stream);
         cuda_staging_free(c);
-        cuda_scratch *scratch[] = {&c->gemm_input,         &c->gemm_trial, &c->attention_ws,
+        cuda_scratch *scratch[] = {&c->gemm_input,         &c->gemm_trial, &c->gemm_out, &c->attention_ws,
                                    &c->attention_counters, &c->sample_ws,  &c->norm_buf};
         for (size_t i = 0; i < sizeof scratch / sizeof scratch[0]; i++) cuda_scratch_release(scratch[i]);
         for (int i = 0; i < c->n_rope; i++) {
@@ -392,6 +392,11 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
     // measured (+0.5% decode, H200); KILN_CUDA_MATVEC_DEEP=0 for A/B runs.
     const char *deep = getenv("KILN_CUDA_MATVEC_DEEP");
     c->matvec_deep = !(deep && strcmp(deep, "0") == 0);
+    // The residual GEMMs (O, down) with beta = 0 into scratch, then an add:
+    // cuBLASLt's beta = 1 kernels ran at 420-450 TFLOP/s against 590 for the
+    // same shapes without (H200 profile, 2048 tokens). Off until measured.
+    const char *add_pass = getenv("KILN_CUDA_GEMM_ADD_PASS");
+    c->gemm_add_pass = add_pass && strcmp(add_pass, "1") == 0;
     if (e != cudaSuccess) {
         cuda_destroy(be);
         return kiln_fail(KILN_ERR_IO, "cuda: cannot set up device %d: %s", device, cudaGetErrorString(e));

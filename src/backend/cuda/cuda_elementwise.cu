@@ -196,6 +196,25 @@ static unsigned grid_for(size_t n) {
     return (unsigned)(blocks < 65536 ? (blocks ? blocks : 1) : 65536);
 }
 
+// y += x, 4 at a time (n4 float4 groups, 0 when unaligned), the rest one by one.
+__global__ void add_kernel(float *y, const float *x, size_t n, size_t n4) {
+    const size_t stride = (size_t)gridDim.x * blockDim.x, first = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    for (size_t i = first; i < n4; i += stride) {
+        float4 a = reinterpret_cast<float4 *>(y)[i];
+        const float4 b = reinterpret_cast<const float4 *>(x)[i];
+        a.x += b.x, a.y += b.y, a.z += b.z, a.w += b.w;
+        reinterpret_cast<float4 *>(y)[i] = a;
+    }
+    for (size_t i = 4 * n4 + first; i < n; i += stride) y[i] += x[i];
+}
+
+extern "C" cudaError_t kiln_cuda_add(cudaStream_t stream, float *y, const float *x, size_t n) {
+    if (n == 0) return cudaSuccess;
+    const size_t n4 = ((uintptr_t)y | (uintptr_t)x) % 16 ? 0 : n / 4;
+    add_kernel<<<grid_for(n - 3 * n4), 256, 0, stream>>>(y, x, n, n4);
+    return cudaGetLastError();
+}
+
 extern "C" cudaError_t kiln_cuda_swiglu(cudaStream_t stream, const float *gate, const float *up, float *out,
                                         size_t n) {
     swiglu_kernel<<<grid_for(n), 256, 0, stream>>>(gate, up, out, n);

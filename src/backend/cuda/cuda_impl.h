@@ -42,6 +42,7 @@ typedef struct cuda_impl {
     cuda_gemm_cache *gemm_cache;
     cuda_scratch gemm_input;      // 16-bit copy of a GEMM's input
     cuda_scratch gemm_trial;      // output of the algorithm trials
+    cuda_scratch gemm_out;        // a residual GEMM's product before its add (gemm_add_pass)
     cuda_scratch attention_ws;    // split-K partial results
     cuda_scratch attention_counters; // split-K arrival counters: zeroed when allocated, left zero by every launch
     cuda_scratch sample_ws;
@@ -65,6 +66,7 @@ typedef struct cuda_impl {
     bool mlp16;                   // mlp on prompt chunks with 16-bit intermediates
     bool norm_fused;              // the matrix-vector kernel normalises its own input
     bool matvec_deep;             // more loads in flight for one token's plain products (KILN_CUDA_MATVEC_DEEP=0: off)
+    bool gemm_add_pass;           // KILN_CUDA_GEMM_ADD_PASS=1: residual GEMMs with beta 0, then an add (off until measured)
     cuda_scratch norm_buf;        // RMS-normalised inputs for the other paths
 } cuda_impl;
 

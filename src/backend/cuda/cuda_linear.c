@@ -67,6 +67,17 @@ static void linear_matvec(cuda_impl *c, const kiln_linear_args *a, kiln_cuda_typ
     cuda_note(c, kiln_cuda_matvec(c->stream, &mv), "matvec");
 }
 
+// d[n][m] += x w^T (+ bias): in cuBLASLt's epilogue (beta = 1), or with
+// KILN_CUDA_GEMM_ADD_PASS=1 as a beta = 0 product into scratch and an add.
+static cudaError_t gemm_residual(cuda_impl *c, kiln_cuda_type type, const void *w, const void *x, float *d,
+                                 const float *bias, int m, int n, int k) {
+    if (!c->gemm_add_pass) return cuda_gemm_ex(c, type, w, x, d, false, bias, m, n, k, true);
+    const size_t elems = (size_t)n * (size_t)m;
+    if (!cuda_scratch_reserve(c, &c->gemm_out, sizeof(float) * elems)) return cudaErrorMemoryAllocation;
+    cudaError_t e = cuda_gemm_ex(c, type, w, x, c->gemm_out.ptr, false, bias, m, n, k, false);
+    return e != cudaSuccess ? e : kiln_cuda_add(c->stream, d, c->gemm_out.ptr, elems);
+}
+
 static void linear_gemm(cuda_impl *c, const kiln_linear_args *a) {
     const int k = (int)a->w[0]->ne[0];
     const size_t in_elems = (size_t)a->n * (size_t)k;
@@ -91,9 +102,11 @@ static void linear_gemm(cuda_impl *c, const kiln_linear_args *a) {
                 cuda_note(c, kiln_cuda_convert(c->stream, a->x, c->gemm_input.ptr, type, in_elems), "convert");
             converted = type;
         }
+        const int m = (int)a->w[i]->ne[1];
         cuda_note(c,
-                  cuda_gemm(c, type, a->w[i]->data, c->gemm_input.ptr, a->y[i], a->bias[i], (int)a->w[i]->ne[1],
-                            a->n, k, a->accumulate),
+                  a->accumulate
+                      ? gemm_residual(c, type, a->w[i]->data, c->gemm_input.ptr, a->y[i], a->bias[i], m, a->n, k)
+                      : cuda_gemm(c, type, a->w[i]->data, c->gemm_input.ptr, a->y[i], a->bias[i], m, a->n, k, false),
                   "cublasLt matmul");
     }
     if (a->glu)
@@ -179,6 +192,6 @@ void cuda_mlp(kiln_backend *be, const kiln_mlp_args *in) {
     cuda_note(c, cuda_gemm_ex(c, type, a->w_up->data, c->gemm_input.ptr, a->up, true, NULL, ffn, a->n, dim, false),
               "cublasLt matmul (up)");
     cuda_note(c, kiln_cuda_swiglu16(c->stream, a->gate, a->up, type, mid_elems), "swiglu");
-    cuda_note(c, cuda_gemm_ex(c, type, a->w_down->data, a->gate, a->x, false, NULL, dim, a->n, ffn, true),
+    cuda_note(c, gemm_residual(c, type, a->w_down->data, a->gate, a->x, NULL, dim, a->n, ffn),
               "cublasLt matmul (down)");
 }

@@ -114,6 +114,9 @@ cudaError_t kiln_cuda_rmsnorm16(cudaStream_t stream, const float *x, const float
 // out[i] = silu(gate[i]) * up[i]
 cudaError_t kiln_cuda_swiglu(cudaStream_t stream, const float *gate, const float *up, float *out, size_t n);
 
+// y[i] += x[i] for i < n (the residual add of a GEMM written apart).
+cudaError_t kiln_cuda_add(cudaStream_t stream, float *y, const float *x, size_t n);
+
 // gate[i] = silu(gate[i]) * up[i] on 16-bit values of `type` (float math).
 cudaError_t kiln_cuda_swiglu16(cudaStream_t stream, void *gate, const void *up, kiln_cuda_type type, size_t n);
 
