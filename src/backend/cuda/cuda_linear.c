@@ -160,9 +160,8 @@ void cuda_linear(kiln_backend *be, const kiln_linear_args *a) {
 // works in place on them, and that is the down projection's input: the
 // [n][ffn] intermediates cross memory in 16 bits, once each, instead of as
 // floats plus a conversion pass (+4% prefill, H200; KILN_CUDA_MLP16=0 turns it off).
-void cuda_mlp(kiln_backend *be, const kiln_mlp_args *in) {
+void cuda_mlp(kiln_backend *be, const kiln_mlp_args *a) {
     cuda_impl *c = cuda_of(be);
-    const kiln_mlp_args *a = in;
     const kiln_linear_args gate_up = {.count = 2, .w = {a->w_gate, a->w_up}, .y = {a->gate, a->up}, .x = a->h,
                                       .n = a->n, .glu = true, .norm = a->norm, .norm_eps = a->norm_eps};
     const kiln_linear_args down = {.count = 1, .w = {a->w_down}, .y = {a->x}, .x = a->gate, .n = a->n,
