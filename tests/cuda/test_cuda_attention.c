@@ -266,7 +266,7 @@ static batch batch_alloc(const geometry *g, int cap, size_t ws_bytes) {
         CUDA_CHECK(cudaMemset(b.dws, 0xff, ws_bytes));
         const size_t counter_bytes = kiln_cuda_attention_decode_counters(cap, g->n_heads);
         CUDA_CHECK(cudaMalloc((void **)&b.dcounters, counter_bytes));
-        CUDA_CHECK(kiln_cuda_attention_decode_workspace_clear(0, b.dcounters, counter_bytes));
+        CUDA_CHECK(kiln_cuda_attention_decode_counters_clear(0, b.dcounters, counter_bytes));
     }
     return b;
 }
@@ -620,8 +620,8 @@ static void test_supports_and_invalid(void **state) {
     // A region per token: any n_tokens may reuse a larger workspace.
     assert_true(kiln_cuda_attention_decode_workspace(3, 32, 128, 600) ==
                 3 * kiln_cuda_attention_decode_workspace(1, 32, 128, 600));
-    assert_int_equal(kiln_cuda_attention_decode_workspace_clear(0, NULL, 0), cudaSuccess);
-    assert_int_equal(kiln_cuda_attention_decode_workspace_clear(0, NULL, 16), cudaErrorInvalidValue);
+    assert_int_equal(kiln_cuda_attention_decode_counters_clear(0, NULL, 0), cudaSuccess);
+    assert_int_equal(kiln_cuda_attention_decode_counters_clear(0, NULL, 16), cudaErrorInvalidValue);
 
     // A valid-looking call with head_dim 80 must be refused before any launch.
     const geometry g = {64, 4, 2};

@@ -694,10 +694,10 @@ size_t kiln_cuda_attention_decode_counters(int n_tokens, int n_heads) {
     return n_tokens > 0 && n_heads > 0 ? (size_t)n_tokens * (size_t)n_heads * sizeof(int) : 0;
 }
 
-cudaError_t kiln_cuda_attention_decode_workspace_clear(cudaStream_t stream, void *workspace, size_t bytes) {
+cudaError_t kiln_cuda_attention_decode_counters_clear(cudaStream_t stream, int *counters, size_t bytes) {
     if (bytes == 0) return cudaSuccess;
-    if (!workspace) return cudaErrorInvalidValue;
-    return cudaMemsetAsync(workspace, 0, bytes, stream);
+    if (!counters) return cudaErrorInvalidValue;
+    return cudaMemsetAsync(counters, 0, bytes, stream);
 }
 
 template <int D> static cudaError_t launch_decode(cudaStream_t stream, const kiln_cuda_attention_args *a, void *ws) {

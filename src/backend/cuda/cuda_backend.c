@@ -192,7 +192,7 @@ static void cuda_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_lay
     // New counters start at zero (growth never happens inside a capture).
     if (c->attention_counters.ptr != counters_before)
         cuda_note(c,
-                  kiln_cuda_attention_decode_workspace_clear(c->stream, c->attention_counters.ptr,
+                  kiln_cuda_attention_decode_counters_clear(c->stream, c->attention_counters.ptr,
                                                              c->attention_counters.bytes),
                   "attention counters");
     a.counters = c->attention_counters.ptr;

@@ -47,7 +47,7 @@ typedef struct kiln_cuda_attention_args {
     float scale;
     bool pdl; // decode: launched as programmatic dependent launches (sm_90; see cuda_pdl.cuh)
     // Decode: kiln_cuda_attention_decode_counters() bytes of counters, zero
-    // before the first launch (kiln_cuda_attention_decode_workspace_clear);
+    // before the first launch (kiln_cuda_attention_decode_counters_clear);
     // every launch leaves them zero, whatever its shape.
     int *counters;
 } kiln_cuda_attention_args;
@@ -66,7 +66,7 @@ bool kiln_cuda_attention_supports(int head_dim);
 size_t kiln_cuda_attention_decode_workspace(int n_tokens, int n_heads, int head_dim, int max_blocks_per_seq);
 size_t kiln_cuda_attention_decode_counters(int n_tokens, int n_heads);
 // Zeroes `bytes` of counters on `stream` (a memset; may be captured).
-cudaError_t kiln_cuda_attention_decode_workspace_clear(cudaStream_t stream, void *workspace, size_t bytes);
+cudaError_t kiln_cuda_attention_decode_counters_clear(cudaStream_t stream, int *counters, size_t bytes);
 cudaError_t kiln_cuda_attention_decode(cudaStream_t stream, const kiln_cuda_attention_args *a, void *workspace);
 
 // Prefill (FlashAttention-style, tensor cores): every token of the batch
