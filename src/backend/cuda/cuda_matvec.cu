@@ -283,18 +283,23 @@ __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MO
 // more once it does not, so that every warp gets the same number of rows.
 template <int NT, bool BF16, int MODE, bool NORM, bool DEEP>
 static cudaError_t launch_form(cudaStream_t stream, const kiln_cuda_matvec_args *a, int units) {
-    static int sms;
+    // Asked once per form and shared-memory size (k changes it for NORM):
+    // the answer only depends on them, and prompt chunks launch uncaptured.
+    static int sms, per_sm;
+    static size_t known_smem = (size_t)-1;
     if (!sms && cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess) sms = 0;
     const size_t smem = NORM ? sizeof(float) * (size_t)NT * (size_t)a->k : 0;
-    if (NORM && smem > 48 * 1024) {
-        cudaError_t e = cudaFuncSetAttribute(matvec_kernel<NT, BF16, MODE, NORM, DEEP>,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (smem != known_smem) {
+        if (NORM && smem > 48 * 1024) {
+            cudaError_t e = cudaFuncSetAttribute(matvec_kernel<NT, BF16, MODE, NORM, DEEP>,
+                                                 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+            if (e != cudaSuccess) return e;
+        }
+        cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+            &per_sm, matvec_kernel<NT, BF16, MODE, NORM, DEEP>, WARPS_PER_BLOCK * 32, smem);
         if (e != cudaSuccess) return e;
+        known_smem = smem;
     }
-    int per_sm = 0;
-    cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, matvec_kernel<NT, BF16, MODE, NORM, DEEP>,
-                                                                  WARPS_PER_BLOCK * 32, smem);
-    if (e != cudaSuccess) return e;
     const int resident_warps = (per_sm > 0 ? per_sm : 1) * (sms > 0 ? sms : 1) * WARPS_PER_BLOCK;
     const int per_warp = (units + resident_warps - 1) / resident_warps, per_block = per_warp * WARPS_PER_BLOCK;
     const dim3 grid((unsigned)((units + per_block - 1) / per_block)), block(WARPS_PER_BLOCK * 32);
