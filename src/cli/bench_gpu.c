@@ -143,34 +143,31 @@ fail:
     return false;
 }
 
-// Whether workload `name` is in the comma-separated list (NULL: every one).
-static bool selected(const char *only, const char *name) {
-    if (!only) return true;
-    const size_t len = strlen(name);
-    for (const char *p = only; *p;) {
+#define WORKLOADS "decode512,decode4096,prefill512,prefill2048,batch8,batch32,batch64"
+
+// Whether the comma-separated list holds the item name[0..len).
+static bool list_has(const char *list, const char *name, size_t len) {
+    for (const char *p = list;;) {
         const char *end = strchr(p, ',');
         const size_t n = end ? (size_t)(end - p) : strlen(p);
         if (n == len && strncmp(p, name, n) == 0) return true;
-        if (!end) break;
+        if (!end) return false;
         p = end + 1;
     }
-    return false;
 }
 
+// Whether workload `name` is in the list `only` (NULL: every one).
+static bool selected(const char *only, const char *name) { return !only || list_has(only, name, strlen(name)); }
+
 bool bench_gpu_workload_known(const char *only) {
-    static const char *const names[] = {"decode512", "decode4096", "prefill512", "prefill2048",
-                                        "batch8",    "batch32",    "batch64"};
-    for (const char *p = only; *p;) {
+    if (!*only) return false;
+    for (const char *p = only;;) {
         const char *end = strchr(p, ',');
         const size_t n = end ? (size_t)(end - p) : strlen(p);
-        bool known = false;
-        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-            known |= strlen(names[i]) == n && strncmp(p, names[i], n) == 0;
-        if (!known) return false;
-        if (!end) break;
+        if (!list_has(WORKLOADS, p, n)) return false;
+        if (!end) return true;
         p = end + 1;
     }
-    return *only != '\0';
 }
 
 int bench_gpu_suite(kiln_model *m, const char *path, int reps, const char *only) {
