@@ -7,7 +7,8 @@
 #              there is network) into /tmp/kiln-deps, configure and build build-gpu
 #   test       ctest, GPU tests included (KILN_CACHE=.gpu-cache for the model)
 #   variants   the GPU tests again with KILN_CUDA_PORTABLE=1, KILN_CUDA_PDL=1, KILN_CUDA_MLP16=0,
-#              KILN_CUDA_NORM_FUSED=0 (KILN_VARIANTS: another list)
+#              KILN_CUDA_NORM_FUSED=0 (KILN_VARIANTS: another list; '+' joins
+#              settings of one variant, e.g. KILN_CUDA_PDL=1+KILN_CUDA_PDL_EARLY=1)
 #   sanitize   compute-sanitizer memcheck and racecheck on every tests/cuda binary
 #              (KILN_SANITIZE_TESTS: only these, e.g. "test_cuda_ops test_cuda_attention")
 #   model      tools/make_random_llama.py -> /tmp/llama8b-random (Llama 3 8B
@@ -161,7 +162,8 @@ body_variants() {
   local rc=0 v
   for v in ${KILN_VARIANTS:-KILN_CUDA_PORTABLE=1 KILN_CUDA_GEMM_ADD_PASS=1 KILN_CUDA_PREFILL_ROWS=128 KILN_CUDA_PDL=1 KILN_CUDA_MLP16=0 KILN_CUDA_NORM_FUSED=0}; do
     echo "===== $v"
-    env "$v" ctest --test-dir "$build" --output-on-failure -j"${KILN_CTEST_J:-4}" --timeout 240 -R test_cuda \
+    # shellcheck disable=SC2086  # v: assignments joined by '+'
+    env ${v//+/ } ctest --test-dir "$build" --output-on-failure -j"${KILN_CTEST_J:-4}" --timeout 240 -R test_cuda \
       >"$scratch/variant.out" 2>&1 || rc=$?
     cat "$scratch/variant.out"
     key "$v: $(grep -E 'tests passed' "$scratch/variant.out" || echo 'no result')"
@@ -265,9 +267,9 @@ body_profile() {
     local args=()
     case "$run" in
       decode) skip=0 count=3000 last=300 args=(-p 16 -n 3 -r 1) ;;
-      batch8) skip=4000 count=1000 last=300 args=(--gpu-suite --only batch8 -r 1) ;;
-      batch64) skip=27500 count=1000 last=300 args=(--gpu-suite --only batch64 -r 1) ;;
-      prefill) skip=0 count=2000 last=470 args=(--gpu-suite --only prefill2048 -r 2) ;; # the second: no GEMM trials
+      batch8) skip=4000 count=1000 last=300 args=(--gpu-suite --no-ceilings --only batch8 -r 1) ;;
+      batch64) skip=27500 count=1000 last=300 args=(--gpu-suite --no-ceilings --only batch64 -r 1) ;;
+      prefill) skip=0 count=2000 last=470 args=(--gpu-suite --no-ceilings --only prefill2048 -r 2) ;; # the second: no GEMM trials
       *) key "profile: unknown run $run"; continue ;;
     esac
     t=$(cap 150)

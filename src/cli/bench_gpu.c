@@ -66,6 +66,15 @@ static bool measure_ceilings(ceilings *c) {
 
 // Decode at batch 1: a prompt of ctx tokens, then DECODE_STEPS greedy steps
 // sampled on the device (the real generation loop).
+// "81.2%", or "  n/a" when the ceiling was not measured.
+static const char *fraction(char buf[16], double value, double ceiling) {
+    if (ceiling > 0)
+        snprintf(buf, 16, "%5.1f%%", 100.0 * value / ceiling);
+    else
+        snprintf(buf, 16, "  n/a");
+    return buf;
+}
+
 static bool bench_decode(kiln_model *m, const int32_t *ids, int ctx, int reps, const ceilings *c, double w_bytes) {
     kiln_session *s = NULL;
     if (kiln_session_create(m, ctx + DECODE_STEPS + 1, &s) != KILN_OK) return false;
@@ -85,8 +94,9 @@ static bool bench_decode(kiln_model *m, const int32_t *ids, int ctx, int reps, c
     double t = cli_median(times, reps) / DECODE_STEPS;
     double bytes = w_bytes + kv_bytes_per_token(&m->llm->hp, ctx + DECODE_STEPS / 2.0);
     double gbps = bytes / t / 1e9;
-    printf("| decode b1 ctx %-5d | %9.1f tok/s | %7.1f GB/s | %5.1f%% of read bw | %.3f ms/token |\n", ctx, 1.0 / t,
-           gbps, c->read_gbps ? 100.0 * gbps / c->read_gbps : 0.0, t * 1e3);
+    char of[16];
+    printf("| decode b1 ctx %-5d | %9.1f tok/s | %7.1f GB/s | %s of read bw | %.3f ms/token |\n", ctx, 1.0 / t, gbps,
+           fraction(of, gbps, c->read_gbps), t * 1e3);
     kiln_session_free(s);
     return true;
 fail:
@@ -111,8 +121,9 @@ static bool bench_prefill(kiln_model *m, const int32_t *ids, int n, int reps, co
         times[r] = kiln_now_seconds() - t0;
     }
     double t = cli_median(times, reps), tflops = prefill_flops(&m->llm->hp, n) / t / 1e12;
-    printf("| prefill %-5d       | %9.1f tok/s | %7.1f TFLOP/s | %5.1f%% of GEMM rate | %.1f ms |\n", n, n / t, tflops,
-           c->gemm_tflops ? 100.0 * tflops / c->gemm_tflops : 0.0, t * 1e3);
+    char of[16];
+    printf("| prefill %-5d       | %9.1f tok/s | %7.1f TFLOP/s | %s of GEMM rate | %.1f ms |\n", n, n / t, tflops,
+           fraction(of, tflops, c->gemm_tflops), t * 1e3);
     kiln_session_free(s);
     return true;
 }
@@ -170,13 +181,14 @@ bool bench_gpu_workload_known(const char *only) {
     }
 }
 
-int bench_gpu_suite(kiln_model *m, const char *path, int reps, const char *only) {
+int bench_gpu_suite(kiln_model *m, const char *path, int reps, const char *only, bool want_ceilings) {
     if (reps > 16) reps = 16;
     const kiln_hparams *hp = &m->llm->hp;
     ceilings c;
     memset(&c, 0, sizeof c);
-    // A chosen subset (profiling runs) skips the ceilings; fractions then print 0.
-    bool have_ceilings = !only && measure_ceilings(&c);
+    // Profiling runs skip the ceilings (their kernels would shift the launch
+    // counts the profiler skips); fractions then print as n/a.
+    bool have_ceilings = want_ceilings && measure_ceilings(&c);
     kiln_memory_info mem;
     kiln_model_memory(m, 4096 + DECODE_STEPS + 1, &mem);
     const double gib = 1u << 30;

@@ -24,7 +24,9 @@ static void bench_help(FILE *out) {
                  "                       batch 1 (context 512, 4096), prefill (512, 2048), batched decode (8, 32,\n"
                  "                       64 sequences); each as a figure and a fraction of the ceiling\n"
                  "      --only LIST      with --gpu-suite: only these workloads (decode512, decode4096,\n"
-                 "                       prefill512, prefill2048, batch8, batch32, batch64), no ceilings\n"
+                 "                       prefill512, prefill2048, batch8, batch32, batch64)\n"
+                 "      --no-ceilings    with --gpu-suite: skip measuring the card's ceilings (profiling runs,\n"
+                 "                       which count kernel launches); fractions then print as n/a\n"
                  "  -t, --threads N      CPU threads (default: all cores)\n"
                  "      --precise        float activations in matrix products (slower)\n"
                  "  -h, --help           this help\n");
@@ -39,11 +41,12 @@ int cmd_bench(int argc, char **argv) {
                                          {"device", required_argument, 0, OPT_DEVICE},
                                          {"gpu-suite", no_argument, 0, 'G'},
                                          {"only", required_argument, 0, 'O'},
+                                         {"no-ceilings", no_argument, 0, 'C'},
                                          {0, 0, 0, 0}};
     cli_common c;
     cli_common_init(&c, 0);
     int sizes[BENCH_MAX_SIZES] = {128, 512}, n_sizes = 2, n_decode = 128, reps = 3, opt;
-    bool gpu_suite = false;
+    bool gpu_suite = false, ceilings = true;
     const char *only = NULL;
     long v;
     optind = 1;
@@ -79,6 +82,7 @@ int cmd_bench(int argc, char **argv) {
             break;
         case 'P': c.precise = true; break;
         case 'G': gpu_suite = true; break;
+        case 'C': ceilings = false; break;
         case 'O':
             if (!bench_gpu_workload_known(optarg)) {
                 cli_error("bench", "bad --only list '%s': workloads are decode512, decode4096, prefill512, "
@@ -103,11 +107,15 @@ int cmd_bench(int argc, char **argv) {
         cli_error("bench", "--only selects workloads of --gpu-suite: pass both");
         return 2;
     }
+    if (!ceilings && !gpu_suite) {
+        cli_error("bench", "--no-ceilings belongs to --gpu-suite: pass both");
+        return 2;
+    }
     if (gpu_suite) c.device = KILN_DEVICE_CUDA;
     kiln_model *model = cli_load_model(&c, "bench");
     if (!model) return 1;
     if (gpu_suite) {
-        int suite_rc = bench_gpu_suite(model, c.model, reps, only);
+        int suite_rc = bench_gpu_suite(model, c.model, reps, only, ceilings);
         kiln_model_free(model);
         return suite_rc;
     }

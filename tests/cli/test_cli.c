@@ -71,6 +71,8 @@ static void test_bad_arguments(void **state) {
     expect("bad --only list 'decode512,warp9'");
     assert_int_equal(kiln("bench -m x.gguf --only batch8"), 2);
     expect("--only selects workloads of --gpu-suite");
+    assert_int_equal(kiln("bench -m x.gguf --no-ceilings"), 2);
+    expect("--no-ceilings belongs to --gpu-suite");
     assert_int_equal(kiln("run -m x.gguf -p hi --device tpu"), 2);
     expect("unknown device 'tpu': use cpu or cuda");
     assert_int_equal(kiln("inspect --device tpu x.gguf"), 2);

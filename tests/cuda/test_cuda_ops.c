@@ -63,6 +63,9 @@ static void *dev_alloc(kiln_backend *be, size_t bytes) {
 static void *dev_upload(kiln_backend *be, const void *host, size_t bytes) {
     void *p = dev_alloc(be, bytes);
     be->ops->from_host(be, p, host, bytes);
+    // The kernels under test run on the default stream, which does not wait
+    // for the backend's (non-blocking) one.
+    sync_ok(be, "from_host");
     return p;
 }
 

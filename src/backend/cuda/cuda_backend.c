@@ -103,7 +103,7 @@ static void cuda_free(kiln_backend *be, void *ptr) {
 static void cuda_get_rows(kiln_backend *be, const kiln_tensor *table, const int32_t *ids, int n, float *out) {
     cuda_impl *c = cuda_of(be);
     cuda_note(c, kiln_cuda_get_rows(c->stream, table->data, kiln_cuda_type_of(table->dtype), (int)table->ne[0], ids, n,
-                                    out, c->pdl),
+                                    out, (c->pdl & CUDA_PDL_OTHER) != 0),
               "get_rows");
 }
 
@@ -162,7 +162,7 @@ void cuda_rope_kv_store(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer 
                                 .interleaved = rope->interleaved != 0, .inv_freq = inv_freq, .pos = batch->pos,
                                 .seq = batch->seq, .k_cache = layer.k, .v_cache = layer.v,
                                 .block_tables = kv->block_tables, .max_blocks_per_seq = kv->max_blocks_per_seq,
-                                .block_size = kv->block_size, .pdl = c->pdl};
+                                .block_size = kv->block_size, .pdl = (c->pdl & CUDA_PDL_OTHER) != 0};
     cuda_note(c, kiln_cuda_rope_kv_store(c->stream, &a), "rope_kv_store");
 }
 
@@ -174,7 +174,7 @@ static void cuda_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_lay
                .max_blocks_per_seq = kv->max_blocks_per_seq, .block_size = kv->block_size,
                .n_kv_heads = kv->n_kv_heads, .head_dim = kv->head_dim},
         .n_tokens = batch->n_tokens, .pos = batch->pos, .seq = batch->seq, .q = q, .out = out, .n_heads = n_heads,
-        .scale = scale, .pdl = c->pdl};
+        .scale = scale, .pdl = (c->pdl & CUDA_PDL_ATTENTION) != 0};
     // A prompt chunk of one sequence goes to the tensor-core kernel; single
     // tokens (decode, batched decode) to the split-K one.
     if (batch->one_seq && batch->n_tokens > 1) {
@@ -328,6 +328,22 @@ static const kiln_backend_ops cuda_ops = {
     .graph_free = cuda_graph_free,
 };
 
+// KILN_CUDA_PDL's value: "1" (every kind) or a comma list of kinds; an
+// unknown word counts for nothing (it is a setting for A/B runs).
+static unsigned cuda_pdl_kinds(const char *v) {
+    if (strcmp(v, "1") == 0) return CUDA_PDL_MATVEC | CUDA_PDL_ATTENTION | CUDA_PDL_OTHER;
+    unsigned kinds = 0;
+    static const struct { const char *name; unsigned kind; } names[] = {
+        {"matvec", CUDA_PDL_MATVEC}, {"attention", CUDA_PDL_ATTENTION}, {"other", CUDA_PDL_OTHER}};
+    for (const char *p = v; *p;) {
+        size_t len = strcspn(p, ",");
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+            if (strlen(names[i].name) == len && strncmp(p, names[i].name, len) == 0) kinds |= names[i].kind;
+        p += len + (p[len] == ',');
+    }
+    return kinds;
+}
+
 int kiln_cuda_device_count(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -354,7 +370,13 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
         free(c);
         return kiln_fail(KILN_ERR_NOMEM, "cuda backend: out of memory");
     }
-    be->ops = &cuda_ops;
+    // Decode replays a captured graph unless KILN_CUDA_GRAPH=0 (for A/B runs:
+    // the steps are then launched kernel by kernel).
+    c->ops = cuda_ops;
+    const char *graph = getenv("KILN_CUDA_GRAPH");
+    if (graph && strcmp(graph, "0") == 0)
+        c->ops.graph_begin = NULL, c->ops.graph_end = NULL, c->ops.graph_launch = NULL, c->ops.graph_free = NULL;
+    be->ops = &c->ops;
     be->impl = c;
     be->kv_dtype = KILN_F16;
     c->device = device;
@@ -379,7 +401,12 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
     // tests check) what Ampere and Ada run.
     const char *pdl = getenv("KILN_CUDA_PDL"), *portable = getenv("KILN_CUDA_PORTABLE");
     c->portable = portable && strcmp(portable, "1") == 0;
-    c->pdl = c->prop.major >= 9 && pdl && strcmp(pdl, "1") == 0 && !c->portable;
+    if (c->prop.major >= 9 && pdl && !c->portable) c->pdl = cuda_pdl_kinds(pdl);
+    const char *pdl_early = getenv("KILN_CUDA_PDL_EARLY"), *preload = getenv("KILN_CUDA_MATVEC_PRELOAD");
+    c->pdl_early = pdl_early && strcmp(pdl_early, "1") == 0;
+    c->matvec_preload = preload && strcmp(preload, "1") == 0;
+    const char *one_wait = getenv("KILN_CUDA_PDL_ONEWAIT");
+    c->pdl_one_wait = one_wait && strcmp(one_wait, "1") == 0;
     // 16-bit feed-forward intermediates on prompt chunks: on by default since
     // measured (+4% prefill, H200, 2026-11-26); KILN_CUDA_MLP16=0 for A/B runs.
     const char *mlp16 = getenv("KILN_CUDA_MLP16");

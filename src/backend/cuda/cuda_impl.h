@@ -62,13 +62,21 @@ typedef struct cuda_impl {
     const char *gemm_error;       // cuBLASLt's status of the last failure
     bool capturing;
     bool portable;                // KILN_CUDA_PORTABLE: no Hopper-only paths at all
-    bool pdl;                     // launch kiln's kernels as programmatic dependent launches
+    unsigned pdl;                 // CUDA_PDL_* kinds of kiln's kernels launched as programmatic dependent launches
+    bool pdl_early;               // KILN_CUDA_PDL_EARLY=1: matrix-vector kernels let the next one launch right after their wait
+    bool pdl_one_wait;            // KILN_CUDA_PDL_ONEWAIT=1: one warp per matrix-vector block waits for the previous kernel
+    bool matvec_preload;          // KILN_CUDA_MATVEC_PRELOAD=1: first weights into registers before the wait / staging
+    kiln_backend_ops ops;         // cuda_ops, less the graph entries under KILN_CUDA_GRAPH=0
     bool mlp16;                   // mlp on prompt chunks with 16-bit intermediates
     bool norm_fused;              // the matrix-vector kernel normalises its own input
     bool matvec_deep;             // more loads in flight for one token's plain products (KILN_CUDA_MATVEC_DEEP=0: off)
     bool gemm_add_pass;           // KILN_CUDA_GEMM_ADD_PASS=1: residual GEMMs with beta 0, then an add (off until measured)
     cuda_scratch norm_buf;        // RMS-normalised inputs for the other paths
 } cuda_impl;
+
+// Kinds of kernels KILN_CUDA_PDL may launch as programmatic dependent launches
+// (it takes "1" for all, or a comma list of matvec, attention, other).
+enum { CUDA_PDL_MATVEC = 1, CUDA_PDL_ATTENTION = 2, CUDA_PDL_OTHER = 4 };
 
 static inline cuda_impl *cuda_of(kiln_backend *be) { return (cuda_impl *)be->impl; }
 

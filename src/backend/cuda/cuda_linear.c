@@ -40,7 +40,10 @@ static bool rope_fusable(const kiln_linear_args *a) {
 
 static void linear_matvec(cuda_impl *c, const kiln_linear_args *a, kiln_cuda_type type) {
     kiln_cuda_matvec_args mv = {.count = a->count, .type = type, .k = (int)a->w[0]->ne[0], .x = a->x,
-                                .n_tokens = a->n, .accumulate = a->accumulate, .glu = a->glu, .pdl = c->pdl,
+                                .n_tokens = a->n, .accumulate = a->accumulate, .glu = a->glu,
+                                .pdl = (c->pdl & CUDA_PDL_MATVEC) != 0, .pdl_early = c->pdl_early,
+                                .pdl_one_wait = c->pdl_one_wait,
+                                .preload = c->matvec_preload,
                                 .norm = a->norm, .norm_eps = a->norm_eps, .deep_loads = c->matvec_deep};
     if (a->rope) { // rope_fusable(a) holds
         const kiln_linear_rope *r = a->rope;
@@ -96,7 +99,7 @@ static void linear_gemm(cuda_impl *c, const kiln_linear_args *a) {
             if (a->norm) // RMSNorm straight into the 16-bit input
                 cuda_note(c,
                           kiln_cuda_rmsnorm16(c->stream, a->x, a->norm, c->gemm_input.ptr, type, a->n, k, a->norm_eps,
-                                              c->pdl),
+                                              (c->pdl & CUDA_PDL_OTHER) != 0),
                           "rmsnorm");
             else
                 cuda_note(c, kiln_cuda_convert(c->stream, a->x, c->gemm_input.ptr, type, in_elems), "convert");
@@ -120,7 +123,7 @@ static const float *normalised(cuda_impl *c, const float *x, const float *norm, 
         cuda_note(c, cudaErrorMemoryAllocation, "rmsnorm buffer");
         return NULL;
     }
-    cuda_note(c, kiln_cuda_rmsnorm(c->stream, x, norm, c->norm_buf.ptr, n, k, eps, c->pdl), "rmsnorm");
+    cuda_note(c, kiln_cuda_rmsnorm(c->stream, x, norm, c->norm_buf.ptr, n, k, eps, (c->pdl & CUDA_PDL_OTHER) != 0), "rmsnorm");
     return c->norm_buf.ptr;
 }
 
@@ -182,7 +185,7 @@ void cuda_mlp(kiln_backend *be, const kiln_mlp_args *a) {
     // gate and up are float buffers of mid_elems: room for 16-bit values.
     if (a->norm)
         cuda_note(c, kiln_cuda_rmsnorm16(c->stream, a->h, a->norm, c->gemm_input.ptr, type, a->n, dim, a->norm_eps,
-                                         c->pdl),
+                                         (c->pdl & CUDA_PDL_OTHER) != 0),
                   "rmsnorm");
     else
         cuda_note(c, kiln_cuda_convert(c->stream, a->h, c->gemm_input.ptr, type, in_elems), "convert");

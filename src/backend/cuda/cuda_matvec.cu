@@ -73,17 +73,26 @@ static __device__ __forceinline__ float dot8(const float wf[8], const float4 &a,
 // acc[r][t] += row_r . x[t] over this lane's chunks (8 elements each) of R
 // rows that share the input (R = 2: SwiGLU's gate and up): each input chunk
 // is read once for all R rows.
+// With use_pre, the first round of loads is already in pre (first_loads).
 template <int NT, int R, bool BF16, bool STAGED, int LOADS>
 static __device__ __forceinline__ void rows_dot(const uint4 *const rows[R], const float *x, int k, int lane,
-                                                float acc[R][NT]) {
+                                                float acc[R][NT], const uint4 (&pre)[R][LOADS], bool use_pre) {
     const int chunks = k / 8;
     int c = lane;
     for (; c + 32 * (LOADS - 1) < chunks; c += 32 * LOADS) {
         uint4 w[R][LOADS];
+        if (use_pre) {
 #pragma unroll
-        for (int u = 0; u < LOADS; u++)
+            for (int u = 0; u < LOADS; u++)
 #pragma unroll
-            for (int r = 0; r < R; r++) w[r][u] = load_stream(rows[r] + c + 32 * u);
+                for (int r = 0; r < R; r++) w[r][u] = pre[r][u];
+            use_pre = false;
+        } else {
+#pragma unroll
+            for (int u = 0; u < LOADS; u++)
+#pragma unroll
+                for (int r = 0; r < R; r++) w[r][u] = load_stream(rows[r] + c + 32 * u);
+        }
 #pragma unroll
         for (int u = 0; u < LOADS; u++) {
             float wf[R][8];
@@ -154,6 +163,20 @@ static __device__ __forceinline__ void prefetch_row(const uint4 *row, int k, int
         if (lane + 32 * u < chunks) asm volatile("prefetch.global.L2 [%0];" ::"l"(row + lane + 32 * u));
 }
 
+// Or the first round of rows_dot's loads itself, into registers: they are in
+// flight while the previous kernel drains or the input is staged. False
+// (nothing loaded) when the row is too short for a full round.
+template <int R, int LOADS>
+static __device__ __forceinline__ bool first_loads(const uint4 *const rows[R], int k, int lane,
+                                                   uint4 (&pre)[R][LOADS]) {
+    if (lane + 32 * (LOADS - 1) >= k / 8) return false;
+#pragma unroll
+    for (int u = 0; u < LOADS; u++)
+#pragma unroll
+        for (int r = 0; r < R; r++) pre[r][u] = load_stream(rows[r] + lane + 32 * u);
+    return true;
+}
+
 // What a warp's output unit is: one row (PLAIN), a row of gate and the same
 // row of up (GLU), or a rotation pair of rows of q, k or v (ROPE).
 enum { MV_PLAIN, MV_GLU, MV_ROPE };
@@ -221,14 +244,27 @@ __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MO
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int u0 = (blockIdx.x * WARPS_PER_BLOCK + warp) * per_warp, u1 = min(u0 + per_warp, units);
     const size_t row_chunks = (size_t)a.k / 8;
+    constexpr int LOADS = DEEP ? 2 * LOADS_IN_FLIGHT : LOADS_IN_FLIGHT;
     int i, ra, rb, pair = 0;
+    uint4 pre[R][LOADS];
+    bool have_pre = false;
     if ((a.pdl || NORM) && u0 < u1) {
         unit_rows<MODE>(a, u0, i, ra, rb, pair);
-        const uint4 *w_b = static_cast<const uint4 *>(a.w[MODE == MV_GLU ? 1 : i]);
-        prefetch_row(static_cast<const uint4 *>(a.w[i]) + (size_t)ra * row_chunks, a.k, lane);
-        if (R == 2) prefetch_row(w_b + (size_t)rb * row_chunks, a.k, lane);
+        const uint4 *rows[R];
+        rows[0] = static_cast<const uint4 *>(a.w[i]) + (size_t)ra * row_chunks;
+        if (R == 2) rows[R - 1] = static_cast<const uint4 *>(a.w[MODE == MV_GLU ? 1 : i]) + (size_t)rb * row_chunks;
+        if (a.preload) have_pre = first_loads<R, LOADS>(rows, a.k, lane, pre);
+        if (!have_pre)
+#pragma unroll
+            for (int r = 0; r < R; r++) prefetch_row(rows[r], a.k, lane);
     }
-    pdl_wait();
+    if (a.pdl_one_wait) { // the other warps wait at the block barrier instead
+        if (warp == 0) pdl_wait();
+        __syncthreads();
+    } else {
+        pdl_wait();
+    }
+    if (a.pdl_early) pdl_allow_next();
     const float *x = a.x;
     float inv[NT];
     if (NORM) { // before any warp leaves: it synchronises
@@ -245,7 +281,8 @@ __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MO
         for (int q = 0; q < R; q++)
 #pragma unroll
             for (int t = 0; t < NT; t++) acc[q][t] = 0.0f;
-        rows_dot<NT, R, BF16, NORM, DEEP ? 2 * LOADS_IN_FLIGHT : LOADS_IN_FLIGHT>(rows, x, a.k, lane, acc);
+        rows_dot<NT, R, BF16, NORM, LOADS>(rows, x, a.k, lane, acc, pre, have_pre);
+        have_pre = false;
 #pragma unroll
         for (int t = 0; t < NT; t++)
 #pragma unroll
@@ -274,9 +311,9 @@ __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MO
             }
         }
     }
-    // Late: dependents launched at the start would hold SM slots while they
-    // wait (measured slower on the H200).
-    pdl_allow_next();
+    // Late by default: dependents launched at the start would hold SM slots
+    // while they wait (measured slower on the H200).
+    if (!a.pdl_early) pdl_allow_next();
 }
 
 // Rows per warp: one while the grid fits the blocks the SMs hold at once,
