@@ -45,6 +45,7 @@ static void cuda_destroy(kiln_backend *be) {
     cuda_impl *c = cuda_of(be);
     if (c) {
         cudaSetDevice(c->device);
+        if (c->stream) cuda_chain_flush(c);
         if (c->stream) cudaStreamSynchronize(c->stream);
         cuda_staging_free(c);
         cuda_scratch *scratch[] = {&c->gemm_input,         &c->gemm_trial, &c->gemm_out, &c->attention_ws,
@@ -57,6 +58,7 @@ static void cuda_destroy(kiln_backend *be) {
         for (int i = 0; i < c->n_retired; i++) cudaFree(c->retired[i]);
         free(c->retired);
         if (c->sampled) cudaFree(c->sampled);
+        if (c->chain_barrier) cudaFree(c->chain_barrier);
         if (c->sampled_host) cudaFreeHost(c->sampled_host);
         cuda_gemm_cache_free(c->gemm_cache);
         if (c->lt_workspace) cudaFree(c->lt_workspace);
@@ -92,6 +94,7 @@ static void *cuda_alloc(kiln_backend *be, size_t bytes) {
 
 static void cuda_free(kiln_backend *be, void *ptr) {
     cuda_impl *c = cuda_of(be);
+    cuda_chain_flush(c);
     if (!ptr) return;
     char *p = (char *)ptr - ALLOC_HEADER;
     size_t bytes = 0;
@@ -102,6 +105,7 @@ static void cuda_free(kiln_backend *be, void *ptr) {
 
 static void cuda_get_rows(kiln_backend *be, const kiln_tensor *table, const int32_t *ids, int n, float *out) {
     cuda_impl *c = cuda_of(be);
+    cuda_chain_flush(c);
     cuda_note(c, kiln_cuda_get_rows(c->stream, table->data, kiln_cuda_type_of(table->dtype), (int)table->ne[0], ids, n,
                                     out, (c->pdl & CUDA_PDL_OTHER) != 0),
               "get_rows");
@@ -148,6 +152,7 @@ void cuda_rope_kv_store(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer 
                                const kiln_batch_layout *batch, float *q, int n_heads, float *k, const float *v,
                                const kiln_rope_params *rope) {
     cuda_impl *c = cuda_of(be);
+    cuda_chain_flush(c);
     const double *inv_freq = cuda_rope_inv_freq(c, rope);
     if (!inv_freq) {
         cuda_note(c, cudaErrorMemoryAllocation, "rope frequency table (at most 4 RoPE settings per backend)");
@@ -169,6 +174,7 @@ void cuda_rope_kv_store(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer 
 static void cuda_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer layer,
                            const kiln_batch_layout *batch, const float *q, int n_heads, float scale, float *out) {
     cuda_impl *c = cuda_of(be);
+    cuda_chain_flush(c);
     kiln_cuda_attention_args a = {
         .kv = {.k = layer.k, .v = layer.v, .block_tables = kv->block_tables,
                .max_blocks_per_seq = kv->max_blocks_per_seq, .block_size = kv->block_size,
@@ -201,17 +207,20 @@ static void cuda_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_lay
 
 static void cuda_copy(kiln_backend *be, void *dst, const void *src, size_t n) {
     cuda_impl *c = cuda_of(be);
+    cuda_chain_flush(c);
     cuda_note(c, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, c->stream), "copy");
 }
 
 static void cuda_to_host(kiln_backend *be, void *dst, const void *src, size_t n) {
     cuda_impl *c = cuda_of(be);
+    cuda_chain_flush(c);
     cuda_note(c, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, c->stream), "to_host");
     cuda_note(c, cudaStreamSynchronize(c->stream), "to_host");
 }
 
 static void cuda_from_host(kiln_backend *be, void *dst, const void *src, size_t n) {
     cuda_impl *c = cuda_of(be);
+    cuda_chain_flush(c);
     cuda_note(c, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, c->stream), "from_host");
 }
 
@@ -229,11 +238,16 @@ static kiln_status report(cuda_impl *c) {
 
 static kiln_status cuda_sync(kiln_backend *be) {
     cuda_impl *c = cuda_of(be);
+    cuda_chain_flush(c);
     cuda_note(c, cudaStreamSynchronize(c->stream), "a queued kernel");
     return report(c);
 }
 
-static kiln_status cuda_check(kiln_backend *be) { return report(cuda_of(be)); }
+static kiln_status cuda_check(kiln_backend *be) {
+    cuda_impl *c = cuda_of(be);
+    cuda_chain_flush(c);
+    return report(c);
+}
 
 static void cuda_memory(kiln_backend *be, kiln_backend_memory *out) {
     cuda_impl *c = cuda_of(be);
@@ -246,6 +260,7 @@ static void cuda_memory(kiln_backend *be, kiln_backend_memory *out) {
 static kiln_status cuda_sample(kiln_backend *be, const float *logits, int vocab, const kiln_backend_sample_args *a,
                                int32_t *id) {
     cuda_impl *c = cuda_of(be);
+    cuda_chain_flush(c);
     if (!cuda_scratch_reserve(c, &c->sample_ws, kiln_cuda_sample_workspace(vocab)))
         return kiln_fail(KILN_ERR_NOMEM, "cuda: cannot allocate the sampler's workspace");
     kiln_cuda_sample_params p = {.temperature = a->temperature, .top_k = a->top_k, .top_p = a->top_p,
@@ -260,6 +275,7 @@ static kiln_status cuda_sample(kiln_backend *be, const float *logits, int vocab,
 
 static kiln_status cuda_graph_begin(kiln_backend *be) {
     cuda_impl *c = cuda_of(be);
+    cuda_chain_flush(c);
     kiln_status st = report(c);
     if (st != KILN_OK) return st;
     cudaError_t e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal);
@@ -270,6 +286,7 @@ static kiln_status cuda_graph_begin(kiln_backend *be) {
 
 static kiln_status cuda_graph_end(kiln_backend *be, void **out) {
     cuda_impl *c = cuda_of(be);
+    cuda_chain_flush(c);
     cudaGraph_t graph = NULL;
     cudaGraphExec_t exec = NULL;
     *out = NULL;
@@ -286,6 +303,7 @@ static kiln_status cuda_graph_end(kiln_backend *be, void **out) {
 
 static kiln_status cuda_graph_launch(kiln_backend *be, void *graph) {
     cuda_impl *c = cuda_of(be);
+    cuda_chain_flush(c);
     cuda_note(c, cudaGraphLaunch((cudaGraphExec_t)graph, c->stream), "graph launch");
     return report(c);
 }
@@ -393,6 +411,8 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
     if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&c->upload, cudaStreamNonBlocking);
     if (e == cudaSuccess) e = cudaMalloc(&c->lt_workspace, LT_WORKSPACE_BYTES);
     if (e == cudaSuccess) e = cudaMalloc((void **)&c->sampled, sizeof(int32_t));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&c->chain_barrier, 2 * sizeof(unsigned));
+    if (e == cudaSuccess) e = cudaMemset(c->chain_barrier, 0, 2 * sizeof(unsigned));
     if (e == cudaSuccess) e = cudaMallocHost((void **)&c->sampled_host, sizeof(int32_t));
     c->lt_workspace_bytes = LT_WORKSPACE_BYTES;
     // Programmatic dependent launch of kiln's own kernels: Hopper only, and
@@ -405,6 +425,10 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
     const char *pdl_early = getenv("KILN_CUDA_PDL_EARLY"), *preload = getenv("KILN_CUDA_MATVEC_PRELOAD");
     c->pdl_early = pdl_early && strcmp(pdl_early, "1") == 0;
     c->matvec_preload = preload && strcmp(preload, "1") == 0;
+    // A decode layer's O, SwiGLU, down and the next Q/K/V products as one
+    // launch (cuda_matvec_chain.cu): off until measured (KILN_CUDA_CHAIN=1).
+    const char *chain = getenv("KILN_CUDA_CHAIN");
+    c->chain_on = chain && strcmp(chain, "1") == 0;
     const char *one_wait = getenv("KILN_CUDA_PDL_ONEWAIT");
     c->pdl_one_wait = one_wait && strcmp(one_wait, "1") == 0;
     // 16-bit feed-forward intermediates on prompt chunks: on by default since
