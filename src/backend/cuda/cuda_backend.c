@@ -202,6 +202,22 @@ static void cuda_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_lay
                                                              c->attention_counters.bytes),
                   "attention counters");
     a.counters = c->attention_counters.ptr;
+    // With KILN_CUDA_ATTN_PREFETCH, held back until the next product names
+    // the weights the kernel should bring into L2 while it runs.
+    if (c->attn_prefetch_bytes) {
+        c->pending_attention = a;
+        c->has_pending_attention = true;
+        return;
+    }
+    cuda_note(c, kiln_cuda_attention_decode(c->stream, &a, c->attention_ws.ptr), "attention decode");
+}
+
+void cuda_pending_attention_launch(cuda_impl *c, const void *prefetch, size_t prefetch_bytes) {
+    if (!c->has_pending_attention) return;
+    c->has_pending_attention = false;
+    kiln_cuda_attention_args a = c->pending_attention;
+    a.prefetch = prefetch;
+    a.prefetch_bytes = prefetch_bytes < c->attn_prefetch_bytes ? prefetch_bytes : c->attn_prefetch_bytes;
     cuda_note(c, kiln_cuda_attention_decode(c->stream, &a, c->attention_ws.ptr), "attention decode");
 }
 
@@ -429,6 +445,11 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
     // launch (cuda_matvec_chain.cu): off until measured (KILN_CUDA_CHAIN=1).
     const char *chain = getenv("KILN_CUDA_CHAIN");
     c->chain_on = chain && strcmp(chain, "1") == 0;
+    // Decode attention brings the first MiB of the next product's weights
+    // into L2 while it runs (sm_90): KILN_CUDA_ATTN_PREFETCH=MIB, off until measured.
+    const char *attn_prefetch = getenv("KILN_CUDA_ATTN_PREFETCH");
+    if (attn_prefetch && c->prop.major >= 9 && !c->portable)
+        c->attn_prefetch_bytes = (size_t)strtoul(attn_prefetch, NULL, 10) << 20;
     const char *one_wait = getenv("KILN_CUDA_PDL_ONEWAIT");
     c->pdl_one_wait = one_wait && strcmp(one_wait, "1") == 0;
     // 16-bit feed-forward intermediates on prompt chunks: on by default since

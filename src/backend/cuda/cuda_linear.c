@@ -67,6 +67,9 @@ static void linear_matvec(cuda_impl *c, const kiln_linear_args *a, kiln_cuda_typ
         mv.y[i] = a->y[i];
         mv.rows[i] = (int)a->w[i]->ne[1];
     }
+    // The attention before this product (held back) prefetches its weights.
+    if (c->has_pending_attention)
+        cuda_pending_attention_launch(c, mv.w[0], (size_t)mv.rows[0] * (size_t)mv.k * 2);
     // Single-token products wait to run as one chain launch, while they
     // share a type (the chain's kernel is compiled per type).
     if (c->chain_on && kiln_cuda_matvec_chainable(&mv)) {
@@ -80,6 +83,7 @@ static void linear_matvec(cuda_impl *c, const kiln_linear_args *a, kiln_cuda_typ
 }
 
 void cuda_chain_flush(cuda_impl *c) {
+    cuda_pending_attention_launch(c, NULL, 0);
     const int n = c->chain_n;
     if (n == 0) return;
     c->chain_n = 0;
