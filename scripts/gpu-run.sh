@@ -18,7 +18,7 @@
 #   bench-ab   kiln's suite once per group of settings in KILN_AB_SETTINGS
 #              (';'-separated; default: the settings still off by default)
 #   profile    ncu: device time per kernel of a decode step at batch 1, 8 and 64
-#              (KILN_PROFILE_RUNS)
+#              (KILN_PROFILE_RUNS; KILN_NCU_ARGS: more ncu arguments)
 #
 # Carry .gpu-debs (and .gpu-cache) in the run. Each stage appends a section to
 # $OUT/summary.md and its whole output to $OUT/<stage>.log; a failing stage is
@@ -275,7 +275,8 @@ body_profile() {
     t=$(cap 150)
     [ "$t" -ge 20 ] || { key "profile $run: skipped (no time left)"; continue; }
     echo "===== profile $run (timeout ${t}s)"
-    timeout -k 5 "$t" "$ncu_bin" --csv --metrics gpu__time_duration.sum --graph-profiling node \
+    # shellcheck disable=SC2086  # KILN_NCU_ARGS: extra words, e.g. "--clock-control none"
+    timeout -k 5 "$t" "$ncu_bin" --csv --metrics gpu__time_duration.sum --graph-profiling node ${KILN_NCU_ARGS:-} \
       --launch-skip "$skip" --launch-count "$count" \
       "$build/kiln" bench --device cuda -m "$model_dir" "${args[@]}" >"$OUT/profile-$run.csv" 2>"$scratch/ncu.err" || rc=$?
     tail -n 5 "$scratch/ncu.err"

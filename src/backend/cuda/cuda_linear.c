@@ -44,7 +44,8 @@ static void linear_matvec(cuda_impl *c, const kiln_linear_args *a, kiln_cuda_typ
                                 .pdl = (c->pdl & CUDA_PDL_MATVEC) != 0, .pdl_early = c->pdl_early,
                                 .pdl_one_wait = c->pdl_one_wait,
                                 .preload = c->matvec_preload,
-                                .norm = a->norm, .norm_eps = a->norm_eps, .deep_loads = c->matvec_deep};
+                                .norm = a->norm, .norm_eps = a->norm_eps, .deep_loads = c->matvec_deep,
+                                .pipe = c->matvec_pipe};
     if (a->rope) { // rope_fusable(a) holds
         const kiln_linear_rope *r = a->rope;
         const double *inv_freq = cuda_rope_inv_freq(c, r->params);

@@ -8,15 +8,15 @@
 #include "backend/cuda/cuda_pdl.cuh"
 
 // Warp w of block b owns output units [(b * WARPS + w) * per_warp, + per_warp).
-template <int NT, bool BF16, int MODE, bool NORM, bool DEEP>
-__global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MODE, DEEP>())
+template <int NT, bool BF16, int MODE, bool NORM, bool DEEP, int PIPE>
+__global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MODE, DEEP, PIPE>())
     matvec_kernel(const kiln_cuda_matvec_args a, int units, int per_warp) {
     extern __shared__ float4 staged[]; // NORM: [NT][k] floats
     constexpr int R = MODE == MV_PLAIN ? 1 : 2;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int u0 = (blockIdx.x * WARPS_PER_BLOCK + warp) * per_warp, u1 = min(u0 + per_warp, units);
     const size_t row_chunks = (size_t)a.k / 8;
-    constexpr int LOADS = DEEP ? 2 * LOADS_IN_FLIGHT : LOADS_IN_FLIGHT;
+    constexpr int LOADS = matvec_loads<MODE, DEEP, PIPE>();
     int i, ra, rb, pair = 0;
     uint4 pre[R][LOADS];
     bool have_pre = false;
@@ -43,7 +43,8 @@ __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MO
         stage_normed<NT, true>(a.x, a.norm, a.k, a.norm_eps, reinterpret_cast<float *>(staged), inv);
         x = reinterpret_cast<const float *>(staged);
     }
-    matvec_units<NT, BF16, MODE, NORM, true, LOADS>(a, u0, u1, x, inv, lane, pre, have_pre);
+    matvec_units<NT, BF16, MODE, NORM, true, LOADS, PIPE == 1 || PIPE == 2 || PIPE == 4>(a, u0, u1, x, inv, lane, pre,
+                                                                                         have_pre);
     // Late by default: dependents launched at the start would hold SM slots
     // while they wait (measured slower on the H200).
     if (!a.pdl_early) pdl_allow_next();
@@ -51,7 +52,7 @@ __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MO
 
 // Rows per warp: one while the grid fits the blocks the SMs hold at once,
 // more once it does not, so that every warp gets the same number of rows.
-template <int NT, bool BF16, int MODE, bool NORM, bool DEEP>
+template <int NT, bool BF16, int MODE, bool NORM, bool DEEP, int PIPE = 0>
 static cudaError_t launch_form(cudaStream_t stream, const kiln_cuda_matvec_args *a, int units) {
     // Asked once per form and shared-memory size (k changes it for NORM):
     // the answer only depends on them, and prompt chunks launch uncaptured.
@@ -61,19 +62,19 @@ static cudaError_t launch_form(cudaStream_t stream, const kiln_cuda_matvec_args 
     const size_t smem = NORM ? sizeof(float) * (size_t)NT * (size_t)a->k : 0;
     if (smem != known_smem) {
         if (NORM && smem > 48 * 1024) {
-            cudaError_t e = cudaFuncSetAttribute(matvec_kernel<NT, BF16, MODE, NORM, DEEP>,
+            cudaError_t e = cudaFuncSetAttribute(matvec_kernel<NT, BF16, MODE, NORM, DEEP, PIPE>,
                                                  cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
             if (e != cudaSuccess) return e;
         }
         cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-            &per_sm, matvec_kernel<NT, BF16, MODE, NORM, DEEP>, WARPS_PER_BLOCK * 32, smem);
+            &per_sm, matvec_kernel<NT, BF16, MODE, NORM, DEEP, PIPE>, WARPS_PER_BLOCK * 32, smem);
         if (e != cudaSuccess) return e;
         known_smem = smem;
     }
     const int resident_warps = (per_sm > 0 ? per_sm : 1) * (sms > 0 ? sms : 1) * WARPS_PER_BLOCK;
     const int per_warp = (units + resident_warps - 1) / resident_warps, per_block = per_warp * WARPS_PER_BLOCK;
     const dim3 grid((unsigned)((units + per_block - 1) / per_block)), block(WARPS_PER_BLOCK * 32);
-    return launch_maybe_pdl(a->pdl, matvec_kernel<NT, BF16, MODE, NORM, DEEP>, grid, block, smem, stream, *a, units,
+    return launch_maybe_pdl(a->pdl, matvec_kernel<NT, BF16, MODE, NORM, DEEP, PIPE>, grid, block, smem, stream, *a, units,
                             per_warp);
 }
 
@@ -81,6 +82,22 @@ static cudaError_t launch_form(cudaStream_t stream, const kiln_cuda_matvec_args 
 // tokens (kiln_cuda_matvec refuses more).
 template <int NT, bool BF16, int MODE>
 static cudaError_t launch_mode(cudaStream_t stream, const kiln_cuda_matvec_args *a, int units) {
+    if constexpr (NT == 1) {
+        if (a->pipe == 1)
+            return a->norm ? launch_form<NT, BF16, MODE, true, false, 1>(stream, a, units)
+                           : launch_form<NT, BF16, MODE, false, false, 1>(stream, a, units);
+        if (a->pipe == 2)
+            return a->norm ? launch_form<NT, BF16, MODE, true, false, 2>(stream, a, units)
+                           : launch_form<NT, BF16, MODE, false, false, 2>(stream, a, units);
+        if (a->pipe == 4)
+            return a->norm ? launch_form<NT, BF16, MODE, true, false, 4>(stream, a, units)
+                           : launch_form<NT, BF16, MODE, false, false, 4>(stream, a, units);
+        if (a->pipe == 3) // DEEP as unpipelined for plain products
+            return a->norm ? launch_form<NT, BF16, MODE, true, false, 3>(stream, a, units)
+                           : MODE == MV_PLAIN && a->deep_loads
+                                 ? launch_form<NT, BF16, MODE, false, MODE == MV_PLAIN, 3>(stream, a, units)
+                                 : launch_form<NT, BF16, MODE, false, false, 3>(stream, a, units);
+    }
     if (a->norm) return launch_form<NT, BF16, MODE, NT <= KILN_MATVEC_NORM_MAX_TOKENS, false>(stream, a, units);
     if (NT == 1 && MODE == MV_PLAIN && a->deep_loads)
         return launch_form<NT, BF16, MODE, false, NT == 1 && MODE == MV_PLAIN>(stream, a, units);

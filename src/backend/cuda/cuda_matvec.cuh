@@ -81,37 +81,80 @@ static __device__ __forceinline__ float dot8(const float wf[8], const float4 &a,
 // rows that share the input (R = 2: SwiGLU's gate and up): each input chunk
 // is read once for all R rows.
 // With use_pre, the first round of loads is already in pre (first_loads).
+// One round of loads: LOADS chunks (32 apart) of each of the R rows.
+template <int R, int LOADS>
+static __device__ __forceinline__ void load_round(const uint4 *const rows[R], int c, uint4 (&w)[R][LOADS]) {
+#pragma unroll
+    for (int u = 0; u < LOADS; u++)
+#pragma unroll
+        for (int r = 0; r < R; r++) w[r][u] = load_stream(rows[r] + c + 32 * u);
+}
+
+// acc += the round's weights (chunks c, c + 32, ...) . x.
 template <int NT, int R, bool BF16, bool STAGED, bool XLDG, int LOADS>
+static __device__ __forceinline__ void round_dot(const uint4 (&w)[R][LOADS], const float *x, int k, int c,
+                                                 float acc[R][NT]) {
+#pragma unroll
+    for (int u = 0; u < LOADS; u++) {
+        float wf[R][8];
+#pragma unroll
+        for (int r = 0; r < R; r++) unpack8<BF16>(w[r][u], wf[r]);
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            float4 xa, xb;
+            load_x8<STAGED, XLDG>(x, k, t, c + 32 * u, xa, xb);
+#pragma unroll
+            for (int r = 0; r < R; r++) acc[r][t] = dot8(wf[r], xa, xb, acc[r][t]);
+        }
+    }
+}
+
+// With use_pre, the first round of loads is already in pre (first_loads).
+// PIPE: the next round's loads are issued before this round's arithmetic, so
+// a lane never waits with nothing in flight (two rounds of registers).
+template <int NT, int R, bool BF16, bool STAGED, bool XLDG, int LOADS, bool PIPE = false>
 static __device__ __forceinline__ void rows_dot(const uint4 *const rows[R], const float *x, int k, int lane,
                                                 float acc[R][NT], const uint4 (&pre)[R][LOADS], bool use_pre) {
     const int chunks = k / 8;
     int c = lane;
-    for (; c + 32 * (LOADS - 1) < chunks; c += 32 * LOADS) {
-        uint4 w[R][LOADS];
-        if (use_pre) {
+    if (PIPE) {
+        if (c + 32 * (LOADS - 1) < chunks) {
+            uint4 cur[R][LOADS];
+            if (use_pre) {
 #pragma unroll
-            for (int u = 0; u < LOADS; u++)
+                for (int u = 0; u < LOADS; u++)
 #pragma unroll
-                for (int r = 0; r < R; r++) w[r][u] = pre[r][u];
-            use_pre = false;
-        } else {
-#pragma unroll
-            for (int u = 0; u < LOADS; u++)
-#pragma unroll
-                for (int r = 0; r < R; r++) w[r][u] = load_stream(rows[r] + c + 32 * u);
-        }
-#pragma unroll
-        for (int u = 0; u < LOADS; u++) {
-            float wf[R][8];
-#pragma unroll
-            for (int r = 0; r < R; r++) unpack8<BF16>(w[r][u], wf[r]);
-#pragma unroll
-            for (int t = 0; t < NT; t++) {
-                float4 xa, xb;
-                load_x8<STAGED, XLDG>(x, k, t, c + 32 * u, xa, xb);
-#pragma unroll
-                for (int r = 0; r < R; r++) acc[r][t] = dot8(wf[r], xa, xb, acc[r][t]);
+                    for (int r = 0; r < R; r++) cur[r][u] = pre[r][u];
+            } else {
+                load_round<R, LOADS>(rows, c, cur);
             }
+            for (;;) {
+                const int next = c + 32 * LOADS;
+                const bool more = next + 32 * (LOADS - 1) < chunks;
+                uint4 nxt[R][LOADS];
+                if (more) load_round<R, LOADS>(rows, next, nxt);
+                round_dot<NT, R, BF16, STAGED, XLDG, LOADS>(cur, x, k, c, acc);
+                c = next;
+                if (!more) break;
+#pragma unroll
+                for (int u = 0; u < LOADS; u++)
+#pragma unroll
+                    for (int r = 0; r < R; r++) cur[r][u] = nxt[r][u];
+            }
+        }
+    } else {
+        for (; c + 32 * (LOADS - 1) < chunks; c += 32 * LOADS) {
+            uint4 w[R][LOADS];
+            if (use_pre) {
+#pragma unroll
+                for (int u = 0; u < LOADS; u++)
+#pragma unroll
+                    for (int r = 0; r < R; r++) w[r][u] = pre[r][u];
+                use_pre = false;
+            } else {
+                load_round<R, LOADS>(rows, c, w);
+            }
+            round_dot<NT, R, BF16, STAGED, XLDG, LOADS>(w, x, k, c, acc);
         }
     }
     for (; c < chunks; c += 32) {
@@ -193,8 +236,23 @@ enum { MV_PLAIN, MV_GLU, MV_ROPE };
 // registers, two blocks rather than one.
 // DEEP (one token, one row per unit): twice the loads in flight per lane, for
 // the small products whose time is mostly the first round trips to memory.
-template <int NT, int MODE, bool DEEP> constexpr int matvec_min_blocks(void) {
-    return DEEP ? 4 : NT == 1 ? (MODE != MV_PLAIN ? 4 : 5) : NT == 2 ? 4 : (MODE != MV_PLAIN && NT == 8 ? 2 : 0); // 0: the compiler's choice
+// PIPE (one token): 1 (the default) splits the registers of the unpipelined
+// rounds in two (4 loads a row, or 2 for two-row units); 4 is the same at
+// three blocks an SM; 2 doubles the registers (three blocks); 3 is the
+// unpipelined rounds at three blocks an SM (fewer spills). 0: unpipelined.
+template <int NT, int MODE, bool DEEP, int PIPE = 0> constexpr int matvec_min_blocks(void) {
+    return PIPE >= 2 ? 3
+           : PIPE == 1 ? 4
+           : DEEP      ? 4
+           : NT == 1   ? (MODE != MV_PLAIN ? 4 : 5)
+           : NT == 2   ? 4
+                       : (MODE != MV_PLAIN && NT == 8 ? 2 : 0); // 0: the compiler's choice
+}
+
+// Loads in flight per row and round.
+template <int MODE, bool DEEP, int PIPE> constexpr int matvec_loads(void) {
+    return PIPE == 0 || PIPE == 3 ? (DEEP ? 2 * LOADS_IN_FLIGHT : LOADS_IN_FLIGHT)
+                                  : (MODE == MV_PLAIN ? LOADS_IN_FLIGHT : LOADS_IN_FLIGHT / 2) * (PIPE == 2 ? 2 : 1);
 }
 
 // Unit u's weight i and rows ra (and rb for two-row units) of that weight.
@@ -246,7 +304,7 @@ static __device__ __forceinline__ void rope_store(const kiln_cuda_matvec_args &a
 // Output units [u0, u1) of a, one warp: the products over x (global or
 // staged, inv the tokens' inverse RMS when NORM) and the epilogue. With
 // have_pre, pre holds the first round of loads of unit u0.
-template <int NT, bool BF16, int MODE, bool NORM, bool XLDG, int LOADS>
+template <int NT, bool BF16, int MODE, bool NORM, bool XLDG, int LOADS, bool PIPE = false>
 static __device__ __forceinline__ void matvec_units(const kiln_cuda_matvec_args &a, int u0, int u1, const float *x,
                                                     const float (&inv)[NT], int lane,
                                                     const uint4 (&pre)[MODE == MV_PLAIN ? 1 : 2][LOADS],
@@ -264,7 +322,7 @@ static __device__ __forceinline__ void matvec_units(const kiln_cuda_matvec_args 
         for (int q = 0; q < R; q++)
 #pragma unroll
             for (int t = 0; t < NT; t++) acc[q][t] = 0.0f;
-        rows_dot<NT, R, BF16, NORM, XLDG, LOADS>(rows, x, a.k, lane, acc, pre, have_pre);
+        rows_dot<NT, R, BF16, NORM, XLDG, LOADS, PIPE>(rows, x, a.k, lane, acc, pre, have_pre);
         have_pre = false;
 #pragma unroll
         for (int t = 0; t < NT; t++)

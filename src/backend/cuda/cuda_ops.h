@@ -68,6 +68,7 @@ typedef struct kiln_cuda_matvec_args {
     bool has_rope;
     kiln_cuda_matvec_rope rope;
     bool deep_loads; // one token, no norm: twice the loads in flight per lane
+    int pipe;        // one token: each round's loads before the previous round's arithmetic (1; 2-4: variants; 0: off)
 } kiln_cuda_matvec_args;
 
 cudaError_t kiln_cuda_matvec(cudaStream_t stream, const kiln_cuda_matvec_args *a);
