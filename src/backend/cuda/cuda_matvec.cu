@@ -1,6 +1,7 @@
 // Matrix-vector products for decode (1 to 8 tokens): the weights stream from
 // memory exactly once, with 16-byte loads that bypass L1 (the activations live
-// there), several loads in flight per lane. Each warp owns whole output units
+// there), several loads in flight per lane; for one token the next round's
+// loads go out before this round's arithmetic. Each warp owns whole output units
 // (a row; gate and up rows for SwiGLU; a RoPE pair of Q/K/V rows), 8 warps per
 // block; the epilogues add bias and residual, apply SwiGLU, or rotate and
 // write the KV cache.
