@@ -25,7 +25,8 @@
 # recorded and the next one still runs. Every stage runs under a timeout so the
 # whole command ends before KILN_GPU_DEADLINE_S (default 560) seconds and still
 # prints the summary. A stage that finds too little time left is skipped.
-# Env: OUT (default /tmp/kiln-gpu-out), KILN_GPU_DEADLINE_S, KILN_BENCH_ARGS
+# Env: OUT (default /tmp/kiln-gpu-out), KILN_COMMIT (the commit to record; the
+# machine's copy of .git may be stale), KILN_GPU_DEADLINE_S, KILN_BENCH_ARGS
 # (extra arguments of kiln bench), KILN_TORCH_ARGS (of torch_baseline.py),
 # KILN_MODEL_DIR (default /tmp/llama8b-random), KILN_MODEL_ARGS (extra
 # arguments of make_random_llama.py, e.g. "--layers 16"),
@@ -335,10 +336,15 @@ summary="$OUT/summary.md"
 {
   echo "# kiln gpu-run $(date -u +%Y-%m-%dT%H:%M:%SZ): ${stages[*]}"
   echo
-  if commit=$(git rev-parse --short HEAD 2>/dev/null); then
+  # The device tool's copy of .git can be stale: KILN_COMMIT (the caller's
+  # `git rev-parse --short HEAD`, passed in the command) wins when given.
+  if [ -n "${KILN_COMMIT:-}" ]; then
+    commit="$KILN_COMMIT (given by the caller)"
+  elif commit=$(git rev-parse --short HEAD 2>/dev/null); then
     git diff --quiet HEAD 2>/dev/null || commit="$commit+dirty"
+    commit="$commit (from this machine's .git, which may be stale)"
   else
-    commit="unknown (no .git)"
+    commit="unknown (no .git; pass KILN_COMMIT)"
   fi
   echo "- commit: $commit"
   if command -v nvidia-smi >/dev/null; then
