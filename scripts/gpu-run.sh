@@ -17,6 +17,8 @@
 #   bench-kiln, bench-torch   one half of bench
 #   bench-ab   kiln's suite once per group of settings in KILN_AB_SETTINGS
 #              (';'-separated; default: the settings still off by default)
+#   read-patterns   pure reads of the decode step's matrices (bench_read_patterns):
+#              the matrix-vector kernel's access pattern against the ceiling's
 #   profile    ncu: device time per kernel of a decode step at batch 1, 8 and 64
 #              (KILN_PROFILE_RUNS; KILN_NCU_ARGS: more ncu arguments)
 #
@@ -239,6 +241,18 @@ body_bench_kiln() {
   return "$rc"
 }
 
+# Pure reads of the decode step's matrices, in the ceiling kernel's pattern and
+# the matrix-vector kernel's (bench/cuda_read_patterns.cu): what decode could
+# reach if its kernels did no arithmetic. Needs no model.
+body_read_patterns() {
+  local bin="$build/bench/bench_read_patterns" t rc=0
+  [ -x "$bin" ] || { key "no $bin: run the build stage first"; return 1; }
+  t=$(cap 120)
+  timeout -k 5 "$t" "$bin" 2>&1 | tee "$scratch/read-patterns.out" || rc=$?
+  cat "$scratch/read-patterns.out" >>"$scratch/keys"
+  return "$rc"
+}
+
 body_bench_torch() {
   [ -f "$model_dir/model.safetensors.index.json" ] || { key "no $model_dir: run the model stage first"; return 1; }
   local t rc=0
@@ -328,6 +342,7 @@ stage_cap() {
   case "$1" in
     build) echo 330 ;; test) echo 300 ;; variants) echo 300 ;; sanitize) echo 300 ;; model) echo 150 ;;
     bench) echo 540 ;; bench-kiln) echo 300 ;; bench-torch) echo 330 ;; profile) echo 400 ;; bench-ab) echo 450 ;;
+    read-patterns) echo 120 ;;
     *) echo 0 ;;
   esac
 }
