@@ -18,6 +18,8 @@
 
 #include <cuda_runtime.h>
 
+#include "backend/cuda/cuda_matvec.cuh" // load_stream: the kernel's own weight load
+
 #define CHECK(call)                                                                                                  \
     do {                                                                                                             \
         cudaError_t e_ = (call);                                                                                     \
@@ -26,14 +28,6 @@
             exit(1);                                                                                                 \
         }                                                                                                            \
     } while (0)
-
-static __device__ __forceinline__ uint4 load_stream(const uint4 *p) {
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
-    return v;
-}
 
 template <int LOADS> __global__ void read_grid(const uint4 *src, size_t n, unsigned *sink) {
     const size_t stride = (size_t)gridDim.x * blockDim.x;

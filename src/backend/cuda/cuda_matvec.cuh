@@ -90,6 +90,14 @@ static __device__ __forceinline__ void load_round(const uint4 *const rows[R], in
         for (int r = 0; r < R; r++) w[r][u] = load_stream(rows[r] + c + 32 * u);
 }
 
+template <int R, int LOADS>
+static __device__ __forceinline__ void copy_round(const uint4 (&from)[R][LOADS], uint4 (&to)[R][LOADS]) {
+#pragma unroll
+    for (int u = 0; u < LOADS; u++)
+#pragma unroll
+        for (int r = 0; r < R; r++) to[r][u] = from[r][u];
+}
+
 // acc += the round's weights (chunks c, c + 32, ...) . x.
 template <int NT, int R, bool BF16, bool STAGED, bool XLDG, int LOADS>
 static __device__ __forceinline__ void round_dot(const uint4 (&w)[R][LOADS], const float *x, int k, int c,
@@ -120,14 +128,10 @@ static __device__ __forceinline__ void rows_dot(const uint4 *const rows[R], cons
     if (PIPE) {
         if (c + 32 * (LOADS - 1) < chunks) {
             uint4 cur[R][LOADS];
-            if (use_pre) {
-#pragma unroll
-                for (int u = 0; u < LOADS; u++)
-#pragma unroll
-                    for (int r = 0; r < R; r++) cur[r][u] = pre[r][u];
-            } else {
+            if (use_pre)
+                copy_round<R, LOADS>(pre, cur);
+            else
                 load_round<R, LOADS>(rows, c, cur);
-            }
             for (;;) {
                 const int next = c + 32 * LOADS;
                 const bool more = next + 32 * (LOADS - 1) < chunks;
@@ -136,20 +140,14 @@ static __device__ __forceinline__ void rows_dot(const uint4 *const rows[R], cons
                 round_dot<NT, R, BF16, STAGED, XLDG, LOADS>(cur, x, k, c, acc);
                 c = next;
                 if (!more) break;
-#pragma unroll
-                for (int u = 0; u < LOADS; u++)
-#pragma unroll
-                    for (int r = 0; r < R; r++) cur[r][u] = nxt[r][u];
+                copy_round<R, LOADS>(nxt, cur);
             }
         }
     } else {
         for (; c + 32 * (LOADS - 1) < chunks; c += 32 * LOADS) {
             uint4 w[R][LOADS];
             if (use_pre) {
-#pragma unroll
-                for (int u = 0; u < LOADS; u++)
-#pragma unroll
-                    for (int r = 0; r < R; r++) w[r][u] = pre[r][u];
+                copy_round<R, LOADS>(pre, w);
                 use_pre = false;
             } else {
                 load_round<R, LOADS>(rows, c, w);
