@@ -456,6 +456,10 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
     // 2, 3 and 4 are the register variants of cuda_matvec.cuh, for A/B runs.
     const char *pipe = getenv("KILN_CUDA_MATVEC_PIPE");
     c->matvec_pipe = pipe && pipe[0] >= '0' && pipe[0] <= '4' && !pipe[1] ? pipe[0] - '0' : 1;
+    // 1-8 token products (not RoPE's) on tensor cores, x rounded to 16 bits:
+    // KILN_CUDA_MATVEC_TC=1, off until run and measured on a GPU.
+    const char *tc = getenv("KILN_CUDA_MATVEC_TC");
+    c->matvec_tc = tc && strcmp(tc, "1") == 0;
     const char *one_wait = getenv("KILN_CUDA_PDL_ONEWAIT");
     c->pdl_one_wait = one_wait && strcmp(one_wait, "1") == 0;
     // 16-bit feed-forward intermediates on prompt chunks: on by default since

@@ -80,7 +80,10 @@ static void linear_matvec(cuda_impl *c, const kiln_linear_args *a, kiln_cuda_typ
         return;
     }
     cuda_chain_flush(c);
-    cuda_note(c, kiln_cuda_matvec(c->stream, &mv), "matvec");
+    if (c->matvec_tc && kiln_cuda_matvec_tc_takes(&mv))
+        cuda_note(c, kiln_cuda_matvec_tc(c->stream, &mv), "matvec (tensor cores)");
+    else
+        cuda_note(c, kiln_cuda_matvec(c->stream, &mv), "matvec");
 }
 
 void cuda_chain_flush(cuda_impl *c) {

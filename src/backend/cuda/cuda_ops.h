@@ -73,6 +73,11 @@ typedef struct kiln_cuda_matvec_args {
 
 cudaError_t kiln_cuda_matvec(cudaStream_t stream, const kiln_cuda_matvec_args *a);
 
+// The same products on tensor cores (cuda_matvec_tc.cu): count 1 or SwiGLU,
+// no RoPE; x is rounded to the weights' 16-bit type, as on the GEMM path.
+bool kiln_cuda_matvec_tc_takes(const kiln_cuda_matvec_args *a);
+cudaError_t kiln_cuda_matvec_tc(cudaStream_t stream, const kiln_cuda_matvec_args *a);
+
 // Up to KILN_MATVEC_CHAIN_MAX single-token products in one launch, run in
 // order: each may read what the ones before it wrote (cuda_matvec_chain.cu).
 #define KILN_MATVEC_CHAIN_MAX 4
