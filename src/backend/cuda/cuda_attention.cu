@@ -126,26 +126,7 @@ typedef struct dec_params {
     // unnormalised outputs [n_heads][n_chunks][D].
     unsigned char *ws;
     size_t ws_token, ws_ml, ws_o;
-    const unsigned char *prefetch;
-    size_t prefetch_bytes;
 } dec_params;
-
-// The grid's threads bring bytes at base into L2, 4 KB a request (the
-// weights of the product after attention: they depend on nothing, and the
-// attention alone leaves most of the memory bandwidth idle).
-static __device__ __forceinline__ void l2_prefetch_grid(const unsigned char *base, size_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    const size_t threads = (size_t)gridDim.x * gridDim.y * gridDim.z * blockDim.x;
-    const size_t tid = (((size_t)blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x) * blockDim.x + threadIdx.x;
-    for (size_t i = tid; i * 4096 < bytes; i += threads) {
-        const size_t off = i * 4096;
-        const unsigned n = (unsigned)(bytes - off < 4096 ? bytes - off : 4096);
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(base + off), "r"(n) : "memory");
-    }
-#else
-    (void)base, (void)bytes;
-#endif
-}
 
 template <int D> static constexpr __host__ __device__ size_t dec_smem_bytes(void) {
     return 2 * (size_t)DEC_TILE * (D + 8) * sizeof(__half)      // K, V tiles (rows padded by 16 bytes)
@@ -431,7 +412,6 @@ static __device__ __forceinline__ void dec_combine(const dec_params &p, unsigned
 template <int D> __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(const dec_params p) {
     extern __shared__ __align__(16) unsigned char smem[];
     __shared__ int s_last;
-    if (p.prefetch_bytes) l2_prefetch_grid(p.prefetch, p.prefetch_bytes);
     pdl_wait(); // q, positions, block tables, the new K/V and the workspace come from the kernels before
 
     const int kvh = blockIdx.x / p.n_hgroups, hg = blockIdx.x % p.n_hgroups;
@@ -744,8 +724,6 @@ template <int D> static cudaError_t launch_decode(cudaStream_t stream, const kil
     p.ws_token = l.token;
     p.ws_ml = l.ml;
     p.ws_o = l.o;
-    p.prefetch = static_cast<const unsigned char *>(a->prefetch);
-    p.prefetch_bytes = a->prefetch && ((uintptr_t)a->prefetch % 16) == 0 ? a->prefetch_bytes / 16 * 16 : 0;
     if (a->n_tokens > 65535 || p.n_chunks > 65535) return cudaErrorInvalidValue;
 
     constexpr size_t smem = dec_smem_bytes<D>();

@@ -45,7 +45,6 @@ static void cuda_destroy(kiln_backend *be) {
     cuda_impl *c = cuda_of(be);
     if (c) {
         cudaSetDevice(c->device);
-        if (c->stream) cuda_chain_flush(c);
         if (c->stream) cudaStreamSynchronize(c->stream);
         cuda_staging_free(c);
         cuda_scratch *scratch[] = {&c->gemm_input,         &c->gemm_trial, &c->gemm_out, &c->attention_ws,
@@ -58,7 +57,6 @@ static void cuda_destroy(kiln_backend *be) {
         for (int i = 0; i < c->n_retired; i++) cudaFree(c->retired[i]);
         free(c->retired);
         if (c->sampled) cudaFree(c->sampled);
-        if (c->chain_barrier) cudaFree(c->chain_barrier);
         if (c->sampled_host) cudaFreeHost(c->sampled_host);
         cuda_gemm_cache_free(c->gemm_cache);
         if (c->lt_workspace) cudaFree(c->lt_workspace);
@@ -94,7 +92,6 @@ static void *cuda_alloc(kiln_backend *be, size_t bytes) {
 
 static void cuda_free(kiln_backend *be, void *ptr) {
     cuda_impl *c = cuda_of(be);
-    cuda_chain_flush(c);
     if (!ptr) return;
     char *p = (char *)ptr - ALLOC_HEADER;
     size_t bytes = 0;
@@ -105,7 +102,6 @@ static void cuda_free(kiln_backend *be, void *ptr) {
 
 static void cuda_get_rows(kiln_backend *be, const kiln_tensor *table, const int32_t *ids, int n, float *out) {
     cuda_impl *c = cuda_of(be);
-    cuda_chain_flush(c);
     cuda_note(c, kiln_cuda_get_rows(c->stream, table->data, kiln_cuda_type_of(table->dtype), (int)table->ne[0], ids, n,
                                     out, (c->pdl & CUDA_PDL_OTHER) != 0),
               "get_rows");
@@ -152,7 +148,6 @@ void cuda_rope_kv_store(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer 
                                const kiln_batch_layout *batch, float *q, int n_heads, float *k, const float *v,
                                const kiln_rope_params *rope) {
     cuda_impl *c = cuda_of(be);
-    cuda_chain_flush(c);
     const double *inv_freq = cuda_rope_inv_freq(c, rope);
     if (!inv_freq) {
         cuda_note(c, cudaErrorMemoryAllocation, "rope frequency table (at most 4 RoPE settings per backend)");
@@ -174,7 +169,6 @@ void cuda_rope_kv_store(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer 
 static void cuda_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer layer,
                            const kiln_batch_layout *batch, const float *q, int n_heads, float scale, float *out) {
     cuda_impl *c = cuda_of(be);
-    cuda_chain_flush(c);
     kiln_cuda_attention_args a = {
         .kv = {.k = layer.k, .v = layer.v, .block_tables = kv->block_tables,
                .max_blocks_per_seq = kv->max_blocks_per_seq, .block_size = kv->block_size,
@@ -202,41 +196,22 @@ static void cuda_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_lay
                                                              c->attention_counters.bytes),
                   "attention counters");
     a.counters = c->attention_counters.ptr;
-    // With KILN_CUDA_ATTN_PREFETCH, held back until the next product names
-    // the weights the kernel should bring into L2 while it runs.
-    if (c->attn_prefetch_bytes) {
-        c->pending_attention = a;
-        c->has_pending_attention = true;
-        return;
-    }
-    cuda_note(c, kiln_cuda_attention_decode(c->stream, &a, c->attention_ws.ptr), "attention decode");
-}
-
-void cuda_pending_attention_launch(cuda_impl *c, const void *prefetch, size_t prefetch_bytes) {
-    if (!c->has_pending_attention) return;
-    c->has_pending_attention = false;
-    kiln_cuda_attention_args a = c->pending_attention;
-    a.prefetch = prefetch;
-    a.prefetch_bytes = prefetch_bytes < c->attn_prefetch_bytes ? prefetch_bytes : c->attn_prefetch_bytes;
     cuda_note(c, kiln_cuda_attention_decode(c->stream, &a, c->attention_ws.ptr), "attention decode");
 }
 
 static void cuda_copy(kiln_backend *be, void *dst, const void *src, size_t n) {
     cuda_impl *c = cuda_of(be);
-    cuda_chain_flush(c);
     cuda_note(c, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, c->stream), "copy");
 }
 
 static void cuda_to_host(kiln_backend *be, void *dst, const void *src, size_t n) {
     cuda_impl *c = cuda_of(be);
-    cuda_chain_flush(c);
     cuda_note(c, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, c->stream), "to_host");
     cuda_note(c, cudaStreamSynchronize(c->stream), "to_host");
 }
 
 static void cuda_from_host(kiln_backend *be, void *dst, const void *src, size_t n) {
     cuda_impl *c = cuda_of(be);
-    cuda_chain_flush(c);
     cuda_note(c, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, c->stream), "from_host");
 }
 
@@ -254,16 +229,11 @@ static kiln_status report(cuda_impl *c) {
 
 static kiln_status cuda_sync(kiln_backend *be) {
     cuda_impl *c = cuda_of(be);
-    cuda_chain_flush(c);
     cuda_note(c, cudaStreamSynchronize(c->stream), "a queued kernel");
     return report(c);
 }
 
-static kiln_status cuda_check(kiln_backend *be) {
-    cuda_impl *c = cuda_of(be);
-    cuda_chain_flush(c);
-    return report(c);
-}
+static kiln_status cuda_check(kiln_backend *be) { return report(cuda_of(be)); }
 
 static void cuda_memory(kiln_backend *be, kiln_backend_memory *out) {
     cuda_impl *c = cuda_of(be);
@@ -276,7 +246,6 @@ static void cuda_memory(kiln_backend *be, kiln_backend_memory *out) {
 static kiln_status cuda_sample(kiln_backend *be, const float *logits, int vocab, const kiln_backend_sample_args *a,
                                int32_t *id) {
     cuda_impl *c = cuda_of(be);
-    cuda_chain_flush(c);
     if (!cuda_scratch_reserve(c, &c->sample_ws, kiln_cuda_sample_workspace(vocab)))
         return kiln_fail(KILN_ERR_NOMEM, "cuda: cannot allocate the sampler's workspace");
     kiln_cuda_sample_params p = {.temperature = a->temperature, .top_k = a->top_k, .top_p = a->top_p,
@@ -291,7 +260,6 @@ static kiln_status cuda_sample(kiln_backend *be, const float *logits, int vocab,
 
 static kiln_status cuda_graph_begin(kiln_backend *be) {
     cuda_impl *c = cuda_of(be);
-    cuda_chain_flush(c);
     kiln_status st = report(c);
     if (st != KILN_OK) return st;
     cudaError_t e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal);
@@ -302,7 +270,6 @@ static kiln_status cuda_graph_begin(kiln_backend *be) {
 
 static kiln_status cuda_graph_end(kiln_backend *be, void **out) {
     cuda_impl *c = cuda_of(be);
-    cuda_chain_flush(c);
     cudaGraph_t graph = NULL;
     cudaGraphExec_t exec = NULL;
     *out = NULL;
@@ -319,7 +286,6 @@ static kiln_status cuda_graph_end(kiln_backend *be, void **out) {
 
 static kiln_status cuda_graph_launch(kiln_backend *be, void *graph) {
     cuda_impl *c = cuda_of(be);
-    cuda_chain_flush(c);
     cuda_note(c, cudaGraphLaunch((cudaGraphExec_t)graph, c->stream), "graph launch");
     return report(c);
 }
@@ -427,8 +393,6 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
     if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&c->upload, cudaStreamNonBlocking);
     if (e == cudaSuccess) e = cudaMalloc(&c->lt_workspace, LT_WORKSPACE_BYTES);
     if (e == cudaSuccess) e = cudaMalloc((void **)&c->sampled, sizeof(int32_t));
-    if (e == cudaSuccess) e = cudaMalloc((void **)&c->chain_barrier, 2 * sizeof(unsigned));
-    if (e == cudaSuccess) e = cudaMemset(c->chain_barrier, 0, 2 * sizeof(unsigned));
     if (e == cudaSuccess) e = cudaMallocHost((void **)&c->sampled_host, sizeof(int32_t));
     c->lt_workspace_bytes = LT_WORKSPACE_BYTES;
     // Programmatic dependent launch of kiln's own kernels: Hopper only, and
@@ -441,15 +405,6 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
     const char *pdl_early = getenv("KILN_CUDA_PDL_EARLY"), *preload = getenv("KILN_CUDA_MATVEC_PRELOAD");
     c->pdl_early = pdl_early && strcmp(pdl_early, "1") == 0;
     c->matvec_preload = preload && strcmp(preload, "1") == 0;
-    // A decode layer's O, SwiGLU, down and the next Q/K/V products as one
-    // launch (cuda_matvec_chain.cu): off until measured (KILN_CUDA_CHAIN=1).
-    const char *chain = getenv("KILN_CUDA_CHAIN");
-    c->chain_on = chain && strcmp(chain, "1") == 0;
-    // Decode attention brings the first MiB of the next product's weights
-    // into L2 while it runs (sm_90): KILN_CUDA_ATTN_PREFETCH=MIB, off until measured.
-    const char *attn_prefetch = getenv("KILN_CUDA_ATTN_PREFETCH");
-    if (attn_prefetch && c->prop.major >= 9 && !c->portable)
-        c->attn_prefetch_bytes = (size_t)strtoul(attn_prefetch, NULL, 10) << 20;
     // One token's products issue each round's loads before the previous
     // round's arithmetic: on by default since measured (+5.1% decode 512,
     // +5.9% at 4096, H200, 2026-11-26). KILN_CUDA_MATVEC_PIPE=0 turns it off;

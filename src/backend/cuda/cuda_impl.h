@@ -7,7 +7,6 @@
 #include <cuda_runtime.h>
 
 #include "backend/backend.h"
-#include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/cuda_ops.h"
 
 // A device buffer that grows on demand; growth happens only outside graph
@@ -75,17 +74,6 @@ typedef struct cuda_impl {
     bool matvec_deep;             // more loads in flight for one token's plain products (KILN_CUDA_MATVEC_DEEP=0: off)
     bool gemm_add_pass;           // KILN_CUDA_GEMM_ADD_PASS=1: residual GEMMs with beta 0, then an add (off until measured)
     cuda_scratch norm_buf;        // RMS-normalised inputs for the other paths
-    // Single-token products held back to run as one chain launch; every
-    // other operation runs them first (cuda_chain_flush).
-    bool chain_on;                // KILN_CUDA_CHAIN=1
-    kiln_cuda_matvec_args chain[KILN_MATVEC_CHAIN_MAX];
-    int chain_n;
-    unsigned *chain_barrier;      // the chain kernel's grid barrier (2 words, zeroed)
-    // A decode attention held back (KILN_CUDA_ATTN_PREFETCH) until the next
-    // product gives it the weights to prefetch into L2; flushed like the chain.
-    size_t attn_prefetch_bytes;   // at most this much (0: off)
-    kiln_cuda_attention_args pending_attention;
-    bool has_pending_attention;
 } cuda_impl;
 
 // Kinds of kernels KILN_CUDA_PDL may launch as programmatic dependent launches
@@ -122,12 +110,6 @@ void cuda_staging_free(cuda_impl *c);
 
 // Dense products (cuda_linear.c, cuda_gemm.c).
 void cuda_linear(kiln_backend *be, const kiln_linear_args *a);
-// Launches the products held back for a chain, if any: every operation that
-// is not such a product calls it first.
-void cuda_chain_flush(cuda_impl *c);
-// Launches the held-back decode attention, if any, prefetching up to
-// prefetch_bytes of prefetch into L2 (NULL: nothing).
-void cuda_pending_attention_launch(cuda_impl *c, const void *prefetch, size_t prefetch_bytes);
 // D[n][m] (+)= X[n][k] W[m][k]^T (+ bias[m]); X and W 16-bit of one type, D f32.
 cudaError_t cuda_gemm(cuda_impl *c, kiln_cuda_type type, const void *w, const void *x, float *d, const float *bias,
                       int m, int n, int k, bool accumulate);

@@ -50,11 +50,6 @@ typedef struct kiln_cuda_attention_args {
     // before the first launch (kiln_cuda_attention_decode_counters_clear);
     // every launch leaves them zero, whatever its shape.
     int *counters;
-    // Decode, sm_90: bytes (a multiple of 16) at prefetch to bring into L2
-    // while the kernel runs: the next product's weights, which would
-    // otherwise start streaming only after it.
-    const void *prefetch;
-    size_t prefetch_bytes;
 } kiln_cuda_attention_args;
 
 bool kiln_cuda_attention_supports(int head_dim);

@@ -68,33 +68,10 @@ static void linear_matvec(cuda_impl *c, const kiln_linear_args *a, kiln_cuda_typ
         mv.y[i] = a->y[i];
         mv.rows[i] = (int)a->w[i]->ne[1];
     }
-    // The attention before this product (held back) prefetches its weights.
-    if (c->has_pending_attention)
-        cuda_pending_attention_launch(c, mv.w[0], (size_t)mv.rows[0] * (size_t)mv.k * 2);
-    // Single-token products wait to run as one chain launch, while they
-    // share a type (the chain's kernel is compiled per type).
-    if (c->chain_on && kiln_cuda_matvec_chainable(&mv)) {
-        if (c->chain_n > 0 && c->chain[0].type != mv.type) cuda_chain_flush(c);
-        c->chain[c->chain_n++] = mv;
-        if (c->chain_n == KILN_MATVEC_CHAIN_MAX) cuda_chain_flush(c);
-        return;
-    }
-    cuda_chain_flush(c);
     if (c->matvec_tc && kiln_cuda_matvec_tc_takes(&mv))
         cuda_note(c, kiln_cuda_matvec_tc(c->stream, &mv), "matvec (tensor cores)");
     else
         cuda_note(c, kiln_cuda_matvec(c->stream, &mv), "matvec");
-}
-
-void cuda_chain_flush(cuda_impl *c) {
-    cuda_pending_attention_launch(c, NULL, 0);
-    const int n = c->chain_n;
-    if (n == 0) return;
-    c->chain_n = 0;
-    if (n == 1)
-        cuda_note(c, kiln_cuda_matvec(c->stream, &c->chain[0]), "matvec");
-    else
-        cuda_note(c, kiln_cuda_matvec_chain(c->stream, c->chain, n, c->chain_barrier), "matvec chain");
 }
 
 // d[n][m] += x w^T (+ bias): in cuBLASLt's epilogue (beta = 1), or with
@@ -109,7 +86,6 @@ static cudaError_t gemm_residual(cuda_impl *c, kiln_cuda_type type, const void *
 }
 
 static void linear_gemm(cuda_impl *c, const kiln_linear_args *a) {
-    cuda_chain_flush(c);
     const int k = (int)a->w[0]->ne[0];
     const size_t in_elems = (size_t)a->n * (size_t)k;
     if (!cuda_scratch_reserve(c, &c->gemm_input, 2 * in_elems)) {
@@ -147,7 +123,6 @@ static void linear_gemm(cuda_impl *c, const kiln_linear_args *a) {
 
 // RMSNorm(x) * norm into a scratch buffer, for the paths that take a plain input.
 static const float *normalised(cuda_impl *c, const float *x, const float *norm, float eps, int n, int k) {
-    cuda_chain_flush(c);
     if (!cuda_scratch_reserve(c, &c->norm_buf, sizeof(float) * (size_t)n * (size_t)k)) {
         cuda_note(c, cudaErrorMemoryAllocation, "rmsnorm buffer");
         return NULL;
@@ -205,7 +180,6 @@ void cuda_mlp(kiln_backend *be, const kiln_mlp_args *a) {
         cuda_linear(be, &down);
         return;
     }
-    cuda_chain_flush(c);
     const int dim = (int)a->w_gate->ne[0], ffn = (int)a->w_gate->ne[1];
     const size_t in_elems = (size_t)a->n * (size_t)dim, mid_elems = (size_t)a->n * (size_t)ffn;
     if (!cuda_scratch_reserve(c, &c->gemm_input, 2 * in_elems)) {

@@ -139,10 +139,6 @@ static bool matvec_args_ok(const kiln_cuda_matvec_args *a) {
            (!a->norm || a->n_tokens <= KILN_MATVEC_NORM_MAX_TOKENS) && (!a->has_rope || rope_args_ok(a));
 }
 
-extern "C" bool kiln_cuda_matvec_chainable(const kiln_cuda_matvec_args *a) {
-    return matvec_args_ok(a) && a->n_tokens == 1 && (a->norm || (!a->glu && !a->has_rope));
-}
-
 extern "C" cudaError_t kiln_cuda_matvec(cudaStream_t stream, const kiln_cuda_matvec_args *a) {
     if (!matvec_args_ok(a)) return cudaErrorInvalidValue;
     int units = 0;

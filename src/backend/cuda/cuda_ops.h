@@ -78,15 +78,6 @@ cudaError_t kiln_cuda_matvec(cudaStream_t stream, const kiln_cuda_matvec_args *a
 bool kiln_cuda_matvec_tc_takes(const kiln_cuda_matvec_args *a);
 cudaError_t kiln_cuda_matvec_tc(cudaStream_t stream, const kiln_cuda_matvec_args *a);
 
-// Up to KILN_MATVEC_CHAIN_MAX single-token products in one launch, run in
-// order: each may read what the ones before it wrote (cuda_matvec_chain.cu).
-#define KILN_MATVEC_CHAIN_MAX 4
-// Whether a can be a step of a chain: valid, one token, and RMSNorm on its
-// input unless it is a plain product.
-bool kiln_cuda_matvec_chainable(const kiln_cuda_matvec_args *a);
-// barrier: 2 zeroed unsigned ints of device memory, used by one stream at a
-// time; every completed launch leaves them ready for the next.
-cudaError_t kiln_cuda_matvec_chain(cudaStream_t stream, const kiln_cuda_matvec_args *a, int n, unsigned *barrier);
 // Largest float input (n_tokens * k * 4 bytes) for which the CUDA backend's
 // linear sends more than one token to kiln_cuda_matvec (cuda_linear.c).
 size_t kiln_cuda_matvec_x_limit(void);
