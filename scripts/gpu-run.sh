@@ -8,7 +8,7 @@
 #   test       ctest, GPU tests included (KILN_CACHE=.gpu-cache for the model)
 #   variants   the GPU tests again with KILN_CUDA_PORTABLE=1, KILN_CUDA_MATVEC_PIPE=0,
 #              KILN_CUDA_MATVEC_TC=1, KILN_CUDA_PDL=1, ... (KILN_VARIANTS: another list; '+' joins
-#              settings of one variant, e.g. KILN_CUDA_PDL=1+KILN_CUDA_PDL_EARLY=1)
+#              settings of one variant, e.g. KILN_CUDA_PDL=1+KILN_CUDA_GRAPH=0)
 #   sanitize   compute-sanitizer memcheck and racecheck on every tests/cuda binary
 #              (KILN_SANITIZE_TESTS: only these, e.g. "test_cuda_ops test_cuda_attention")
 #   model      tools/make_random_llama.py -> /tmp/llama8b-random (Llama 3 8B

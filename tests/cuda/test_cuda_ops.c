@@ -459,6 +459,25 @@ static void test_linear_accumulate(void **state) {
 
 // y0 = silu(W0 x) * (W1 x); with biases the matvec declines, so n = 1 goes
 // through cuBLASLt and the separate SwiGLU kernel.
+// k long enough for several rounds of the one-token pipeline (k = 4104: 513
+// chunks of 8, four rounds of 128 and a tail for the plain form, eight of 64
+// for the two-row forms), which the shorter cases above leave to the tail
+// loop (KILN_CUDA_MATVEC_PIPE=0 in `variants` runs the unpipelined rounds).
+static void test_linear_long_k(void **state) {
+    kiln_backend *be = *state;
+    run_linear_ns(be, (linear_case){.k = 4104, .count = 1, .src = {KILN_F16}, .rows = {45}}, NS(1), 0x19001);
+    run_linear_ns(be,
+                  (linear_case){.k = 4104, .count = 1, .src = {KILN_BF16}, .rows = {45}, .accumulate = true,
+                                .bias = true},
+                  NS(1), 0x19002);
+    run_linear_ns(be,
+                  (linear_case){.k = 4104, .count = 2, .src = {KILN_BF16, KILN_BF16}, .rows = {45, 45}, .glu = true},
+                  NS(1), 0x19003);
+    run_linear_ns(be,
+                  (linear_case){.k = 4104, .count = 3, .src = {KILN_F16, KILN_F16, KILN_F16}, .rows = {40, 16, 16}},
+                  NS(1), 0x19004);
+}
+
 static void test_linear_glu(void **state) {
     kiln_backend *be = *state;
     run_linear_ns(be,
@@ -1559,6 +1578,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_linear_qkv, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_linear_accumulate, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_linear_glu, setup_backend, teardown_backend),
+        cmocka_unit_test_setup_teardown(test_linear_long_k, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_mlp, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_linear_norm, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_rmsnorm, setup_backend, teardown_backend),

@@ -402,21 +402,15 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
     const char *pdl = getenv("KILN_CUDA_PDL"), *portable = getenv("KILN_CUDA_PORTABLE");
     c->portable = portable && strcmp(portable, "1") == 0;
     if (c->prop.major >= 9 && pdl && !c->portable) c->pdl = cuda_pdl_kinds(pdl);
-    const char *pdl_early = getenv("KILN_CUDA_PDL_EARLY"), *preload = getenv("KILN_CUDA_MATVEC_PRELOAD");
-    c->pdl_early = pdl_early && strcmp(pdl_early, "1") == 0;
-    c->matvec_preload = preload && strcmp(preload, "1") == 0;
     // One token's products issue each round's loads before the previous
     // round's arithmetic: on by default since measured (+5.1% decode 512,
-    // +5.9% at 4096, H200, 2026-11-26). KILN_CUDA_MATVEC_PIPE=0 turns it off;
-    // 2, 3 and 4 are the register variants of cuda_matvec.cuh, for A/B runs.
+    // +5.9% at 4096, H200, 2026-11-26); KILN_CUDA_MATVEC_PIPE=0 for A/B runs.
     const char *pipe = getenv("KILN_CUDA_MATVEC_PIPE");
-    c->matvec_pipe = pipe && pipe[0] >= '0' && pipe[0] <= '4' && !pipe[1] ? pipe[0] - '0' : 1;
+    c->matvec_pipe = !(pipe && strcmp(pipe, "0") == 0);
     // 1-8 token products (not RoPE's) on tensor cores, x rounded to 16 bits:
     // KILN_CUDA_MATVEC_TC=1, off until run and measured on a GPU.
     const char *tc = getenv("KILN_CUDA_MATVEC_TC");
     c->matvec_tc = tc && strcmp(tc, "1") == 0;
-    const char *one_wait = getenv("KILN_CUDA_PDL_ONEWAIT");
-    c->pdl_one_wait = one_wait && strcmp(one_wait, "1") == 0;
     // 16-bit feed-forward intermediates on prompt chunks: on by default since
     // measured (+4% prefill, H200, 2026-11-26); KILN_CUDA_MLP16=0 for A/B runs.
     const char *mlp16 = getenv("KILN_CUDA_MLP16");

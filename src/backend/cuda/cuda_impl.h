@@ -63,11 +63,8 @@ typedef struct cuda_impl {
     bool capturing;
     bool portable;                // KILN_CUDA_PORTABLE: no Hopper-only paths at all
     unsigned pdl;                 // CUDA_PDL_* kinds of kiln's kernels launched as programmatic dependent launches
-    bool pdl_early;               // KILN_CUDA_PDL_EARLY=1: matrix-vector kernels let the next one launch right after their wait
-    bool pdl_one_wait;            // KILN_CUDA_PDL_ONEWAIT=1: one warp per matrix-vector block waits for the previous kernel
     bool matvec_tc;               // KILN_CUDA_MATVEC_TC=1: 1-8 token products on tensor cores (not yet run on a GPU)
-    int matvec_pipe;              // KILN_CUDA_MATVEC_PIPE=1|2: one token's products pipeline their loads
-    bool matvec_preload;          // KILN_CUDA_MATVEC_PRELOAD=1: first weights into registers before the wait / staging
+    bool matvec_pipe;             // one token's products pipeline their loads (KILN_CUDA_MATVEC_PIPE=0: off)
     kiln_backend_ops ops;         // cuda_ops, less the graph entries under KILN_CUDA_GRAPH=0
     bool mlp16;                   // mlp on prompt chunks with 16-bit intermediates
     bool norm_fused;              // the matrix-vector kernel normalises its own input

@@ -41,9 +41,7 @@ static bool rope_fusable(const kiln_linear_args *a) {
 static void linear_matvec(cuda_impl *c, const kiln_linear_args *a, kiln_cuda_type type) {
     kiln_cuda_matvec_args mv = {.count = a->count, .type = type, .k = (int)a->w[0]->ne[0], .x = a->x,
                                 .n_tokens = a->n, .accumulate = a->accumulate, .glu = a->glu,
-                                .pdl = (c->pdl & CUDA_PDL_MATVEC) != 0, .pdl_early = c->pdl_early,
-                                .pdl_one_wait = c->pdl_one_wait,
-                                .preload = c->matvec_preload,
+                                .pdl = (c->pdl & CUDA_PDL_MATVEC) != 0,
                                 .norm = a->norm, .norm_eps = a->norm_eps, .deep_loads = c->matvec_deep,
                                 .pipe = c->matvec_pipe};
     if (a->rope) { // rope_fusable(a) holds

@@ -8,52 +8,288 @@
 #include "backend/cuda/cuda_matvec.cuh"
 #include "backend/cuda/cuda_pdl.cuh"
 
-// Warp w of block b owns output units [(b * WARPS + w) * per_warp, + per_warp).
-template <int NT, bool BF16, int MODE, bool NORM, bool DEEP, int PIPE>
-__global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MODE, DEEP, PIPE>())
-    matvec_kernel(const kiln_cuda_matvec_args a, int units, int per_warp) {
-    extern __shared__ float4 staged[]; // NORM: [NT][k] floats
+#define LOADS_IN_FLIGHT 4
+
+template <bool BF16> static __device__ __forceinline__ void unpack8(const uint4 &u, float f[8]) {
+    const uint32_t words[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        if (BF16) {
+            // bf16 is the top half of a float
+            f[2 * i] = __uint_as_float(words[i] << 16);
+            f[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
+        } else {
+            __half2 h = *reinterpret_cast<const __half2 *>(&words[i]);
+            float2 p = __half22float2(h);
+            f[2 * i] = p.x;
+            f[2 * i + 1] = p.y;
+        }
+    }
+}
+
+// 8 consecutive inputs of token t at chunk c: from L1 (global, read-only) or
+// from the block's staged copy in shared memory.
+template <bool STAGED>
+static __device__ __forceinline__ void load_x8(const float *x, int k, int t, int c, float4 &a, float4 &b) {
+    const float4 *xp = reinterpret_cast<const float4 *>(x + (size_t)t * k) + 2 * c;
+    if (STAGED) {
+        a = xp[0];
+        b = xp[1];
+    } else {
+        a = __ldg(xp);
+        b = __ldg(xp + 1);
+    }
+}
+
+static __device__ __forceinline__ float dot8(const float wf[8], const float4 &a, const float4 &b, float acc) {
+    acc = fmaf(wf[0], a.x, acc);
+    acc = fmaf(wf[1], a.y, acc);
+    acc = fmaf(wf[2], a.z, acc);
+    acc = fmaf(wf[3], a.w, acc);
+    acc = fmaf(wf[4], b.x, acc);
+    acc = fmaf(wf[5], b.y, acc);
+    acc = fmaf(wf[6], b.z, acc);
+    return fmaf(wf[7], b.w, acc);
+}
+
+// One round of loads: LOADS chunks (32 apart) of each of the R rows.
+template <int R, int LOADS>
+static __device__ __forceinline__ void load_round(const uint4 *const rows[R], int c, uint4 (&w)[R][LOADS]) {
+#pragma unroll
+    for (int u = 0; u < LOADS; u++)
+#pragma unroll
+        for (int r = 0; r < R; r++) w[r][u] = load_stream(rows[r] + c + 32 * u);
+}
+
+// acc += the round's weights (chunks c, c + 32, ...) . x.
+template <int NT, int R, bool BF16, bool STAGED, int LOADS>
+static __device__ __forceinline__ void round_dot(const uint4 (&w)[R][LOADS], const float *x, int k, int c,
+                                                 float acc[R][NT]) {
+#pragma unroll
+    for (int u = 0; u < LOADS; u++) {
+        float wf[R][8];
+#pragma unroll
+        for (int r = 0; r < R; r++) unpack8<BF16>(w[r][u], wf[r]);
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            float4 xa, xb;
+            load_x8<STAGED>(x, k, t, c + 32 * u, xa, xb);
+#pragma unroll
+            for (int r = 0; r < R; r++) acc[r][t] = dot8(wf[r], xa, xb, acc[r][t]);
+        }
+    }
+}
+
+// acc[r][t] += row_r . x[t] over this lane's chunks (8 elements each) of R
+// rows that share the input (R = 2: SwiGLU's gate and up): each input chunk
+// is read once for all R rows. PIPE: the next round's loads are issued before
+// this round's arithmetic, so a lane never waits with nothing in flight (two
+// rounds of registers).
+template <int NT, int R, bool BF16, bool STAGED, int LOADS, bool PIPE>
+static __device__ __forceinline__ void rows_dot(const uint4 *const rows[R], const float *x, int k, int lane,
+                                                float acc[R][NT]) {
+    const int chunks = k / 8;
+    int c = lane;
+    if (PIPE) {
+        if (c + 32 * (LOADS - 1) < chunks) {
+            uint4 cur[R][LOADS];
+            load_round<R, LOADS>(rows, c, cur);
+            for (;;) {
+                const int next = c + 32 * LOADS;
+                const bool more = next + 32 * (LOADS - 1) < chunks;
+                uint4 nxt[R][LOADS];
+                if (more) load_round<R, LOADS>(rows, next, nxt);
+                round_dot<NT, R, BF16, STAGED, LOADS>(cur, x, k, c, acc);
+                c = next;
+                if (!more) break;
+#pragma unroll
+                for (int u = 0; u < LOADS; u++)
+#pragma unroll
+                    for (int r = 0; r < R; r++) cur[r][u] = nxt[r][u];
+            }
+        }
+    } else {
+        for (; c + 32 * (LOADS - 1) < chunks; c += 32 * LOADS) {
+            uint4 w[R][LOADS];
+            load_round<R, LOADS>(rows, c, w);
+            round_dot<NT, R, BF16, STAGED, LOADS>(w, x, k, c, acc);
+        }
+    }
+    for (; c < chunks; c += 32) {
+        float wf[R][8];
+#pragma unroll
+        for (int r = 0; r < R; r++) unpack8<BF16>(load_stream(rows[r] + c), wf[r]);
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            float4 xa, xb;
+            load_x8<STAGED>(x, k, t, c, xa, xb);
+#pragma unroll
+            for (int r = 0; r < R; r++) acc[r][t] = dot8(wf[r], xa, xb, acc[r][t]);
+        }
+    }
+}
+
+// The first lines of this lane's part of a row, towards L2 before the wait
+// for the previous kernel or the staging of the input (the weights depend on
+// neither).
+static __device__ __forceinline__ void prefetch_row(const uint4 *row, int k, int lane) {
+    const int chunks = k / 8;
+#pragma unroll
+    for (int u = 0; u < LOADS_IN_FLIGHT; u++)
+        if (lane + 32 * u < chunks) asm volatile("prefetch.global.L2 [%0];" ::"l"(row + lane + 32 * u));
+}
+
+// What a warp's output unit is: one row (PLAIN), a row of gate and the same
+// row of up (GLU), or a rotation pair of rows of q, k or v (ROPE).
+enum { MV_PLAIN, MV_GLU, MV_ROPE };
+
+// Blocks per SM the register budget must allow: decode's 1 or 2 tokens keep
+// many warps in flight; the widest form (8 tokens, two rows) is held to 128
+// registers, two blocks rather than one.
+// DEEP (one token, one row per unit, without PIPE): twice the loads in flight
+// per lane, for the small products whose time is mostly the first round trips.
+// PIPE (one token, the default): pipelined rounds in the registers of one
+// unpipelined round, split in two (4 loads a row, 2 for two-row units).
+template <int NT, int MODE, bool DEEP, bool PIPE> constexpr int matvec_min_blocks(void) {
+    return PIPE || DEEP ? 4
+           : NT == 1    ? (MODE != MV_PLAIN ? 4 : 5)
+           : NT == 2    ? 4
+                        : (MODE != MV_PLAIN && NT == 8 ? 2 : 0); // 0: the compiler's choice
+}
+
+// Loads in flight per row and round.
+template <int MODE, bool DEEP, bool PIPE> constexpr int matvec_loads(void) {
+    return PIPE   ? (MODE == MV_PLAIN ? LOADS_IN_FLIGHT : LOADS_IN_FLIGHT / 2)
+           : DEEP ? 2 * LOADS_IN_FLIGHT
+                  : LOADS_IN_FLIGHT;
+}
+
+// Unit u's weight i and rows ra (and rb for two-row units) of that weight.
+template <int MODE>
+static __device__ __forceinline__ void unit_rows(const kiln_cuda_matvec_args &a, int u, int &i, int &ra, int &rb,
+                                                 int &pair) {
+    i = 0;
+    if (MODE == MV_GLU) {
+        ra = rb = u;
+    } else if (MODE == MV_PLAIN) {
+        while (u >= a.rows[i]) u -= a.rows[i++];
+        ra = rb = u;
+    } else { // the pair (p, p + hd/2), or (2p, 2p + 1), of head h
+        while (u >= a.rows[i] / 2) u -= a.rows[i++] / 2;
+        const int half = a.rope.head_dim / 2, h = u / half;
+        pair = u % half;
+        ra = h * a.rope.head_dim + (a.rope.interleaved ? 2 * pair : pair);
+        rb = ra + (a.rope.interleaved ? 1 : half);
+    }
+}
+
+// The ROPE unit's outputs for token t: q and k rotated at the token's
+// position (the angle in double, as on the CPU), k and v also stored as f16
+// into the token's cache slot.
+static __device__ __forceinline__ void rope_store(const kiln_cuda_matvec_args &a, int t, int i, int ra, int rb, int pair,
+                                                  float va, float vb) {
+    const kiln_cuda_matvec_rope &r = a.rope;
+    const int pos = r.pos[t];
+    if (i < 2) {
+        double s, c;
+        sincos((double)pos * r.inv_freq[pair], &s, &c);
+        const float cf = (float)c, sf = (float)s, ya = va * cf - vb * sf, yb = va * sf + vb * cf;
+        va = ya;
+        vb = yb;
+    }
+    const size_t out = (size_t)t * a.rows[i];
+    a.y[i][out + ra] = va;
+    a.y[i][out + rb] = vb;
+    if (i > 0) {
+        const int32_t block = r.block_tables[(size_t)r.seq[t] * r.max_blocks_per_seq + pos / r.block_size];
+        const size_t slot = ((size_t)block * r.block_size + pos % r.block_size) * (size_t)r.n_kv_heads * r.head_dim;
+        __half *cache = static_cast<__half *>(i == 1 ? r.k_cache : r.v_cache) + slot;
+        cache[ra] = __float2half_rn(va);
+        cache[rb] = __float2half_rn(vb);
+    }
+}
+
+// Output units [u0, u1) of a, one warp: the products over x (global or
+// staged, inv the tokens' inverse RMS when NORM) and the epilogue.
+template <int NT, bool BF16, int MODE, bool NORM, int LOADS, bool PIPE>
+static __device__ __forceinline__ void matvec_units(const kiln_cuda_matvec_args &a, int u0, int u1, const float *x,
+                                                    const float (&inv)[NT], int lane) {
     constexpr int R = MODE == MV_PLAIN ? 1 : 2;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int u0 = (blockIdx.x * WARPS_PER_BLOCK + warp) * per_warp, u1 = min(u0 + per_warp, units);
     const size_t row_chunks = (size_t)a.k / 8;
-    constexpr int LOADS = matvec_loads<MODE, DEEP, PIPE>();
     int i, ra, rb, pair = 0;
-    uint4 pre[R][LOADS];
-    bool have_pre = false;
-    if ((a.pdl || NORM) && u0 < u1) {
-        unit_rows<MODE>(a, u0, i, ra, rb, pair);
+    for (int u = u0; u < u1; u++) {
+        unit_rows<MODE>(a, u, i, ra, rb, pair);
         const uint4 *rows[R];
         rows[0] = static_cast<const uint4 *>(a.w[i]) + (size_t)ra * row_chunks;
         if (R == 2) rows[R - 1] = static_cast<const uint4 *>(a.w[MODE == MV_GLU ? 1 : i]) + (size_t)rb * row_chunks;
-        if (a.preload) have_pre = first_loads<R, LOADS>(rows, a.k, lane, pre);
-        if (!have_pre)
+        float acc[R][NT];
 #pragma unroll
-            for (int r = 0; r < R; r++) prefetch_row(rows[r], a.k, lane);
+        for (int q = 0; q < R; q++)
+#pragma unroll
+            for (int t = 0; t < NT; t++) acc[q][t] = 0.0f;
+        rows_dot<NT, R, BF16, NORM, LOADS, PIPE>(rows, x, a.k, lane, acc);
+#pragma unroll
+        for (int t = 0; t < NT; t++)
+#pragma unroll
+            for (int q = 0; q < R; q++) {
+                acc[q][t] = warp_sum(acc[q][t]);
+                if (NORM) acc[q][t] *= inv[t];
+            }
+        // Every lane holds every sum; lane t writes token t.
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            if (lane != t) continue;
+            if (MODE == MV_GLU) {
+                const float g = acc[0][t];
+                a.y[0][(size_t)t * a.rows[0] + ra] = g / (1.0f + __expf(-g)) * acc[R - 1][t];
+            } else if (MODE == MV_ROPE) {
+                const float *bias = a.bias[i];
+                rope_store(a, t, i, ra, rb, pair, acc[0][t] + (bias ? bias[ra] : 0.0f),
+                           acc[R - 1][t] + (bias ? bias[rb] : 0.0f));
+            } else {
+                const size_t out = (size_t)t * a.rows[i] + ra;
+                const float v = acc[0][t] + (a.bias[i] ? a.bias[i][ra] : 0.0f);
+                if (a.accumulate)
+                    a.y[i][out] += v;
+                else
+                    a.y[i][out] = v;
+            }
+        }
     }
-    if (a.pdl_one_wait) { // the other warps wait at the block barrier instead
-        if (warp == 0) pdl_wait();
-        __syncthreads();
-    } else {
-        pdl_wait();
+}
+
+
+// Warp w of block b owns output units [(b * WARPS + w) * per_warp, + per_warp).
+template <int NT, bool BF16, int MODE, bool NORM, bool DEEP, bool PIPE>
+__global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MODE, DEEP, PIPE>())
+    matvec_kernel(const kiln_cuda_matvec_args a, int units, int per_warp) {
+    extern __shared__ float4 staged[]; // NORM: [NT][k] floats
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int u0 = (blockIdx.x * WARPS_PER_BLOCK + warp) * per_warp, u1 = min(u0 + per_warp, units);
+    if ((a.pdl || NORM) && u0 < u1) {
+        int i, ra, rb, pair;
+        unit_rows<MODE>(a, u0, i, ra, rb, pair);
+        const size_t row_chunks = (size_t)a.k / 8;
+        prefetch_row(static_cast<const uint4 *>(a.w[i]) + (size_t)ra * row_chunks, a.k, lane);
+        if (MODE != MV_PLAIN)
+            prefetch_row(static_cast<const uint4 *>(a.w[MODE == MV_GLU ? 1 : i]) + (size_t)rb * row_chunks, a.k, lane);
     }
-    if (a.pdl_early) pdl_allow_next();
+    pdl_wait();
     const float *x = a.x;
     float inv[NT];
     if (NORM) { // before any warp leaves: it synchronises
-        stage_normed<NT, true>(a.x, a.norm, a.k, a.norm_eps, reinterpret_cast<float *>(staged), inv);
+        stage_normed<NT>(a.x, a.norm, a.k, a.norm_eps, reinterpret_cast<float *>(staged), inv);
         x = reinterpret_cast<const float *>(staged);
     }
-    matvec_units<NT, BF16, MODE, NORM, true, LOADS, PIPE == 1 || PIPE == 2 || PIPE == 4>(a, u0, u1, x, inv, lane, pre,
-                                                                                         have_pre);
-    // Late by default: dependents launched at the start would hold SM slots
-    // while they wait (measured slower on the H200).
-    if (!a.pdl_early) pdl_allow_next();
+    matvec_units<NT, BF16, MODE, NORM, matvec_loads<MODE, DEEP, PIPE>(), PIPE>(a, u0, u1, x, inv, lane);
+    // Late: dependents launched at the start would hold SM slots while they
+    // wait (measured slower on the H200).
+    pdl_allow_next();
 }
 
 // Rows per warp: one while the grid fits the blocks the SMs hold at once,
 // more once it does not, so that every warp gets the same number of rows.
-template <int NT, bool BF16, int MODE, bool NORM, bool DEEP, int PIPE = 0>
+template <int NT, bool BF16, int MODE, bool NORM, bool DEEP, bool PIPE = false>
 static cudaError_t launch_form(cudaStream_t stream, const kiln_cuda_matvec_args *a, int units) {
     // Asked once per form and shared-memory size (k changes it for NORM):
     // the answer only depends on them, and prompt chunks launch uncaptured.
@@ -84,20 +320,9 @@ static cudaError_t launch_form(cudaStream_t stream, const kiln_cuda_matvec_args 
 template <int NT, bool BF16, int MODE>
 static cudaError_t launch_mode(cudaStream_t stream, const kiln_cuda_matvec_args *a, int units) {
     if constexpr (NT == 1) {
-        if (a->pipe == 1)
-            return a->norm ? launch_form<NT, BF16, MODE, true, false, 1>(stream, a, units)
-                           : launch_form<NT, BF16, MODE, false, false, 1>(stream, a, units);
-        if (a->pipe == 2)
-            return a->norm ? launch_form<NT, BF16, MODE, true, false, 2>(stream, a, units)
-                           : launch_form<NT, BF16, MODE, false, false, 2>(stream, a, units);
-        if (a->pipe == 4)
-            return a->norm ? launch_form<NT, BF16, MODE, true, false, 4>(stream, a, units)
-                           : launch_form<NT, BF16, MODE, false, false, 4>(stream, a, units);
-        if (a->pipe == 3) // DEEP as unpipelined for plain products
-            return a->norm ? launch_form<NT, BF16, MODE, true, false, 3>(stream, a, units)
-                           : MODE == MV_PLAIN && a->deep_loads
-                                 ? launch_form<NT, BF16, MODE, false, MODE == MV_PLAIN, 3>(stream, a, units)
-                                 : launch_form<NT, BF16, MODE, false, false, 3>(stream, a, units);
+        if (a->pipe)
+            return a->norm ? launch_form<NT, BF16, MODE, true, false, true>(stream, a, units)
+                           : launch_form<NT, BF16, MODE, false, false, true>(stream, a, units);
     }
     if (a->norm) return launch_form<NT, BF16, MODE, NT <= KILN_MATVEC_NORM_MAX_TOKENS, false>(stream, a, units);
     if (NT == 1 && MODE == MV_PLAIN && a->deep_loads)

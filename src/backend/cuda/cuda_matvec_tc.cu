@@ -63,10 +63,10 @@ __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32) matvec_tc_kernel(const k
         float *xs = reinterpret_cast<float *>(staged4);
         if (nt == 1) {
             float one[1];
-            stage_normed<1, true>(a.x, a.norm, k, a.norm_eps, xs, one);
+            stage_normed<1>(a.x, a.norm, k, a.norm_eps, xs, one);
             inv[0] = one[0];
         } else {
-            stage_normed<2, true>(a.x, a.norm, k, a.norm_eps, xs, inv);
+            stage_normed<2>(a.x, a.norm, k, a.norm_eps, xs, inv);
         }
         x = xs;
     }

@@ -57,9 +57,6 @@ typedef struct kiln_cuda_matvec_args {
     bool accumulate; // y_0 += (count 1)
     bool glu;
     bool pdl;        // launched as a programmatic dependent launch (sm_90; see cuda_pdl.cuh)
-    bool pdl_early;  // with pdl: the next kernel may launch right after this one's wait (else after its loop)
-    bool pdl_one_wait; // with pdl: one warp per block waits for the previous kernel, the others at a barrier
-    bool preload;    // the first weights go to registers before the wait and the staging (else an L2 prefetch)
     // The input is RMSNorm(x) * norm: each block stages x * norm in shared
     // memory and computes the tokens' inverse RMS itself. At most
     // KILN_MATVEC_NORM_MAX_TOKENS tokens.
@@ -68,7 +65,7 @@ typedef struct kiln_cuda_matvec_args {
     bool has_rope;
     kiln_cuda_matvec_rope rope;
     bool deep_loads; // one token, no norm: twice the loads in flight per lane
-    int pipe;        // one token: each round's loads before the previous round's arithmetic (1; 2-4: variants; 0: off)
+    bool pipe;       // one token: each round's loads go out before the previous round's arithmetic
 } kiln_cuda_matvec_args;
 
 cudaError_t kiln_cuda_matvec(cudaStream_t stream, const kiln_cuda_matvec_args *a);
