@@ -756,6 +756,27 @@ typedef struct rope_case {
     bool interleaved, freq_factors;
 } rope_case;
 
+// Block tables [seqs][max_blocks] over n_blocks physical blocks in shuffled
+// order (perm): every entry starts at the trap block perm[0], and each entry
+// a token (seq[t], pos[t]) lands in gets the next block of perm.
+static void shuffled_block_table(int32_t *table, int seqs, int max_blocks, int *perm, int n_blocks,
+                                 const int32_t *seq, const int32_t *pos, int n, uint64_t *rng) {
+    for (int i = 0; i < n_blocks; i++) perm[i] = i;
+    for (int i = n_blocks - 1; i > 0; i--) {
+        const int j = (int)(kiln_test_rand_u64(rng) % (uint64_t)(i + 1)), tmp = perm[i];
+        perm[i] = perm[j], perm[j] = tmp;
+    }
+    for (int i = 0; i < seqs * max_blocks; i++) table[i] = perm[0];
+    int next = 1;
+    for (int t = 0; t < n; t++) {
+        int32_t *e = &table[(size_t)seq[t] * max_blocks + pos[t] / KV_BLOCK];
+        if (*e == perm[0]) {
+            assert_true(next < n_blocks);
+            *e = perm[next++];
+        }
+    }
+}
+
 // Three sequences: a prompt start (0, 1, 2), both sides of a block boundary
 // (15 | 16, 17) and the end of a 4096-position context (4094, 4095).
 static const int32_t ROPE_SEQ[] = {0, 0, 0, 1, 1, 1, 2, 2};
@@ -820,22 +841,9 @@ static void run_rope(const rope_case *rc, uint64_t seed) {
     // Shuffled physical blocks; table entries no token uses point at a trap
     // block, which (like every slot not written) must stay NaN.
     int perm[ROPE_CACHE_BLOCKS];
-    for (int i = 0; i < ROPE_CACHE_BLOCKS; i++) perm[i] = i;
-    for (int i = ROPE_CACHE_BLOCKS - 1; i > 0; i--) {
-        const int j = (int)(kiln_test_rand_u64(&rng) % (uint64_t)(i + 1)), tmp = perm[i];
-        perm[i] = perm[j], perm[j] = tmp;
-    }
     static int32_t table[ROPE_SEQS][ROPE_MAX_BLOCKS];
-    for (int s = 0; s < ROPE_SEQS; s++)
-        for (int b = 0; b < ROPE_MAX_BLOCKS; b++) table[s][b] = perm[0];
-    int next = 1;
-    for (int t = 0; t < ROPE_TOKENS; t++) {
-        int32_t *e = &table[ROPE_SEQ[t]][ROPE_POS[t] / KV_BLOCK];
-        if (*e == perm[0]) {
-            assert_true(next < ROPE_CACHE_BLOCKS);
-            *e = perm[next++];
-        }
-    }
+    shuffled_block_table(&table[0][0], ROPE_SEQS, ROPE_MAX_BLOCKS, perm, ROPE_CACHE_BLOCKS, ROPE_SEQ, ROPE_POS,
+                         ROPE_TOKENS, &rng);
 
     const size_t q_elems = (size_t)ROPE_TOKENS * rc->n_heads * hd, k_elems = (size_t)ROPE_TOKENS * slot_elems;
     float *q = random_floats(q_elems, 1.0f, &rng), *k = random_floats(k_elems, 1.0f, &rng),
@@ -1038,19 +1046,8 @@ static void run_linear_rope(const linear_rope_case *lc, uint64_t seed) {
 
     // The block tables: a trap block for every unused entry, the others shuffled.
     int perm[CACHE_BLOCKS];
-    for (int i = 0; i < CACHE_BLOCKS; i++) perm[i] = i;
-    for (int i = CACHE_BLOCKS - 1; i > 0; i--) {
-        const int j = (int)(kiln_test_rand_u64(&rng) % (uint64_t)(i + 1)), tmp = perm[i];
-        perm[i] = perm[j], perm[j] = tmp;
-    }
     static int32_t table[SEQS][MAX_BLOCKS];
-    for (int s = 0; s < SEQS; s++)
-        for (int b = 0; b < MAX_BLOCKS; b++) table[s][b] = perm[0];
-    int next = 1;
-    for (int t = 0; t < n; t++) {
-        int32_t *e = &table[LR_SEQ[t]][LR_POS[t] / KV_BLOCK];
-        if (*e == perm[0]) *e = perm[next++];
-    }
+    shuffled_block_table(&table[0][0], SEQS, MAX_BLOCKS, perm, CACHE_BLOCKS, LR_SEQ, LR_POS, n, &rng);
     const size_t slot_elems = (size_t)KV_HEADS * HD, cache_elems = (size_t)CACHE_BLOCKS * KV_BLOCK * slot_elems;
     uint16_t *nan_cache = malloc(sizeof(uint16_t) * cache_elems);
     assert_non_null(nan_cache);
