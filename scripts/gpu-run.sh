@@ -6,7 +6,7 @@
 #   build      unpack .gpu-debs/*.deb (scripts/fetch-gpu-debs.sh, run where
 #              there is network) into /tmp/kiln-deps, configure and build build-gpu
 #   test       ctest, GPU tests included (KILN_CACHE=.gpu-cache for the model)
-#   variants   the GPU tests again with KILN_CUDA_PORTABLE=1, KILN_CUDA_MATVEC_PIPE=0,
+#   variants   the GPU tests again with KILN_CUDA_PORTABLE=1, KILN_CUDA_MATVEC_PIPE=0 and 1,
 #              KILN_CUDA_MATVEC_TC=1, KILN_CUDA_PDL=1, ... (KILN_VARIANTS: another list; '+' joins
 #              settings of one variant, e.g. KILN_CUDA_PDL=1+KILN_CUDA_GRAPH=0)
 #   sanitize   compute-sanitizer memcheck and racecheck on every tests/cuda binary
@@ -20,7 +20,8 @@
 #   read-patterns   pure reads of the decode step's matrices (bench_read_patterns):
 #              the matrix-vector kernel's access pattern against the ceiling's
 #   profile    ncu: device time per kernel of a decode step at batch 1, 8 and 64
-#              (KILN_PROFILE_RUNS; KILN_NCU_ARGS: more ncu arguments)
+#              (KILN_PROFILE_RUNS: decode (16-token context), decode512, decode4096,
+#              batch8, batch64, prefill; KILN_NCU_ARGS: more ncu arguments)
 #
 # Carry .gpu-debs (and .gpu-cache) in the run. Each stage appends a section to
 # $OUT/summary.md and its whole output to $OUT/<stage>.log; a failing stage is
@@ -163,7 +164,7 @@ body_test() {
 body_variants() {
   [ -d "$build" ] || { key "no $build: run the build stage first"; return 1; }
   local rc=0 v
-  for v in ${KILN_VARIANTS:-KILN_CUDA_MATVEC_TC=1 KILN_CUDA_PORTABLE=1 KILN_CUDA_MATVEC_PIPE=0 KILN_CUDA_GEMM_ADD_PASS=1 KILN_CUDA_PREFILL_ROWS=128 KILN_CUDA_PDL=1 KILN_CUDA_MLP16=0 KILN_CUDA_NORM_FUSED=0}; do
+  for v in ${KILN_VARIANTS:-KILN_CUDA_MATVEC_TC=1 KILN_CUDA_PORTABLE=1 KILN_CUDA_MATVEC_PIPE=0 KILN_CUDA_MATVEC_PIPE=1 KILN_CUDA_GEMM_ADD_PASS=1 KILN_CUDA_PREFILL_ROWS=128 KILN_CUDA_PDL=1 KILN_CUDA_MLP16=0 KILN_CUDA_NORM_FUSED=0}; do
     echo "===== $v"
     # shellcheck disable=SC2086  # v: assignments joined by '+'
     env ${v//+/ } ctest --test-dir "$build" --output-on-failure -j"${KILN_CTEST_J:-4}" --timeout 240 -R test_cuda \
@@ -271,7 +272,7 @@ body_bench_torch() {
 # (a 16-token prompt, 3 steps), and one batched decode step of 8 and of 64
 # sequences after their prompts (launches skipped unprofiled). Each summary
 # ends with the last launches: the last decode step, in order.
-# KILN_PROFILE_RUNS picks among decode, batch8, batch64, prefill (one prompt of 2048).
+# KILN_PROFILE_RUNS picks among decode (16-token context), decode512, decode4096, batch8, batch64, prefill (one prompt of 2048).
 body_profile() {
   [ -x "$build/kiln" ] || { key "no $build/kiln: run the build stage first"; return 1; }
   [ -f "$model_dir/model.safetensors.index.json" ] || { key "no $model_dir: run the model stage first"; return 1; }
@@ -282,6 +283,8 @@ body_profile() {
     local args=()
     case "$run" in
       decode) skip=0 count=3000 last=300 args=(-p 16 -n 3 -r 1) ;;
+      decode512) skip=0 count=3000 last=300 args=(--gpu-suite --no-ceilings --only decode512 -r 1) ;;
+      decode4096) skip=0 count=3000 last=300 args=(--gpu-suite --no-ceilings --only decode4096 -r 1) ;;
       batch8) skip=4000 count=1000 last=300 args=(--gpu-suite --no-ceilings --only batch8 -r 1) ;;
       batch64) skip=27500 count=1000 last=300 args=(--gpu-suite --no-ceilings --only batch64 -r 1) ;;
       prefill) skip=0 count=2000 last=470 args=(--gpu-suite --no-ceilings --only prefill2048 -r 2) ;; # the second: no GEMM trials
@@ -307,13 +310,13 @@ body_bench_ab() {
   [ -x "$build/kiln" ] || { key "no $build/kiln: run the build stage first"; return 1; }
   [ -f "$model_dir/model.safetensors.index.json" ] || { key "no $model_dir: run the model stage first"; return 1; }
   local rc=0 v t groups
-  IFS=';' read -r -a groups <<<"${KILN_AB_SETTINGS:-;KILN_CUDA_MATVEC_TC=1;KILN_CUDA_MATVEC_PIPE=0;KILN_CUDA_PREFILL_ROWS=128;KILN_CUDA_GEMM_ADD_PASS=1}"
+  IFS=';' read -r -a groups <<<"${KILN_AB_SETTINGS:-;KILN_CUDA_MATVEC_TC=1;KILN_CUDA_MATVEC_PIPE=0;KILN_CUDA_MATVEC_PIPE=1;KILN_CUDA_PREFILL_ROWS=128;KILN_CUDA_GEMM_ADD_PASS=1}"
   for v in "${groups[@]}"; do
     t=$(cap 90)
     [ "$t" -ge 20 ] || { key "settings: ${v:-default}: skipped (no time left)"; continue; }
     echo "===== settings: ${v:-default}"
     # shellcheck disable=SC2086  # v is a list of assignments
-    env $v timeout -k 5 "$t" "$build/kiln" bench --device cuda -m "$model_dir" --gpu-suite ${KILN_BENCH_ARGS:-} \
+    env KILN_CUDA_TUNE_LOG=1 $v timeout -k 5 "$t" "$build/kiln" bench --device cuda -m "$model_dir" --gpu-suite ${KILN_BENCH_ARGS:-} \
       >"$scratch/ab.out" 2>&1 || rc=$?
     cat "$scratch/ab.out"
     key "settings: ${v:-default}"

@@ -478,6 +478,65 @@ static void test_linear_long_k(void **state) {
                   NS(1), 0x19004);
 }
 
+// The one-token forms (plain rounds, deep plain rounds, pipelined rounds)
+// add each lane's chunks in the same order, so their outputs are bitwise
+// identical: what lets the backend pick between them by speed alone
+// (cuda_matvec_tune.c). Called straight, k long enough for several rounds.
+static void run_matvec_forms(kiln_backend *be, bool glu, bool norm, bool accumulate, uint64_t seed) {
+    enum { K = 4104, ROWS = 301 };
+    uint64_t rng = seed;
+    const int count = glu ? 2 : 1;
+    uint16_t *w = malloc(sizeof(uint16_t) * (size_t)K * ROWS);
+    assert_non_null(w);
+    kiln_cuda_matvec_args a = {.count = count, .type = KILN_CUDA_BF16, .k = K, .n_tokens = 1, .glu = glu,
+                               .accumulate = accumulate, .norm_eps = 1e-5f};
+    float *x = random_floats(K, 1.0f, &rng), *y0 = random_floats(ROWS, 1.0f, &rng), *gain = random_floats(K, 1.0f, &rng);
+    for (int i = 0; i < count; i++) {
+        for (size_t j = 0; j < (size_t)K * ROWS; j++) {
+            const float v = 0.1f * kiln_test_rand_f(&rng);
+            uint32_t bits;
+            memcpy(&bits, &v, sizeof bits);
+            w[j] = (uint16_t)(bits >> 16);
+        }
+        a.w[i] = dev_upload(be, w, sizeof(uint16_t) * (size_t)K * ROWS);
+        a.rows[i] = ROWS;
+    }
+    a.x = dev_upload(be, x, sizeof(float) * K);
+    if (norm) a.norm = dev_upload(be, gain, sizeof(float) * K);
+    float *outs[3];
+    for (int f = 0; f < 3; f++) {
+        float *dy = dev_upload(be, y0, sizeof(float) * ROWS);
+        a.y[0] = dy;
+        if (glu) a.y[1] = dy; // not written with glu
+        a.pipe = f == 2;
+        a.deep_loads = f == 1;
+        CUDA_CHECK(kiln_cuda_matvec(0, &a));
+        CUDA_CHECK(cudaDeviceSynchronize());
+        outs[f] = host_download(be, dy, sizeof(float) * ROWS);
+        be->ops->free(be, dy);
+    }
+    static const char *const names[3] = {"plain rounds", "deep rounds", "pipelined rounds"};
+    for (int f = 1; f < 3; f++)
+        for (int r = 0; r < ROWS; r++)
+            if (memcmp(&outs[0][r], &outs[f][r], sizeof(float)) != 0)
+                fail_msg("matvec%s%s%s: row %d is %.9g with %s, %.9g with %s", glu ? " glu" : "", norm ? " norm" : "",
+                         accumulate ? " accumulate" : "", r, outs[0][r], names[0], outs[f][r], names[f]);
+    for (int f = 0; f < 3; f++) free(outs[f]);
+    for (int i = 0; i < count; i++) be->ops->free(be, (void *)a.w[i]);
+    be->ops->free(be, (void *)a.x);
+    if (norm) be->ops->free(be, (void *)a.norm);
+    free(w), free(x), free(y0), free(gain);
+}
+
+static void test_matvec_forms_identical(void **state) {
+    kiln_backend *be = *state;
+    run_matvec_forms(be, false, false, false, 0x1a001);
+    run_matvec_forms(be, false, false, true, 0x1a002);
+    run_matvec_forms(be, false, true, false, 0x1a003);
+    run_matvec_forms(be, true, true, false, 0x1a004);
+    run_matvec_forms(be, true, false, false, 0x1a005);
+}
+
 static void test_linear_glu(void **state) {
     kiln_backend *be = *state;
     run_linear_ns(be,
@@ -1576,6 +1635,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_linear_accumulate, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_linear_glu, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_linear_long_k, setup_backend, teardown_backend),
+        cmocka_unit_test_setup_teardown(test_matvec_forms_identical, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_mlp, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_linear_norm, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_rmsnorm, setup_backend, teardown_backend),

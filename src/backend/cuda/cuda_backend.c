@@ -402,11 +402,11 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
     const char *pdl = getenv("KILN_CUDA_PDL"), *portable = getenv("KILN_CUDA_PORTABLE");
     c->portable = portable && strcmp(portable, "1") == 0;
     if (c->prop.major >= 9 && pdl && !c->portable) c->pdl = cuda_pdl_kinds(pdl);
-    // One token's products issue each round's loads before the previous
-    // round's arithmetic: on by default since measured (+5.1% decode 512,
-    // +5.9% at 4096, H200, 2026-11-26); KILN_CUDA_MATVEC_PIPE=0 for A/B runs.
+    // One token's products with pipelined rounds or not: the faster per
+    // shape on this card (cuda_matvec_tune.c) unless KILN_CUDA_MATVEC_PIPE
+    // is 0 or 1 (A/B runs, tests of each form).
     const char *pipe = getenv("KILN_CUDA_MATVEC_PIPE");
-    c->matvec_pipe = !(pipe && strcmp(pipe, "0") == 0);
+    c->matvec_pipe_mode = pipe && strcmp(pipe, "0") == 0 ? 0 : pipe && strcmp(pipe, "1") == 0 ? 1 : -1;
     // 1-8 token products (not RoPE's) on tensor cores, x rounded to 16 bits:
     // KILN_CUDA_MATVEC_TC=1, off until run and measured on a GPU.
     const char *tc = getenv("KILN_CUDA_MATVEC_TC");

@@ -26,6 +26,16 @@ typedef struct cuda_rope_table {
     double *inv_freq;
 } cuda_rope_table;
 
+// The one-token matrix-vector form timed fastest for a product shape
+// (cuda_matvec_tune.c).
+typedef struct cuda_matvec_choice {
+    kiln_cuda_type type;
+    int k, count, rows[KILN_MATVEC_MAX_WEIGHTS];
+    bool glu, rope, norm, accumulate;
+    bool pipe;
+} cuda_matvec_choice;
+
+#define CUDA_MATVEC_CHOICES 32
 #define CUDA_MAX_ROPE_TABLES 4
 #define CUDA_STAGING_BUFFERS 2
 
@@ -64,7 +74,9 @@ typedef struct cuda_impl {
     bool portable;                // KILN_CUDA_PORTABLE: no Hopper-only paths at all
     unsigned pdl;                 // CUDA_PDL_* kinds of kiln's kernels launched as programmatic dependent launches
     bool matvec_tc;               // KILN_CUDA_MATVEC_TC=1: 1-8 token products on tensor cores (not yet run on a GPU)
-    bool matvec_pipe;             // one token's products pipeline their loads (KILN_CUDA_MATVEC_PIPE=0: off)
+    int matvec_pipe_mode;         // KILN_CUDA_MATVEC_PIPE: 0 or 1 for every shape; -1 (unset): timed per shape
+    cuda_matvec_choice matvec_choices[CUDA_MATVEC_CHOICES];
+    int n_matvec_choices;
     kiln_backend_ops ops;         // cuda_ops, less the graph entries under KILN_CUDA_GRAPH=0
     bool mlp16;                   // mlp on prompt chunks with 16-bit intermediates
     bool norm_fused;              // the matrix-vector kernel normalises its own input
@@ -114,6 +126,9 @@ cudaError_t cuda_gemm(cuda_impl *c, kiln_cuda_type type, const void *w, const vo
 cudaError_t cuda_gemm_ex(cuda_impl *c, kiln_cuda_type type, const void *w, const void *x, void *d, bool out16,
                          const float *bias, int m, int n, int k, bool accumulate);
 void cuda_mlp(kiln_backend *be, const kiln_mlp_args *a);
+// Whether a's product (one token) runs pipelined: KILN_CUDA_MATVEC_PIPE, or
+// the form timed fastest for its shape (timed on the first uncaptured call).
+bool cuda_matvec_pipe_for(cuda_impl *c, const kiln_cuda_matvec_args *a);
 cuda_gemm_cache *cuda_gemm_cache_create(void);
 void cuda_gemm_cache_free(cuda_gemm_cache *cache);
 

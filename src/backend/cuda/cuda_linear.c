@@ -42,8 +42,7 @@ static void linear_matvec(cuda_impl *c, const kiln_linear_args *a, kiln_cuda_typ
     kiln_cuda_matvec_args mv = {.count = a->count, .type = type, .k = (int)a->w[0]->ne[0], .x = a->x,
                                 .n_tokens = a->n, .accumulate = a->accumulate, .glu = a->glu,
                                 .pdl = (c->pdl & CUDA_PDL_MATVEC) != 0,
-                                .norm = a->norm, .norm_eps = a->norm_eps, .deep_loads = c->matvec_deep,
-                                .pipe = c->matvec_pipe};
+                                .norm = a->norm, .norm_eps = a->norm_eps, .deep_loads = c->matvec_deep};
     if (a->rope) { // rope_fusable(a) holds
         const kiln_linear_rope *r = a->rope;
         const double *inv_freq = cuda_rope_inv_freq(c, r->params);
@@ -66,10 +65,12 @@ static void linear_matvec(cuda_impl *c, const kiln_linear_args *a, kiln_cuda_typ
         mv.y[i] = a->y[i];
         mv.rows[i] = (int)a->w[i]->ne[1];
     }
-    if (c->matvec_tc && kiln_cuda_matvec_tc_takes(&mv))
+    if (c->matvec_tc && kiln_cuda_matvec_tc_takes(&mv)) {
         cuda_note(c, kiln_cuda_matvec_tc(c->stream, &mv), "matvec (tensor cores)");
-    else
-        cuda_note(c, kiln_cuda_matvec(c->stream, &mv), "matvec");
+        return;
+    }
+    mv.pipe = cuda_matvec_pipe_for(c, &mv);
+    cuda_note(c, kiln_cuda_matvec(c->stream, &mv), "matvec");
 }
 
 // d[n][m] += x w^T (+ bias): in cuBLASLt's epilogue (beta = 1), or with
