@@ -156,6 +156,22 @@ static __device__ __forceinline__ void dec_partials(const dec_params &p, unsigne
     const int w0 = warp * 32; // the warp's first row of a tile
     __half *wK = sK + w0 * LD, *wV = sV + w0 * LD;
 
+    // The group's queries, loaded before the block table is read: they do
+    // not depend on it, and their latency hides under that chain's.
+    constexpr int Q_ROUNDS = DEC_MAX_GROUP * NCOL / DEC_THREADS;
+    static_assert(DEC_MAX_GROUP * NCOL % DEC_THREADS == 0, "whole rounds of the block");
+    float4 q_parts[Q_ROUNDS][2];
+#pragma unroll
+    for (int it = 0; it < Q_ROUNDS; it++) {
+        const int i = tid + it * DEC_THREADS, r = i / NCOL, c = i % NCOL;
+        q_parts[it][0] = q_parts[it][1] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (r < nh) {
+            const float4 *src = reinterpret_cast<const float4 *>(p.q + ((size_t)t * p.n_heads + h0 + r) * D + c * 8);
+            q_parts[it][0] = src[0];
+            q_parts[it][1] = src[1];
+        }
+    }
+
     float o[D / 8][4];
 #pragma unroll
     for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
@@ -184,19 +200,14 @@ static __device__ __forceinline__ void dec_partials(const dec_params &p, unsigne
             cp_async_commit();
         }
         if (ts == 0) { // queries of the group -> f16 rows (scale and log2(e) folded in); rows past the group: 0
-            static_assert(DEC_MAX_GROUP * NCOL % DEC_THREADS == 0, "whole rounds of the block");
-#pragma unroll // a fixed trip count: else addresses for the general loop stay live in registers (spills at D = 64)
-            for (int it = 0; it < DEC_MAX_GROUP * NCOL / DEC_THREADS; it++) {
+#pragma unroll
+            for (int it = 0; it < Q_ROUNDS; it++) {
                 const int i = tid + it * DEC_THREADS, r = i / NCOL, c = i % NCOL;
-                uint4 packed = make_uint4(0, 0, 0, 0);
-                if (r < nh) {
-                    const float4 *src = reinterpret_cast<const float4 *>(p.q + ((size_t)t * p.n_heads + h0 + r) * D + c * 8);
-                    const float4 a = src[0], b = src[1];
-                    const float s = p.qscale;
-                    packed = make_uint4(pack_half2(a.x * s, a.y * s), pack_half2(a.z * s, a.w * s),
-                                        pack_half2(b.x * s, b.y * s), pack_half2(b.z * s, b.w * s));
-                }
-                *reinterpret_cast<uint4 *>(sQ + r * LD + c * 8) = packed;
+                const float4 a = q_parts[it][0], b = q_parts[it][1];
+                const float s = p.qscale;
+                *reinterpret_cast<uint4 *>(sQ + r * LD + c * 8) =
+                    make_uint4(pack_half2(a.x * s, a.y * s), pack_half2(a.z * s, a.w * s),
+                               pack_half2(b.x * s, b.y * s), pack_half2(b.z * s, b.w * s));
             }
             __syncthreads(); // sQ is complete (the K/V loads stay in flight)
         }

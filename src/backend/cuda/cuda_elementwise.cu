@@ -215,6 +215,26 @@ extern "C" cudaError_t kiln_cuda_add(cudaStream_t stream, float *y, const float 
     return cudaGetLastError();
 }
 
+// Reads n4 16-byte words and keeps nothing: what the buffer held before
+// leaves L2 with no write-back, as the previous kernel's clean lines do. The
+// store never happens (no word of a memset buffer has four distinct parts)
+// but keeps the loads alive.
+__global__ void read_through_kernel(const uint4 *p, size_t n4, unsigned *sink) {
+    const size_t stride = (size_t)gridDim.x * blockDim.x;
+    uint4 acc = make_uint4(0, 0, 0, 0);
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n4; i += stride) {
+        const uint4 v = __ldcg(p + i);
+        acc.x ^= v.x, acc.y ^= v.y, acc.z ^= v.z, acc.w ^= v.w;
+    }
+    if (acc.x == 1u && acc.y == 2u && acc.z == 3u && acc.w == 4u) *sink = acc.x;
+}
+
+extern "C" cudaError_t kiln_cuda_read_through(cudaStream_t stream, const void *p, size_t bytes, unsigned *sink) {
+    if (bytes < 16) return cudaSuccess;
+    read_through_kernel<<<grid_for(bytes / 16), 256, 0, stream>>>(static_cast<const uint4 *>(p), bytes / 16, sink);
+    return cudaGetLastError();
+}
+
 extern "C" cudaError_t kiln_cuda_swiglu(cudaStream_t stream, const float *gate, const float *up, float *out,
                                         size_t n) {
     swiglu_kernel<<<grid_for(n), 256, 0, stream>>>(gate, up, out, n);

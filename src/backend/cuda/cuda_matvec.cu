@@ -183,17 +183,24 @@ static __device__ __forceinline__ void unit_rows(const kiln_cuda_matvec_args &a,
     }
 }
 
-// The ROPE unit's outputs for token t: q and k rotated at the token's
-// position (the angle in double, as on the CPU), k and v also stored as f16
-// into the token's cache slot.
-static __device__ __forceinline__ void rope_store(const kiln_cuda_matvec_args &a, int t, int i, int ra, int rb, int pair,
-                                                  float va, float vb) {
+// The rotation of pair `pair` at token t's position (the angle in double,
+// as on the CPU), for q and k (i < 2); computed before the products, so that
+// its latency hides under the weights' arrival.
+static __device__ __forceinline__ float2 rope_angle(const kiln_cuda_matvec_args &a, int t, int i, int pair) {
+    if (i >= 2) return make_float2(1.0f, 0.0f);
+    double s, c;
+    sincos((double)a.rope.pos[t] * a.rope.inv_freq[pair], &s, &c);
+    return make_float2((float)c, (float)s);
+}
+
+// The ROPE unit's outputs for token t: q and k rotated by cs (cos, sin), k
+// and v also stored as f16 into the token's cache slot.
+static __device__ __forceinline__ void rope_store(const kiln_cuda_matvec_args &a, int t, int i, int ra, int rb,
+                                                  float2 cs, float va, float vb) {
     const kiln_cuda_matvec_rope &r = a.rope;
     const int pos = r.pos[t];
     if (i < 2) {
-        double s, c;
-        sincos((double)pos * r.inv_freq[pair], &s, &c);
-        const float cf = (float)c, sf = (float)s, ya = va * cf - vb * sf, yb = va * sf + vb * cf;
+        const float ya = va * cs.x - vb * cs.y, yb = va * cs.y + vb * cs.x;
         va = ya;
         vb = yb;
     }
@@ -227,6 +234,8 @@ static __device__ __forceinline__ void matvec_units(const kiln_cuda_matvec_args 
         for (int q = 0; q < R; q++)
 #pragma unroll
             for (int t = 0; t < NT; t++) acc[q][t] = 0.0f;
+        // Lane t writes token t's outputs: its rotation goes out with the loads.
+        const float2 cs = MODE == MV_ROPE && lane < NT ? rope_angle(a, lane, i, pair) : make_float2(1.0f, 0.0f);
         rows_dot<NT, R, BF16, NORM, LOADS, PIPE>(rows, x, a.k, lane, acc);
 #pragma unroll
         for (int t = 0; t < NT; t++)
@@ -244,7 +253,7 @@ static __device__ __forceinline__ void matvec_units(const kiln_cuda_matvec_args 
                 a.y[0][(size_t)t * a.rows[0] + ra] = g / (1.0f + __expf(-g)) * acc[R - 1][t];
             } else if (MODE == MV_ROPE) {
                 const float *bias = a.bias[i];
-                rope_store(a, t, i, ra, rb, pair, acc[0][t] + (bias ? bias[ra] : 0.0f),
+                rope_store(a, t, i, ra, rb, cs, acc[0][t] + (bias ? bias[ra] : 0.0f),
                            acc[R - 1][t] + (bias ? bias[rb] : 0.0f));
             } else {
                 const size_t out = (size_t)t * a.rows[i] + ra;

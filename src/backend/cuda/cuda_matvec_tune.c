@@ -13,7 +13,7 @@
 
 #include "backend/cuda/cuda_impl.h"
 
-#define TUNE_RUNS 9 // per form, alternating; the median counts
+#define TUNE_RUNS 15 // per form, alternating; the median counts
 
 static bool same_shape(const cuda_matvec_choice *ch, const kiln_cuda_matvec_args *a) {
     if (ch->type != a->type || ch->k != a->k || ch->count != a->count || ch->glu != a->glu ||
@@ -42,12 +42,16 @@ static bool time_forms(cuda_impl *c, const kiln_cuda_matvec_args *a, float us[2]
     // position: the same values the real call stores next.
     size_t out_floats = 0;
     for (int i = 0; i < a->count; i++) out_floats += (size_t)a->rows[i];
-    // Twice L2 for the flush: a memset of that much leaves none of the weights there.
+    // The flush reads twice L2 of clean data: none of the weights stay, and
+    // nothing is written back during the timed run (a memset's dirty lines
+    // would be, which the real step never does).
     const size_t flush_bytes = 2 * (size_t)(c->prop.l2CacheSize > 0 ? c->prop.l2CacheSize : 64 << 20);
     void *out = NULL, *flush = NULL;
     if (cudaMalloc(&out, sizeof(float) * out_floats) != cudaSuccess ||
-        cudaMalloc(&flush, flush_bytes) != cudaSuccess) {
+        cudaMalloc(&flush, flush_bytes) != cudaSuccess ||
+        cudaMemsetAsync(flush, 0, flush_bytes, c->stream) != cudaSuccess) {
         cudaFree(out);
+        cudaFree(flush);
         (void)cudaGetLastError(); // an allocation failure here is not the step's error
         return false;
     }
@@ -66,7 +70,7 @@ static bool time_forms(cuda_impl *c, const kiln_cuda_matvec_args *a, float us[2]
     for (int r = 0; r < TUNE_RUNS && ok; r++)
         for (int f = 0; f < 2 && ok; f++) {
             trial.pipe = f == 1;
-            ok = cudaMemsetAsync(flush, r, flush_bytes, c->stream) == cudaSuccess &&
+            ok = kiln_cuda_read_through(c->stream, flush, flush_bytes, out) == cudaSuccess &&
                  cudaEventRecord(ev[f][r][0], c->stream) == cudaSuccess &&
                  kiln_cuda_matvec(c->stream, &trial) == cudaSuccess &&
                  cudaEventRecord(ev[f][r][1], c->stream) == cudaSuccess;

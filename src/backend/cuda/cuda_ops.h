@@ -124,6 +124,11 @@ cudaError_t kiln_cuda_swiglu(cudaStream_t stream, const float *gate, const float
 // y[i] += x[i] for i < n (the residual add of a GEMM written apart).
 cudaError_t kiln_cuda_add(cudaStream_t stream, float *y, const float *x, size_t n);
 
+// Reads bytes (a multiple of 16, 16-byte aligned) of p and keeps nothing: an
+// L2 flush with no write-back when p is larger than L2 (sink: 4 bytes that
+// are never written in practice).
+cudaError_t kiln_cuda_read_through(cudaStream_t stream, const void *p, size_t bytes, unsigned *sink);
+
 // gate[i] = silu(gate[i]) * up[i] on 16-bit values of `type` (float math).
 cudaError_t kiln_cuda_swiglu16(cudaStream_t stream, void *gate, const void *up, kiln_cuda_type type, size_t n);
 
