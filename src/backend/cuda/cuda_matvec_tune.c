@@ -1,8 +1,8 @@
 // Which one-token matrix-vector form runs each product shape: pipelined rounds
 // (each round's loads go out before the previous round's arithmetic) or plain
 // rounds (more blocks an SM; twice the loads a round for one-row products).
-// The card decides: on an H200 pipelining gained 5.7% of decode, on an H100
-// it lost 2.8% (2026-11-26). Both forms add each lane's chunks in the same
+// The card decides: on one H200 pipelining gained 5.7% of decode, on an H100
+// and another H200 it lost 2.8% and 4.5% (2026-11-26). Both forms add each lane's chunks in the same
 // order, so they give bitwise-identical results and the choice can follow
 // the clock alone. Each shape is timed once, on its first uncaptured call (a
 // session's first decode step runs uncaptured), on the real weights, every
@@ -13,7 +13,8 @@
 
 #include "backend/cuda/cuda_impl.h"
 
-#define TUNE_RUNS 15 // per form, alternating; the median counts
+#define TUNE_RUNS 15     // per form, alternating; the median counts
+#define PIPE_MARGIN 0.97f // pipelined must take under 97% of plain rounds' time
 
 static bool same_shape(const cuda_matvec_choice *ch, const kiln_cuda_matvec_args *a) {
     if (ch->type != a->type || ch->k != a->k || ch->count != a->count || ch->glu != a->glu ||
@@ -111,12 +112,15 @@ bool cuda_matvec_pipe_for(cuda_impl *c, const kiln_cuda_matvec_args *a) {
     if (c->matvec_pipe_mode >= 0) return c->matvec_pipe_mode == 1;
     for (int i = 0; i < c->n_matvec_choices; i++)
         if (same_shape(&c->matvec_choices[i], a)) return c->matvec_choices[i].pipe;
-    // Untimed (inside a capture, or the table is full): the form that won on
-    // the faster memory, where the loads in flight matter more.
-    if (c->capturing || c->n_matvec_choices == CUDA_MATVEC_CHOICES || c->error != cudaSuccess) return true;
+    // Untimed (inside a capture, the table full, or an error pending): plain
+    // rounds, which the whole decode step ran fastest with on both cards.
+    if (c->capturing || c->n_matvec_choices == CUDA_MATVEC_CHOICES || c->error != cudaSuccess) return false;
     float us[2] = {0, 0};
     const bool timed = time_forms(c, a, us);
-    const bool pipe = !timed || us[1] <= us[0];
+    // Plain rounds unless pipelining clearly wins: on near-ties alone, the
+    // full decode step ran as fast or faster with plain rounds on both cards
+    // measured (H100 and H200, 2026-11-26).
+    const bool pipe = timed && us[1] < PIPE_MARGIN * us[0];
     cuda_matvec_choice *ch = &c->matvec_choices[c->n_matvec_choices++];
     memset(ch, 0, sizeof *ch);
     ch->type = a->type;
