@@ -338,9 +338,7 @@ static int blocks_needed(const int *len, int n, int bs) {
 
 // extra_blocks > 0: a table with more columns than needed, as a CUDA graph
 // captured for the longest context sees it (more chunks, all of them empty).
-// cluster: the cluster kernel (where the card has clusters; else the split-K
-// kernel runs again).
-static void check_decode_form(geometry g, int bs, int extra_blocks, bool cluster, uint64_t seed) {
+static void check_decode(geometry g, int bs, int extra_blocks, uint64_t seed) {
     uint64_t rng = seed;
     const int max_blocks = blocks_needed(DEC_LEN, DEC_SEQS, bs) + extra_blocks;
     cache c = cache_create(g, bs, DEC_LEN, DEC_SEQS, max_blocks, &rng);
@@ -351,7 +349,6 @@ static void check_decode_form(geometry g, int bs, int extra_blocks, bool cluster
     // the checked launch must not read.
     batch b = batch_create(&g, decoy, DEC_POS, DEC_SEQ, DEC_TOKENS, ws);
     kiln_cuda_attention_args a = batch_args(&c, &b);
-    a.cluster = cluster;
     CUDA_CHECK(kiln_cuda_attention_decode(0, &a, b.dws));
     batch_set(&b, &g, q, DEC_POS, DEC_SEQ, DEC_TOKENS);
     CUDA_CHECK(kiln_cuda_attention_decode(0, &a, b.dws));
@@ -361,17 +358,12 @@ static void check_decode_form(geometry g, int bs, int extra_blocks, bool cluster
     assert_non_null(ref);
     reference(&c, q, DEC_POS, DEC_SEQ, DEC_TOKENS, a.scale, ref);
     char what[96];
-    snprintf(what, sizeof what, "decode%s hd %d heads %d/%d bs %d table %d", cluster ? " (cluster)" : "",
-             g.head_dim, g.n_heads, g.n_kv_heads, bs, max_blocks);
+    snprintf(what, sizeof what, "decode hd %d heads %d/%d bs %d table %d", g.head_dim, g.n_heads, g.n_kv_heads, bs,
+             max_blocks);
     compare(what, got, ref, b.out_elems, MAX_ABS_ERR);
     free(got), free(ref), free(q), free(decoy);
     batch_destroy(&b);
     cache_destroy(&c);
-}
-
-static void check_decode(geometry g, int bs, int extra_blocks, uint64_t seed) {
-    check_decode_form(g, bs, extra_blocks, false, seed);
-    check_decode_form(g, bs, extra_blocks, true, seed);
 }
 
 static void test_decode_smollm(void **state) {
@@ -415,7 +407,8 @@ static bool pdl_available(void) {
 // captured launch configuration must still cover them. The workspace is
 // cleared once, before the capture: each replay must leave its counters at
 // zero for the next.
-static void check_decode_graph_replay(bool cluster) {
+static void test_decode_graph_replay(void **state) {
+    (void)state;
     const geometry g = LLAMA8B;
     uint64_t rng = 0x5eed0005;
     static const int len[] = {40, 3001, 532};
@@ -430,7 +423,6 @@ static void check_decode_graph_replay(bool cluster) {
     batch b = batch_create(&g, q, pos[0], seq, N, ws);
     kiln_cuda_attention_args a = batch_args(&c, &b);
     a.pdl = pdl_available();
-    a.cluster = cluster;
 
     cudaStream_t stream;
     cudaGraph_t graph;
@@ -456,7 +448,7 @@ static void check_decode_graph_replay(bool cluster) {
         float *got = download(&b);
         reference(&c, q, pos[round], seq, N, a.scale, ref);
         char what[64];
-        snprintf(what, sizeof what, "decode graph%s, replay %d", cluster ? " (cluster)" : "", round);
+        snprintf(what, sizeof what, "decode graph, replay %d", round);
         compare(what, got, ref, b.out_elems, MAX_ABS_ERR);
         free(got);
     }
@@ -468,12 +460,6 @@ static void check_decode_graph_replay(bool cluster) {
     cache_destroy(&c);
 }
 
-static void test_decode_graph_replay(void **state) {
-    (void)state;
-    check_decode_graph_replay(false);
-    check_decode_graph_replay(true); // its first launch is the captured one
-}
-
 // One workspace, cleared once, serves a series of batches of different sizes,
 // sequences and positions, launched with no clearing in between: the combine
 // of one launch resets the counters for the next. A long sequence (20001
@@ -482,7 +468,7 @@ static void test_decode_graph_replay(void **state) {
 // stream (with programmatic dependent launch where available), the first
 // into a second output buffer, and checks both outputs: the second launch
 // starts on the counters the first just reset.
-static void check_decode_reuse_form(geometry g, bool cluster, uint64_t seed) {
+static void check_decode_reuse(geometry g, uint64_t seed) {
     uint64_t rng = seed;
     static const int len[] = {20001, 1, 2600, 130, 3333, 700};
     enum { N_SEQS = sizeof len / sizeof len[0], MAX_TOKENS = 7, ROUNDS = 6 };
@@ -519,7 +505,6 @@ static void check_decode_reuse_form(geometry g, bool cluster, uint64_t seed) {
         CUDA_CHECK(cudaDeviceSynchronize());
         kiln_cuda_attention_args a = batch_args(&c, &b);
         a.pdl = pdl;
-        a.cluster = cluster;
         a.out = dout2;
         CUDA_CHECK(kiln_cuda_attention_decode(stream, &a, b.dws));
         a.out = b.dout;
@@ -529,11 +514,11 @@ static void check_decode_reuse_form(geometry g, bool cluster, uint64_t seed) {
         CUDA_CHECK(cudaMemcpy(got2, dout2, b.out_elems * sizeof(float), cudaMemcpyDeviceToHost));
         reference(&c, q, rounds[r].pos, rounds[r].seq, n, a.scale, ref);
         char what[96];
-        snprintf(what, sizeof what, "decode reuse%s hd %d heads %d/%d round %d, 1st", cluster ? " (cluster)" : "",
-                 g.head_dim, g.n_heads, g.n_kv_heads, r);
+        snprintf(what, sizeof what, "decode reuse hd %d heads %d/%d round %d, 1st", g.head_dim, g.n_heads,
+                 g.n_kv_heads, r);
         compare(what, got2, ref, b.out_elems, MAX_ABS_ERR);
-        snprintf(what, sizeof what, "decode reuse%s hd %d heads %d/%d round %d, 2nd", cluster ? " (cluster)" : "",
-                 g.head_dim, g.n_heads, g.n_kv_heads, r);
+        snprintf(what, sizeof what, "decode reuse hd %d heads %d/%d round %d, 2nd", g.head_dim, g.n_heads,
+                 g.n_kv_heads, r);
         compare(what, got, ref, b.out_elems, MAX_ABS_ERR);
         free(got), free(q);
     }
@@ -542,11 +527,6 @@ static void check_decode_reuse_form(geometry g, bool cluster, uint64_t seed) {
     free(ref), free(got2);
     batch_destroy(&b);
     cache_destroy(&c);
-}
-
-static void check_decode_reuse(geometry g, uint64_t seed) {
-    check_decode_reuse_form(g, false, seed);
-    check_decode_reuse_form(g, true, seed);
 }
 
 // The combine's split of a block's heads over its slots (4 rows of 128 or 8

@@ -1,8 +1,8 @@
 // Attention over the paged F16 KV cache (declared in cuda_kernels.h). Both
 // kernels feed the tensor cores f16 (queries times the scale, probabilities)
 // and accumulate in float32; softmax runs in float32 with log2(e) folded into
-// the scale. sm_80 instructions (cp.async, ldmatrix, mma.sync) throughout;
-// Hopper adds thread-block clusters for decode.
+// the scale. Only sm_80 instructions (cp.async, ldmatrix, mma.sync): one code
+// path for Ampere, Ada and Hopper.
 //
 // Decode (split-K, "flash-decoding"): one block per (token, kv head, chunk of
 // DEC_CHUNK_BLOCKS cache blocks) handles every query head of that kv head's
@@ -12,15 +12,12 @@
 // unnormalised output); the last block of a (token, kv head) to finish merges
 // the chunks, in the same launch. Chunks past a token's position only count
 // themselves, so the grid depends only on the batch shape and a captured graph
-// stays valid as sequences grow. On Hopper (kiln_cuda_attention_args.cluster)
-// the blocks of a cluster instead split a token's live positions evenly and
-// merge through distributed shared memory (attn_decode_cluster_kernel).
+// stays valid as sequences grow.
 //
 // Prefill (FlashAttention-2): one block per (64 query rows, query head),
 // 4 warps of 16 rows; K/V tiles of 64 positions double-buffered through
 // cp.async; S = Q K^T and O += P V with mma.sync m16n8k16; online softmax;
 // the K/V loop stops at the last position the block's last query sees.
-#include <cooperative_groups.h>
 #include <cuda_fp16.h>
 #include <math.h>
 #include <stdlib.h>
@@ -139,13 +136,9 @@ template <int D> static constexpr __host__ __device__ size_t dec_smem_bytes(void
 
 // One chunk's partials: positions c0 .. min(c0 + chunk_len, pos + 1) - 1 of
 // token t (c0 <= pos), for query heads h0 .. h0 + nh - 1 of kv head kvh.
-// Head g's unnormalised output goes to part_o + g * o_head_stride, its (max
-// in log2 units, sum) to part_ml[g * ml_head_stride]: the global workspace
-// (split-K kernel) or this block's shared memory (cluster kernel).
 template <int D>
-static __device__ __forceinline__ void dec_partials(const dec_params &p, unsigned char *smem, int t, int kvh, int h0,
-                                                    int nh, int pos, int seq, int c0, int chunk_len, float *part_o,
-                                                    size_t o_head_stride, float2 *part_ml, size_t ml_head_stride) {
+static __device__ __forceinline__ void dec_partials(const dec_params &p, unsigned char *smem, int t, int chunk,
+                                                    int kvh, int h0, int nh, int pos, int seq, int c0, int chunk_len) {
     constexpr int LD = D + 8;     // halves per staged row: the pad puts ldmatrix's 8 rows on distinct banks
     constexpr int NCOL = D / 8;   // 16-byte pieces per row
     constexpr int RED_LD = D + 8; // floats per row of the merge buffer (conflict-free float2 stores)
@@ -307,6 +300,10 @@ static __device__ __forceinline__ void dec_partials(const dec_params &p, unsigne
         }
     }
     __syncthreads();
+    unsigned char *tws = p.ws + (size_t)t * p.ws_token;
+    const size_t part0 = (size_t)h0 * p.n_chunks + chunk; // head h0 + g: + g * n_chunks
+    float *part_o = reinterpret_cast<float *>(tws + p.ws_o) + part0 * D;
+    float2 *part_ml = reinterpret_cast<float2 *>(tws + p.ws_ml) + part0;
     for (int i = tid; i < nh * D; i += DEC_THREADS) {
         const int g = i / D, d = i % D;
         float mx = -INFINITY;
@@ -315,7 +312,7 @@ static __device__ __forceinline__ void dec_partials(const dec_params &p, unsigne
         float sum = 0.0f;
 #pragma unroll
         for (int w = 0; w < DEC_WARPS; w++) sum += exp2f(s_ml[w * DEC_MAX_GROUP + g].x - mx) * red[(w * DEC_MAX_GROUP + g) * RED_LD + d];
-        part_o[(size_t)g * o_head_stride + d] = sum;
+        part_o[(size_t)g * p.n_chunks * D + d] = sum;
     }
     if (tid < nh) {
         float mx = -INFINITY, total = 0.0f;
@@ -323,7 +320,7 @@ static __device__ __forceinline__ void dec_partials(const dec_params &p, unsigne
         for (int w = 0; w < DEC_WARPS; w++) mx = fmaxf(mx, s_ml[w * DEC_MAX_GROUP + tid].x);
 #pragma unroll
         for (int w = 0; w < DEC_WARPS; w++) total += exp2f(s_ml[w * DEC_MAX_GROUP + tid].x - mx) * s_ml[w * DEC_MAX_GROUP + tid].y;
-        part_ml[(size_t)tid * ml_head_stride] = make_float2(mx, total);
+        part_ml[(size_t)tid * p.n_chunks] = make_float2(mx, total);
     }
 }
 
@@ -435,13 +432,9 @@ template <int D> __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kern
     const int pos = p.pos[t], seq = p.seq[t]; // both loads in flight together
     const int chunk_len = DEC_CHUNK_BLOCKS * p.block_size;
     const int c0 = chunk * chunk_len;
-    if (c0 <= pos) {
-        unsigned char *tws = p.ws + (size_t)t * p.ws_token;
-        const size_t part0 = (size_t)h0 * p.n_chunks + chunk; // head h0 + g: + g * n_chunks
-        dec_partials<D>(p, smem, t, kvh, h0, nh, pos, seq, c0, chunk_len,
-                        reinterpret_cast<float *>(tws + p.ws_o) + part0 * D, (size_t)p.n_chunks * D,
-                        reinterpret_cast<float2 *>(tws + p.ws_ml) + part0, (size_t)p.n_chunks);
-    } else // past the token: nothing to write (the combine reads live chunks only), but it still counts
+    if (c0 <= pos)
+        dec_partials<D>(p, smem, t, chunk, kvh, h0, nh, pos, seq, c0, chunk_len);
+    else // past the token: nothing to write (the combine reads live chunks only), but it still counts
         pdl_allow_next();
 
     // Count the block (as cooperative groups' grid barrier does): the barrier
@@ -463,64 +456,6 @@ template <int D> __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kern
     __syncthreads(); // s_last, and thread 0's fence, for the whole block
     if (!s_last) return;
     dec_combine<D>(p, smem, t, h0, nh, min(p.n_chunks, pos / chunk_len + 1));
-}
-
-// Cluster form (sm_90): the DEC_CLUSTER blocks of a thread-block cluster
-// share one (token, kv head, head group) and split its live positions
-// 0..pos evenly, in multiples of 16, so every block has work at any context
-// and the grid still depends only on the batch shape. The blocks merge their
-// partials through distributed shared memory: no workspace, no counters, no
-// second trip through L2, and no block waits for the slowest chunk's
-// neighbours to count in.
-#define DEC_CLUSTER 16 // blocks a cluster (non-portable size; 8 where 16 cannot be scheduled)
-
-template <int D> static constexpr size_t dec_cluster_smem_bytes(void) {
-    return dec_smem_bytes<D>() + (size_t)DEC_MAX_GROUP * D * sizeof(float) + DEC_MAX_GROUP * sizeof(float2);
-}
-
-template <int D>
-__global__ void __launch_bounds__(DEC_THREADS) attn_decode_cluster_kernel(const dec_params p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 // clusters: Hopper on; never launched on older cards
-    extern __shared__ __align__(16) unsigned char smem[];
-    namespace cg = cooperative_groups;
-    cg::cluster_group cluster = cg::this_cluster();
-    const int size = (int)cluster.num_blocks(), rank = (int)cluster.block_rank();
-    float *res_o = reinterpret_cast<float *>(smem + dec_smem_bytes<D>()); // [DEC_MAX_GROUP][D]
-    float2 *res_ml = reinterpret_cast<float2 *>(res_o + DEC_MAX_GROUP * D); // [DEC_MAX_GROUP]
-    pdl_wait(); // q, positions, block tables and the new K/V come from the kernels before
-
-    const int col = blockIdx.x / size, kvh = col / p.n_hgroups, hg = col % p.n_hgroups, t = blockIdx.y;
-    const int h0 = kvh * p.group + hg * DEC_MAX_GROUP;
-    const int nh = min(DEC_MAX_GROUP, p.group - hg * DEC_MAX_GROUP);
-    const int pos = p.pos[t], seq = p.seq[t];
-    const int share = ((pos + size) / size + 15) & ~15; // ceil((pos + 1) / size), rounded up to 16
-    const int c0 = rank * share;
-    if (c0 <= pos) {
-        dec_partials<D>(p, smem, t, kvh, h0, nh, pos, seq, c0, share, res_o, D, res_ml, 1);
-    } else { // no positions: weight 0 in the merge below
-        pdl_allow_next();
-        if (threadIdx.x < nh) res_ml[threadIdx.x] = make_float2(-INFINITY, 0.0f);
-    }
-    cluster.sync(); // every block's partials are in its shared memory
-
-    // Block r merges outputs r * DEC_THREADS + tid, ... of the nh x D, each
-    // over the cluster's blocks; a block without positions has max -inf.
-    for (int i = rank * DEC_THREADS + (int)threadIdx.x; i < nh * D; i += size * DEC_THREADS) {
-        const int g = i / D, d = i % D;
-        float mx = -INFINITY;
-        for (int j = 0; j < size; j++) mx = fmaxf(mx, cluster.map_shared_rank(res_ml, j)[g].x);
-        float total = 0.0f, acc = 0.0f;
-        for (int j = 0; j < size; j++) {
-            const float2 e = cluster.map_shared_rank(res_ml, j)[g];
-            if (e.x == -INFINITY) continue; // its output was never written
-            const float w = exp2f(e.x - mx);
-            total += w * e.y;
-            acc += w * cluster.map_shared_rank(res_o, j)[g * D + d];
-        }
-        p.out[((size_t)t * p.n_heads + h0 + g) * D + d] = acc / total;
-    }
-    cluster.sync(); // no block leaves while another still reads its shared memory
-#endif
 }
 
 // ---- prefill ----------------------------------------------------------------
@@ -811,88 +746,10 @@ template <int D> static cudaError_t launch_decode(cudaStream_t stream, const kil
     return cudaGetLastError();
 }
 
-// The cluster size the cluster kernel can be scheduled with here: 16, else
-// 8; 0 when neither (before Hopper, or too little shared memory). Asked once
-// per head size.
-template <int D> static int decode_cluster_size(void) {
-    static int known = -1;
-    if (known >= 0) return known;
-    known = 0;
-    constexpr size_t smem = dec_cluster_smem_bytes<D>();
-    if (cudaFuncSetAttribute(attn_decode_cluster_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
-            cudaSuccess ||
-        cudaFuncSetAttribute(attn_decode_cluster_kernel<D>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) !=
-            cudaSuccess) {
-        (void)cudaGetLastError(); // not an error of the launch: the split-K kernel runs instead
-        return known;
-    }
-    for (int size = DEC_CLUSTER; size >= 8 && !known; size /= 2) {
-        cudaLaunchConfig_t cfg = {};
-        cfg.gridDim = dim3(size);
-        cfg.blockDim = dim3(DEC_THREADS);
-        cfg.dynamicSmemBytes = smem;
-        cudaLaunchAttribute attr;
-        attr.id = cudaLaunchAttributeClusterDimension;
-        attr.val.clusterDim.x = size;
-        attr.val.clusterDim.y = 1;
-        attr.val.clusterDim.z = 1;
-        cfg.attrs = &attr;
-        cfg.numAttrs = 1;
-        int clusters = 0;
-        if (cudaOccupancyMaxActiveClusters(&clusters, attn_decode_cluster_kernel<D>, &cfg) == cudaSuccess &&
-            clusters > 0)
-            known = size;
-        (void)cudaGetLastError();
-    }
-    return known;
-}
-
-template <int D>
-static cudaError_t launch_decode_cluster(cudaStream_t stream, const kiln_cuda_attention_args *a, int size) {
-    dec_params p = {};
-    p.k = static_cast<const __half *>(a->kv.k);
-    p.v = static_cast<const __half *>(a->kv.v);
-    p.block_tables = a->kv.block_tables;
-    p.max_blocks = a->kv.max_blocks_per_seq;
-    p.block_size = a->kv.block_size;
-    p.n_kv = a->kv.n_kv_heads;
-    p.pos = a->pos;
-    p.seq = a->seq;
-    p.q = a->q;
-    p.out = a->out;
-    p.n_heads = a->n_heads;
-    p.group = a->n_heads / a->kv.n_kv_heads;
-    p.n_hgroups = (p.group + DEC_MAX_GROUP - 1) / DEC_MAX_GROUP;
-    p.qscale = a->scale * ATTN_LOG2E;
-    if (a->n_tokens > 65535) return cudaErrorInvalidValue;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)(a->kv.n_kv_heads * p.n_hgroups * size), (unsigned)a->n_tokens);
-    cfg.blockDim = dim3(DEC_THREADS);
-    cfg.dynamicSmemBytes = dec_cluster_smem_bytes<D>();
-    cfg.stream = stream;
-    cudaLaunchAttribute attrs[2];
-    attrs[0].id = cudaLaunchAttributeClusterDimension;
-    attrs[0].val.clusterDim.x = size;
-    attrs[0].val.clusterDim.y = 1;
-    attrs[0].val.clusterDim.z = 1;
-    attrs[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attrs[1].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attrs;
-    cfg.numAttrs = a->pdl ? 2 : 1;
-    cudaError_t e = cudaLaunchKernelEx(&cfg, attn_decode_cluster_kernel<D>, p);
-    return e != cudaSuccess ? e : cudaGetLastError();
-}
-
 cudaError_t kiln_cuda_attention_decode(cudaStream_t stream, const kiln_cuda_attention_args *a, void *workspace) {
     if (!attention_args_ok(a) || !workspace || !a->counters) return cudaErrorInvalidValue;
     if (((uintptr_t)workspace | (uintptr_t)a->q | (uintptr_t)a->out) & 15) return cudaErrorInvalidValue; // float4s
     if (a->n_tokens == 0) return cudaSuccess;
-    if (a->cluster) {
-        const int size = a->kv.head_dim == 64 ? decode_cluster_size<64>() : decode_cluster_size<128>();
-        if (size > 0)
-            return a->kv.head_dim == 64 ? launch_decode_cluster<64>(stream, a, size)
-                                        : launch_decode_cluster<128>(stream, a, size);
-    }
     return a->kv.head_dim == 64 ? launch_decode<64>(stream, a, workspace) : launch_decode<128>(stream, a, workspace);
 }
 

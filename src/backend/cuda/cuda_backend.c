@@ -174,7 +174,7 @@ static void cuda_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_lay
                .max_blocks_per_seq = kv->max_blocks_per_seq, .block_size = kv->block_size,
                .n_kv_heads = kv->n_kv_heads, .head_dim = kv->head_dim},
         .n_tokens = batch->n_tokens, .pos = batch->pos, .seq = batch->seq, .q = q, .out = out, .n_heads = n_heads,
-        .scale = scale, .pdl = (c->pdl & CUDA_PDL_ATTENTION) != 0, .cluster = c->attn_cluster};
+        .scale = scale, .pdl = (c->pdl & CUDA_PDL_ATTENTION) != 0};
     // A prompt chunk of one sequence goes to the tensor-core kernel; single
     // tokens (decode, batched decode) to the split-K one.
     if (batch->one_seq && batch->n_tokens > 1) {
@@ -409,10 +409,6 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
     c->matvec_pipe_mode = pipe && strcmp(pipe, "0") == 0 ? 0 : pipe && strcmp(pipe, "1") == 0 ? 1 : -1;
     // 1-8 token products (not RoPE's) on tensor cores, x rounded to 16 bits:
     // KILN_CUDA_MATVEC_TC=1, off until run and measured on a GPU.
-    // Decode attention in thread-block clusters (Hopper): KILN_CUDA_ATTN_CLUSTER=0
-    // (or KILN_CUDA_PORTABLE=1) runs the split-K kernel of Ampere and Ada.
-    const char *attn_cluster = getenv("KILN_CUDA_ATTN_CLUSTER");
-    c->attn_cluster = c->prop.major >= 9 && !c->portable && !(attn_cluster && strcmp(attn_cluster, "0") == 0);
     const char *tc = getenv("KILN_CUDA_MATVEC_TC");
     c->matvec_tc = tc && strcmp(tc, "1") == 0;
     // 16-bit feed-forward intermediates on prompt chunks: on by default since

@@ -46,11 +46,6 @@ typedef struct kiln_cuda_attention_args {
     int n_heads;
     float scale;
     bool pdl; // decode: launched as programmatic dependent launches (sm_90; see cuda_pdl.cuh)
-    // Decode: the cluster kernel where the card schedules clusters (sm_90):
-    // a token's positions split over the blocks of a cluster, merged in
-    // distributed shared memory; workspace and counters go unused. Else, and
-    // when false, the split-K kernel.
-    bool cluster;
     // Decode: kiln_cuda_attention_decode_counters() bytes of counters, zero
     // before the first launch (kiln_cuda_attention_decode_counters_clear);
     // every launch leaves them zero, whatever its shape.
