@@ -84,6 +84,10 @@ typedef struct kiln_linear_args {
     const float *norm;                  // [w[0]->ne[0]] or NULL
     float norm_eps;
     const kiln_linear_rope *rope;       // or NULL
+    // A hint, for accumulate: the next operation reads y[0] through RMSNorm
+    // with these weights ([w[0]->ne[1]]); a backend may prepare that read now
+    // (the CUDA backend does so for decode) or ignore it.
+    const float *next_norm;
 } kiln_linear_args;
 
 // The SwiGLU feed-forward block with its residual add:
@@ -99,6 +103,7 @@ typedef struct kiln_mlp_args {
     int n;
     const float *norm; // [dim] or NULL
     float norm_eps;
+    const float *next_norm; // the hint of kiln_linear_args, for x
 } kiln_mlp_args;
 
 // Sampling done by the backend next to the logits (see kiln_cuda_sample):

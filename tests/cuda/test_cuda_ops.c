@@ -681,6 +681,95 @@ static void run_linear_norm(kiln_backend *be, kiln_dtype src, int n, int count, 
     free(h);
 }
 
+// A residual product told the next RMSNorm (next_norm) prepares it, and the
+// product that next reads the residual through that norm takes the prepared
+// input (cuda_linear.c): both outputs against float64. interrupt: a copy
+// rewrites the residual in between, so the reader must normalise the new
+// values itself. Plain reader (count 1), two weights, or SwiGLU.
+static void run_prepared_norm(kiln_backend *be, kiln_dtype src, int n, int count, bool glu, bool interrupt,
+                              uint64_t seed) {
+    enum { DIM = 264, IN = 136, OUT = 72 };
+    uint64_t rng = seed;
+    weight wo = weight_make(be, src, DIM, IN, 0.5f, &rng), w2[2];
+    for (int i = 0; i < count; i++) w2[i] = weight_make(be, src, OUT, DIM, 0.5f, &rng);
+    weights_done_ok(be);
+    const size_t ny = (size_t)n * DIM, nz = (size_t)n * OUT;
+    float *att = random_floats((size_t)n * IN, 1.0f, &rng), *y0 = random_floats(ny, 2.0f, &rng),
+          *other = random_floats(ny, 2.0f, &rng), *g = random_floats(DIM, 1.0f, &rng);
+    const float eps = 1e-5f;
+    float *datt = dev_upload(be, att, sizeof(float) * (size_t)n * IN), *dy = dev_upload(be, y0, sizeof(float) * ny),
+          *dother = dev_upload(be, other, sizeof(float) * ny), *dg = dev_upload(be, g, sizeof(float) * DIM), *dz[2];
+    for (int i = 0; i < count; i++) dz[i] = dev_nan(be, nz);
+    be->ops->linear(be, &(kiln_linear_args){.count = 1, .w = {&wo.dev}, .y = {dy}, .x = datt, .n = n,
+                                            .accumulate = true, .next_norm = dg});
+    if (interrupt) be->ops->copy(be, dy, dother, sizeof(float) * ny);
+    kiln_linear_args reader = {.count = count, .x = dy, .n = n, .glu = glu, .norm = dg, .norm_eps = eps};
+    for (int i = 0; i < count; i++) reader.w[i] = &w2[i].dev, reader.y[i] = dz[i];
+    be->ops->linear(be, &reader);
+    char what[128];
+    snprintf(what, sizeof what, "prepared norm %s n=%d count %d%s%s", kiln_dtype_name(src), n, count,
+             glu ? " glu" : "", interrupt ? ", residual rewritten" : "");
+    sync_ok(be, what);
+
+    double *y = malloc(sizeof(double) * ny), *h = malloc(sizeof(double) * ny), *ref[2];
+    assert_true(y && h);
+    for (int t = 0; t < n; t++) {
+        double ss = 0;
+        for (int r = 0; r < DIM; r++) {
+            double acc = y0[(size_t)t * DIM + r];
+            for (int c = 0; c < IN; c++) acc += wo.val[(size_t)r * IN + c] * att[(size_t)t * IN + c];
+            y[(size_t)t * DIM + r] = interrupt ? other[(size_t)t * DIM + r] : acc;
+            ss += y[(size_t)t * DIM + r] * y[(size_t)t * DIM + r];
+        }
+        const double inv = 1.0 / sqrt(ss / DIM + eps);
+        for (int r = 0; r < DIM; r++) h[(size_t)t * DIM + r] = y[(size_t)t * DIM + r] * inv * g[r];
+    }
+    for (int i = 0; i < count; i++) {
+        ref[i] = malloc(sizeof(double) * nz);
+        assert_non_null(ref[i]);
+        for (int t = 0; t < n; t++)
+            for (int r = 0; r < OUT; r++) {
+                double acc = 0;
+                for (int c = 0; c < DIM; c++) acc += w2[i].val[(size_t)r * DIM + c] * h[(size_t)t * DIM + c];
+                ref[i][(size_t)t * OUT + r] = acc;
+            }
+    }
+    if (glu)
+        for (size_t j = 0; j < nz; j++) ref[0][j] = silu(ref[0][j]) * ref[1][j];
+    const double u = device_form(src, 2) == KILN_BF16 ? 0x1.0p-8 : 0x1.0p-11;
+    const double tol = !matvec_tc_on() ? 1e-4 : 2 * u; // tensor cores: x rounded to 16 bits
+    char part[160];
+    float *got_y = host_download(be, dy, sizeof(float) * ny);
+    snprintf(part, sizeof part, "%s: residual", what);
+    check_outputs(part, got_y, y, NULL, ny, tol);
+    for (int i = 0; i < (glu ? 1 : count); i++) {
+        float *got = host_download(be, dz[i], sizeof(float) * nz);
+        snprintf(part, sizeof part, "%s: output %d", what, i);
+        check_outputs(part, got, ref[i], NULL, nz, tol);
+        free(got);
+    }
+    free(got_y), free(y), free(h), free(att), free(y0), free(other), free(g);
+    for (int i = 0; i < count; i++) {
+        free(ref[i]);
+        be->ops->free(be, dz[i]);
+        weight_free(be, &w2[i]);
+    }
+    weight_free(be, &wo);
+    void *bufs[] = {datt, dy, dother, dg};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->ops->free(be, bufs[i]);
+}
+
+static void test_prepared_norm(void **state) {
+    kiln_backend *be = *state;
+    for (int n = 1; n <= 3; n++) { // 3: more tokens than the preparation takes
+        run_prepared_norm(be, KILN_BF16, n, 1, false, false, 0x4301 + n);
+        run_prepared_norm(be, KILN_F16, n, 2, true, false, 0x4311 + n);
+        run_prepared_norm(be, KILN_BF16, n, 2, false, false, 0x4321 + n);
+        run_prepared_norm(be, KILN_BF16, n, 1, false, true, 0x4331 + n);
+        run_prepared_norm(be, KILN_F16, n, 2, true, true, 0x4341 + n);
+    }
+}
+
 static void test_linear_norm(void **state) {
     kiln_backend *be = *state;
     static const int ns[] = {1, 2, 3, 8, 9, 37};
@@ -1638,6 +1727,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_matvec_forms_identical, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_mlp, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_linear_norm, setup_backend, teardown_backend),
+        cmocka_unit_test_setup_teardown(test_prepared_norm, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_rmsnorm, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_get_rows, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_convert_swiglu16, setup_backend, teardown_backend),

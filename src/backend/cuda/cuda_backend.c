@@ -48,7 +48,8 @@ static void cuda_destroy(kiln_backend *be) {
         if (c->stream) cudaStreamSynchronize(c->stream);
         cuda_staging_free(c);
         cuda_scratch *scratch[] = {&c->gemm_input,         &c->gemm_trial, &c->gemm_out, &c->attention_ws,
-                                   &c->attention_counters, &c->sample_ws,  &c->norm_buf};
+                                   &c->attention_counters, &c->sample_ws,  &c->norm_buf,
+                                   &c->prep_x,             &c->prep_ss};
         for (size_t i = 0; i < sizeof scratch / sizeof scratch[0]; i++) cuda_scratch_release(scratch[i]);
         for (int i = 0; i < c->n_rope; i++) {
             cudaFree(c->rope[i].inv_freq);
@@ -72,6 +73,7 @@ static void cuda_destroy(kiln_backend *be) {
 #define ALLOC_HEADER 256
 
 static void *cuda_alloc(kiln_backend *be, size_t bytes) {
+    cuda_prepared_forget(cuda_of(be)); // see cuda_linear.c
     cuda_impl *c = cuda_of(be);
     char *p = NULL;
     if (bytes > SIZE_MAX - ALLOC_HEADER || cudaMalloc((void **)&p, bytes + ALLOC_HEADER) != cudaSuccess) {
@@ -91,6 +93,7 @@ static void *cuda_alloc(kiln_backend *be, size_t bytes) {
 }
 
 static void cuda_free(kiln_backend *be, void *ptr) {
+    cuda_prepared_forget(cuda_of(be)); // see cuda_linear.c
     cuda_impl *c = cuda_of(be);
     if (!ptr) return;
     char *p = (char *)ptr - ALLOC_HEADER;
@@ -101,6 +104,7 @@ static void cuda_free(kiln_backend *be, void *ptr) {
 }
 
 static void cuda_get_rows(kiln_backend *be, const kiln_tensor *table, const int32_t *ids, int n, float *out) {
+    cuda_prepared_forget(cuda_of(be)); // see cuda_linear.c
     cuda_impl *c = cuda_of(be);
     cuda_note(c, kiln_cuda_get_rows(c->stream, table->data, kiln_cuda_type_of(table->dtype), (int)table->ne[0], ids, n,
                                     out, (c->pdl & CUDA_PDL_OTHER) != 0),
@@ -147,6 +151,7 @@ const double *cuda_rope_inv_freq(cuda_impl *c, const kiln_rope_params *rope) {
 void cuda_rope_kv_store(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer layer,
                                const kiln_batch_layout *batch, float *q, int n_heads, float *k, const float *v,
                                const kiln_rope_params *rope) {
+    cuda_prepared_forget(cuda_of(be)); // see cuda_linear.c
     cuda_impl *c = cuda_of(be);
     const double *inv_freq = cuda_rope_inv_freq(c, rope);
     if (!inv_freq) {
@@ -168,6 +173,7 @@ void cuda_rope_kv_store(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer 
 
 static void cuda_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer layer,
                            const kiln_batch_layout *batch, const float *q, int n_heads, float scale, float *out) {
+    cuda_prepared_forget(cuda_of(be)); // see cuda_linear.c
     cuda_impl *c = cuda_of(be);
     kiln_cuda_attention_args a = {
         .kv = {.k = layer.k, .v = layer.v, .block_tables = kv->block_tables,
@@ -200,6 +206,7 @@ static void cuda_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_lay
 }
 
 static void cuda_copy(kiln_backend *be, void *dst, const void *src, size_t n) {
+    cuda_prepared_forget(cuda_of(be)); // see cuda_linear.c
     cuda_impl *c = cuda_of(be);
     cuda_note(c, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, c->stream), "copy");
 }
@@ -211,6 +218,7 @@ static void cuda_to_host(kiln_backend *be, void *dst, const void *src, size_t n)
 }
 
 static void cuda_from_host(kiln_backend *be, void *dst, const void *src, size_t n) {
+    cuda_prepared_forget(cuda_of(be)); // see cuda_linear.c
     cuda_impl *c = cuda_of(be);
     cuda_note(c, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, c->stream), "from_host");
 }
@@ -245,6 +253,7 @@ static void cuda_memory(kiln_backend *be, kiln_backend_memory *out) {
 
 static kiln_status cuda_sample(kiln_backend *be, const float *logits, int vocab, const kiln_backend_sample_args *a,
                                int32_t *id) {
+    cuda_prepared_forget(cuda_of(be)); // see cuda_linear.c
     cuda_impl *c = cuda_of(be);
     if (!cuda_scratch_reserve(c, &c->sample_ws, kiln_cuda_sample_workspace(vocab)))
         return kiln_fail(KILN_ERR_NOMEM, "cuda: cannot allocate the sampler's workspace");
@@ -259,6 +268,7 @@ static kiln_status cuda_sample(kiln_backend *be, const float *logits, int vocab,
 }
 
 static kiln_status cuda_graph_begin(kiln_backend *be) {
+    cuda_prepared_forget(cuda_of(be)); // see cuda_linear.c
     cuda_impl *c = cuda_of(be);
     kiln_status st = report(c);
     if (st != KILN_OK) return st;
@@ -426,6 +436,11 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
     // The residual GEMMs (O, down) with beta = 0 into scratch, then an add:
     // cuBLASLt's beta = 1 kernels ran at 420-450 TFLOP/s against 590 for the
     // same shapes without (H200 profile, 2048 tokens). Off until measured.
+    // Decode's residual products prepare the next RMSNorm (its input times
+    // the weights, and sums of squares), so that the next product starts on
+    // its weights at once: KILN_CUDA_NORM_PREPARED=0 for A/B runs.
+    const char *prepared = getenv("KILN_CUDA_NORM_PREPARED");
+    c->prepare_norm = !(prepared && strcmp(prepared, "0") == 0);
     const char *add_pass = getenv("KILN_CUDA_GEMM_ADD_PASS");
     c->gemm_add_pass = add_pass && strcmp(add_pass, "1") == 0;
     if (e != cudaSuccess) {

@@ -32,10 +32,21 @@ typedef struct cuda_matvec_choice {
     kiln_cuda_type type;
     int k, count, rows[KILN_MATVEC_MAX_WEIGHTS];
     bool glu, rope, norm, accumulate;
+    bool prepared, prepares; // reads a prepared RMSNorm (ss); prepares one (next_x)
     bool pipe;
 } cuda_matvec_choice;
 
 #define CUDA_MATVEC_CHOICES 32
+
+// What the last residual product left prepared for the next RMSNorm
+// (kiln_cuda_matvec_args.next_norm): prep_x holds y * norm, prep_ss its
+// per-block sums of squares. y NULL: nothing; every operation but the one
+// that uses it forgets it (cuda_linear.c).
+typedef struct cuda_prepared_norm {
+    const float *y;
+    const float *norm;
+    int n, k;
+} cuda_prepared_norm;
 #define CUDA_MAX_ROPE_TABLES 4
 #define CUDA_STAGING_BUFFERS 2
 
@@ -83,6 +94,9 @@ typedef struct cuda_impl {
     bool matvec_deep;             // more loads in flight for one token's plain products (KILN_CUDA_MATVEC_DEEP=0: off)
     bool gemm_add_pass;           // KILN_CUDA_GEMM_ADD_PASS=1: residual GEMMs with beta 0, then an add (off until measured)
     cuda_scratch norm_buf;        // RMS-normalised inputs for the other paths
+    bool prepare_norm;            // residual products prepare the next RMSNorm (KILN_CUDA_NORM_PREPARED=0: off)
+    cuda_prepared_norm prepared;
+    cuda_scratch prep_x, prep_ss;
 } cuda_impl;
 
 // Kinds of kernels KILN_CUDA_PDL may launch as programmatic dependent launches
@@ -90,6 +104,8 @@ typedef struct cuda_impl {
 enum { CUDA_PDL_MATVEC = 1, CUDA_PDL_ATTENTION = 2, CUDA_PDL_OTHER = 4 };
 
 static inline cuda_impl *cuda_of(kiln_backend *be) { return (cuda_impl *)be->impl; }
+
+static inline void cuda_prepared_forget(cuda_impl *c) { c->prepared.y = NULL; }
 
 // Records the first CUDA failure; sync() reports it.
 static inline void cuda_note(cuda_impl *c, cudaError_t e, const char *where) {

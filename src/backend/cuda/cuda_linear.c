@@ -38,7 +38,44 @@ static bool rope_fusable(const kiln_linear_args *a) {
            a->w[0]->ne[1] == (int64_t)r->n_heads * r->kv->head_dim;
 }
 
-static void linear_matvec(cuda_impl *c, const kiln_linear_args *a, kiln_cuda_type type) {
+// Decode's RMSNorm, prepared by the product before: a residual product told
+// the next norm (a->next_norm) also writes y * norm and per-block sums of
+// squares (kiln_cuda_matvec_args.next_norm); the next product, when it reads
+// that y through that norm, takes them (ss) and starts on its weights at
+// once instead of staging and reducing its input first. `prev` is what was
+// prepared before this call (cuda_linear forgets it on entry; so does every
+// other operation).
+static bool prepared_for(const cuda_prepared_norm *prev, const kiln_linear_args *a) {
+    return a->norm && prev->y && prev->y == a->x && prev->norm == a->norm && prev->n == a->n &&
+           prev->k == (int)a->w[0]->ne[0];
+}
+
+static bool take_prepared(cuda_impl *c, const cuda_prepared_norm *prev, const kiln_linear_args *a,
+                          kiln_cuda_matvec_args *mv) {
+    if (!prepared_for(prev, a)) return false;
+    mv->x = c->prep_x.ptr;
+    mv->ss = c->prep_ss.ptr;
+    mv->norm = NULL;
+    return true;
+}
+
+static bool give_prepared(cuda_impl *c, const kiln_linear_args *a, kiln_cuda_matvec_args *mv) {
+    if (!c->prepare_norm || !a->next_norm || !a->accumulate || a->count != 1 || a->glu || a->rope ||
+        a->n > KILN_MATVEC_NORM_MAX_TOKENS)
+        return false;
+    const size_t rows = (size_t)a->w[0]->ne[1];
+    // Sized on the first (uncaptured) decode step; a capture cannot grow them.
+    if (!cuda_scratch_reserve(c, &c->prep_x, sizeof(float) * (size_t)a->n * rows) ||
+        !cuda_scratch_reserve(c, &c->prep_ss, sizeof(float) * (size_t)a->n * KILN_MATVEC_SS_PARTS))
+        return false;
+    mv->next_norm = a->next_norm;
+    mv->next_x = c->prep_x.ptr;
+    mv->next_ss = c->prep_ss.ptr;
+    return true;
+}
+
+static void linear_matvec(cuda_impl *c, const cuda_prepared_norm *prev, const kiln_linear_args *a,
+                          kiln_cuda_type type) {
     kiln_cuda_matvec_args mv = {.count = a->count, .type = type, .k = (int)a->w[0]->ne[0], .x = a->x,
                                 .n_tokens = a->n, .accumulate = a->accumulate, .glu = a->glu,
                                 .pdl = (c->pdl & CUDA_PDL_MATVEC) != 0,
@@ -69,8 +106,13 @@ static void linear_matvec(cuda_impl *c, const kiln_linear_args *a, kiln_cuda_typ
         cuda_note(c, kiln_cuda_matvec_tc(c->stream, &mv), "matvec (tensor cores)");
         return;
     }
+    take_prepared(c, prev, a, &mv);
+    const bool gives = give_prepared(c, a, &mv);
     mv.pipe = cuda_matvec_pipe_for(c, &mv);
-    cuda_note(c, kiln_cuda_matvec(c->stream, &mv), "matvec");
+    const cudaError_t e = kiln_cuda_matvec(c->stream, &mv);
+    cuda_note(c, e, "matvec");
+    if (gives && e == cudaSuccess)
+        c->prepared = (cuda_prepared_norm){.y = a->y[0], .norm = a->next_norm, .n = a->n, .k = (int)a->w[0]->ne[1]};
 }
 
 // d[n][m] += x w^T (+ bias): in cuBLASLt's epilogue (beta = 1), or with
@@ -132,8 +174,11 @@ static const float *normalised(cuda_impl *c, const float *x, const float *norm, 
 
 void cuda_linear(kiln_backend *be, const kiln_linear_args *a) {
     cuda_impl *c = cuda_of(be);
+    const cuda_prepared_norm prev = c->prepared;
+    cuda_prepared_forget(c);
     const kiln_cuda_type type = kiln_cuda_type_of(a->w[0]->dtype);
     const bool matvec = matvec_fits(a, type);
+    const bool prepared = matvec && prepared_for(&prev, a);
     // RoPE and the cache write: in the matrix-vector kernel's epilogue
     // (decode), else as their own kernel after the products.
     if (a->rope && !(matvec && rope_fusable(a))) {
@@ -148,14 +193,14 @@ void cuda_linear(kiln_backend *be, const kiln_linear_args *a) {
     // The GEMM path normalises straight into its 16-bit input; the
     // matrix-vector kernel normalises its own input for decode's 1 or 2 tokens
     // (KILN_CUDA_NORM_FUSED=0 turns that off); otherwise a separate RMSNorm first.
-    if (a->norm && matvec && !(c->norm_fused && a->n <= KILN_MATVEC_NORM_MAX_TOKENS)) {
+    if (a->norm && matvec && !prepared && !(c->norm_fused && a->n <= KILN_MATVEC_NORM_MAX_TOKENS)) {
         plain = *a;
         plain.norm = NULL;
         if (!(plain.x = normalised(c, a->x, a->norm, a->norm_eps, a->n, (int)a->w[0]->ne[0]))) return;
         a = &plain;
     }
     if (matvec)
-        linear_matvec(c, a, type);
+        linear_matvec(c, &prev, a, type);
     else
         linear_gemm(c, a);
 }
@@ -171,7 +216,7 @@ void cuda_mlp(kiln_backend *be, const kiln_mlp_args *a) {
     const kiln_linear_args gate_up = {.count = 2, .w = {a->w_gate, a->w_up}, .y = {a->gate, a->up}, .x = a->h,
                                       .n = a->n, .glu = true, .norm = a->norm, .norm_eps = a->norm_eps};
     const kiln_linear_args down = {.count = 1, .w = {a->w_down}, .y = {a->x}, .x = a->gate, .n = a->n,
-                                   .accumulate = true};
+                                   .accumulate = true, .next_norm = a->next_norm};
     const kiln_cuda_type type = kiln_cuda_type_of(a->w_gate->dtype);
     const bool same_types = a->w_up->dtype == a->w_gate->dtype && a->w_down->dtype == a->w_gate->dtype;
     if (!c->mlp16 || matvec_fits(&gate_up, type) || !same_types || type == KILN_CUDA_F32) {
@@ -179,6 +224,7 @@ void cuda_mlp(kiln_backend *be, const kiln_mlp_args *a) {
         cuda_linear(be, &down);
         return;
     }
+    cuda_prepared_forget(c);
     const int dim = (int)a->w_gate->ne[0], ffn = (int)a->w_gate->ne[1];
     const size_t in_elems = (size_t)a->n * (size_t)dim, mid_elems = (size_t)a->n * (size_t)ffn;
     if (!cuda_scratch_reserve(c, &c->gemm_input, 2 * in_elems)) {

@@ -143,6 +143,31 @@ static __device__ __forceinline__ void prefetch_row(const uint4 *row, int k, int
 // row of up (GLU), or a rotation pair of rows of q, k or v (ROPE).
 enum { MV_PLAIN, MV_GLU, MV_ROPE };
 
+// How the input is normalised: not at all; RMSNorm staged by each block in
+// shared memory (STAGED); or prepared by the residual product before
+// (PREPARED: x already times the weights, the inverse RMS from its sums of
+// squares).
+enum { NK_NONE, NK_STAGED, NK_PREPARED };
+
+// The tokens' inverse RMS from the producer's per-block sums of squares, in
+// one fixed order (the same result on every run); every lane of the warp
+// gets it.
+template <int NT>
+static __device__ __forceinline__ void prepared_inv(const kiln_cuda_matvec_args &a, int lane, float inv[NT]) {
+    static_assert(KILN_MATVEC_SS_PARTS % 128 == 0, "whole float4 rounds of the warp");
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        const float4 *parts = reinterpret_cast<const float4 *>(a.ss + (size_t)t * KILN_MATVEC_SS_PARTS);
+        float ss = 0.0f;
+#pragma unroll
+        for (int i = 0; i < KILN_MATVEC_SS_PARTS / 128; i++) {
+            const float4 v = __ldg(parts + lane + 32 * i);
+            ss += (v.x + v.y) + (v.z + v.w);
+        }
+        inv[t] = rsqrtf(warp_sum(ss) / (float)a.k + a.norm_eps);
+    }
+}
+
 // Blocks per SM the register budget must allow: decode's 1 or 2 tokens keep
 // many warps in flight; the widest form (8 tokens, two rows) is held to 128
 // registers, two blocks rather than one.
@@ -217,10 +242,14 @@ static __device__ __forceinline__ void rope_store(const kiln_cuda_matvec_args &a
 }
 
 // Output units [u0, u1) of a, one warp: the products over x (global or
-// staged, inv the tokens' inverse RMS when NORM) and the epilogue.
-template <int NT, bool BF16, int MODE, bool NORM, int LOADS, bool PIPE>
+// staged) and the epilogue. inv: the tokens' inverse RMS (NK_STAGED, and
+// NK_PREPARED once have_inv; else the warp waits for warp 0's in s_inv at its
+// first use and sets have_inv). next_ss: this lane's token's sum of the new
+// residual's squares over the units (a.next_x: lane t holds token t's).
+template <int NT, bool BF16, int MODE, int NK, int LOADS, bool PIPE>
 static __device__ __forceinline__ void matvec_units(const kiln_cuda_matvec_args &a, int u0, int u1, const float *x,
-                                                    const float (&inv)[NT], int lane) {
+                                                    float (&inv)[NT], bool &have_inv, const float *s_inv, int lane,
+                                                    float &next_ss) {
     constexpr int R = MODE == MV_PLAIN ? 1 : 2;
     const size_t row_chunks = (size_t)a.k / 8;
     int i, ra, rb, pair = 0;
@@ -236,13 +265,19 @@ static __device__ __forceinline__ void matvec_units(const kiln_cuda_matvec_args 
             for (int t = 0; t < NT; t++) acc[q][t] = 0.0f;
         // Lane t writes token t's outputs: its rotation goes out with the loads.
         const float2 cs = MODE == MV_ROPE && lane < NT ? rope_angle(a, lane, i, pair) : make_float2(1.0f, 0.0f);
-        rows_dot<NT, R, BF16, NORM, LOADS, PIPE>(rows, x, a.k, lane, acc);
+        rows_dot<NT, R, BF16, NK == NK_STAGED, LOADS, PIPE>(rows, x, a.k, lane, acc);
+        if (NK == NK_PREPARED && !have_inv) { // warp 0 computed it at the start
+            asm volatile("bar.sync 1, %0;" ::"n"(WARPS_PER_BLOCK * 32) : "memory");
+#pragma unroll
+            for (int t = 0; t < NT; t++) inv[t] = s_inv[t];
+            have_inv = true;
+        }
 #pragma unroll
         for (int t = 0; t < NT; t++)
 #pragma unroll
             for (int q = 0; q < R; q++) {
                 acc[q][t] = warp_sum(acc[q][t]);
-                if (NORM) acc[q][t] *= inv[t];
+                if (NK != NK_NONE) acc[q][t] *= inv[t];
             }
         // Every lane holds every sum; lane t writes token t.
 #pragma unroll
@@ -258,10 +293,16 @@ static __device__ __forceinline__ void matvec_units(const kiln_cuda_matvec_args 
             } else {
                 const size_t out = (size_t)t * a.rows[i] + ra;
                 const float v = acc[0][t] + (a.bias[i] ? a.bias[i][ra] : 0.0f);
-                if (a.accumulate)
-                    a.y[i][out] += v;
-                else
+                if (a.accumulate) {
+                    const float y = a.y[i][out] + v;
+                    a.y[i][out] = y;
+                    if (a.next_x) { // the next RMSNorm's input, prepared
+                        a.next_x[out] = y * a.next_norm[ra];
+                        next_ss = fmaf(y, y, next_ss);
+                    }
+                } else {
                     a.y[i][out] = v;
+                }
             }
         }
     }
@@ -269,13 +310,14 @@ static __device__ __forceinline__ void matvec_units(const kiln_cuda_matvec_args 
 
 
 // Warp w of block b owns output units [(b * WARPS + w) * per_warp, + per_warp).
-template <int NT, bool BF16, int MODE, bool NORM, bool DEEP, bool PIPE>
+template <int NT, bool BF16, int MODE, int NK, bool DEEP, bool PIPE>
 __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MODE, DEEP, PIPE>())
     matvec_kernel(const kiln_cuda_matvec_args a, int units, int per_warp) {
-    extern __shared__ float4 staged[]; // NORM: [NT][k] floats
+    extern __shared__ float4 staged[]; // NK_STAGED: [NT][k] floats
+    __shared__ float s_inv[NT];        // NK_PREPARED: warp 0's inverse RMS for the others
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int u0 = (blockIdx.x * WARPS_PER_BLOCK + warp) * per_warp, u1 = min(u0 + per_warp, units);
-    if ((a.pdl || NORM) && u0 < u1) {
+    if ((a.pdl || NK == NK_STAGED) && u0 < u1) {
         int i, ra, rb, pair;
         unit_rows<MODE>(a, u0, i, ra, rb, pair);
         const size_t row_chunks = (size_t)a.k / 8;
@@ -286,57 +328,93 @@ __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MO
     pdl_wait();
     const float *x = a.x;
     float inv[NT];
-    if (NORM) { // before any warp leaves: it synchronises
+    bool have_inv = NK != NK_PREPARED;
+    if (NK == NK_STAGED) { // before any warp leaves: it synchronises
         stage_normed<NT>(a.x, a.norm, a.k, a.norm_eps, reinterpret_cast<float *>(staged), inv);
         x = reinterpret_cast<const float *>(staged);
+    } else if (NK == NK_PREPARED && warp == 0) {
+        // One warp sums the producer's parts while the others start on their
+        // weights; they wait for it (barrier 1) only at their first result.
+        prepared_inv<NT>(a, lane, inv);
+        if (lane == 0)
+#pragma unroll
+            for (int t = 0; t < NT; t++) s_inv[t] = inv[t];
+        __syncwarp();
+        asm volatile("bar.arrive 1, %0;" ::"n"(WARPS_PER_BLOCK * 32) : "memory");
+        have_inv = true;
     }
-    matvec_units<NT, BF16, MODE, NORM, matvec_loads<MODE, DEEP, PIPE>(), PIPE>(a, u0, u1, x, inv, lane);
+    float next_ss = 0.0f;
+    matvec_units<NT, BF16, MODE, NK, matvec_loads<MODE, DEEP, PIPE>(), PIPE>(a, u0, u1, x, inv, have_inv, s_inv, lane,
+                                                                              next_ss);
+    if (!have_inv) asm volatile("bar.sync 1, %0;" ::"n"(WARPS_PER_BLOCK * 32) : "memory"); // a warp without units
     // Late: dependents launched at the start would hold SM slots while they
     // wait (measured slower on the H200).
     pdl_allow_next();
+    if (MODE == MV_PLAIN && NT <= KILN_MATVEC_NORM_MAX_TOKENS && a.next_x) { // block-uniform
+        __shared__ float s_ss[WARPS_PER_BLOCK][NT];
+        if (lane < NT) s_ss[warp][lane] = next_ss;
+        __syncthreads();
+        if (threadIdx.x < NT) {
+            float total = 0.0f;
+#pragma unroll
+            for (int w = 0; w < WARPS_PER_BLOCK; w++) total += s_ss[w][threadIdx.x];
+            a.next_ss[(size_t)threadIdx.x * KILN_MATVEC_SS_PARTS + blockIdx.x] = total;
+        }
+        if (blockIdx.x == 0) // the slots no block owns
+            for (int i = threadIdx.x; i < NT * KILN_MATVEC_SS_PARTS; i += blockDim.x)
+                if (i % KILN_MATVEC_SS_PARTS >= (int)gridDim.x) a.next_ss[i] = 0.0f;
+    }
 }
 
 // Rows per warp: one while the grid fits the blocks the SMs hold at once,
-// more once it does not, so that every warp gets the same number of rows.
-template <int NT, bool BF16, int MODE, bool NORM, bool DEEP, bool PIPE = false>
+// more once it does not, so that every warp gets the same number of rows
+// (and a producing launch at most KILN_MATVEC_SS_PARTS blocks).
+template <int NT, bool BF16, int MODE, int NK, bool DEEP, bool PIPE = false>
 static cudaError_t launch_form(cudaStream_t stream, const kiln_cuda_matvec_args *a, int units) {
-    // Asked once per form and shared-memory size (k changes it for NORM):
+    // Asked once per form and shared-memory size (k changes it for NK_STAGED):
     // the answer only depends on them, and prompt chunks launch uncaptured.
     static int sms, per_sm;
     static size_t known_smem = (size_t)-1;
     if (!sms && cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess) sms = 0;
-    const size_t smem = NORM ? sizeof(float) * (size_t)NT * (size_t)a->k : 0;
+    const size_t smem = NK == NK_STAGED ? sizeof(float) * (size_t)NT * (size_t)a->k : 0;
     if (smem != known_smem) {
-        if (NORM && smem > 48 * 1024) {
-            cudaError_t e = cudaFuncSetAttribute(matvec_kernel<NT, BF16, MODE, NORM, DEEP, PIPE>,
+        if (NK == NK_STAGED && smem > 48 * 1024) {
+            cudaError_t e = cudaFuncSetAttribute(matvec_kernel<NT, BF16, MODE, NK, DEEP, PIPE>,
                                                  cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
             if (e != cudaSuccess) return e;
         }
         cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-            &per_sm, matvec_kernel<NT, BF16, MODE, NORM, DEEP, PIPE>, WARPS_PER_BLOCK * 32, smem);
+            &per_sm, matvec_kernel<NT, BF16, MODE, NK, DEEP, PIPE>, WARPS_PER_BLOCK * 32, smem);
         if (e != cudaSuccess) return e;
         known_smem = smem;
     }
     const int resident_warps = (per_sm > 0 ? per_sm : 1) * (sms > 0 ? sms : 1) * WARPS_PER_BLOCK;
-    const int per_warp = (units + resident_warps - 1) / resident_warps, per_block = per_warp * WARPS_PER_BLOCK;
+    int per_warp = (units + resident_warps - 1) / resident_warps;
+    if (a->next_x) per_warp = max(per_warp, (units + KILN_MATVEC_SS_PARTS * WARPS_PER_BLOCK - 1) /
+                                                (KILN_MATVEC_SS_PARTS * WARPS_PER_BLOCK));
+    const int per_block = per_warp * WARPS_PER_BLOCK;
     const dim3 grid((unsigned)((units + per_block - 1) / per_block)), block(WARPS_PER_BLOCK * 32);
-    return launch_maybe_pdl(a->pdl, matvec_kernel<NT, BF16, MODE, NORM, DEEP, PIPE>, grid, block, smem, stream, *a, units,
+    return launch_maybe_pdl(a->pdl, matvec_kernel<NT, BF16, MODE, NK, DEEP, PIPE>, grid, block, smem, stream, *a, units,
                             per_warp);
 }
 
-// The normalising form stages [NT][k] floats per block: decode's 1 or 2
-// tokens (kiln_cuda_matvec refuses more).
+// The normalising forms take decode's 1 or 2 tokens (kiln_cuda_matvec
+// refuses more); the staged one keeps [NT][k] floats per block.
 template <int NT, bool BF16, int MODE>
 static cudaError_t launch_mode(cudaStream_t stream, const kiln_cuda_matvec_args *a, int units) {
+    constexpr bool NORMS = NT <= KILN_MATVEC_NORM_MAX_TOKENS;
+    constexpr int STAGED = NORMS ? NK_STAGED : NK_NONE, PREPARED = NORMS ? NK_PREPARED : NK_NONE;
     if constexpr (NT == 1) {
         if (a->pipe)
-            return a->norm ? launch_form<NT, BF16, MODE, true, false, true>(stream, a, units)
-                           : launch_form<NT, BF16, MODE, false, false, true>(stream, a, units);
+            return a->norm ? launch_form<NT, BF16, MODE, STAGED, false, true>(stream, a, units)
+                   : a->ss ? launch_form<NT, BF16, MODE, PREPARED, false, true>(stream, a, units)
+                           : launch_form<NT, BF16, MODE, NK_NONE, false, true>(stream, a, units);
     }
-    if (a->norm) return launch_form<NT, BF16, MODE, NT <= KILN_MATVEC_NORM_MAX_TOKENS, false>(stream, a, units);
+    if (a->norm) return launch_form<NT, BF16, MODE, STAGED, false>(stream, a, units);
+    if (a->ss) return launch_form<NT, BF16, MODE, PREPARED, false>(stream, a, units);
     if (NT == 1 && MODE == MV_PLAIN && a->deep_loads)
-        return launch_form<NT, BF16, MODE, false, NT == 1 && MODE == MV_PLAIN>(stream, a, units);
-    return launch_form<NT, BF16, MODE, false, false>(stream, a, units);
+        return launch_form<NT, BF16, MODE, NK_NONE, NT == 1 && MODE == MV_PLAIN>(stream, a, units);
+    return launch_form<NT, BF16, MODE, NK_NONE, false>(stream, a, units);
 }
 
 template <int NT, bool BF16> static cudaError_t launch(cudaStream_t stream, const kiln_cuda_matvec_args *a, int units) {
@@ -367,10 +445,14 @@ static bool rope_args_ok(const kiln_cuda_matvec_args *a) {
 }
 
 static bool matvec_args_ok(const kiln_cuda_matvec_args *a) {
+    const bool producer_ok = !a->next_x || (a->next_norm && a->next_ss && a->accumulate && a->count == 1 &&
+                                            !a->glu && !a->has_rope && a->n_tokens <= KILN_MATVEC_NORM_MAX_TOKENS);
+    const bool prepared_ok = !a->ss || (!a->norm && a->n_tokens <= KILN_MATVEC_NORM_MAX_TOKENS);
     return a->n_tokens >= 1 && a->n_tokens <= KILN_MATVEC_MAX_TOKENS && a->count >= 1 &&
            a->count <= KILN_MATVEC_MAX_WEIGHTS && a->k % 8 == 0 && a->k > 0 && (!a->glu || a->count == 2) &&
            (!a->accumulate || a->count == 1) && a->type != KILN_CUDA_F32 &&
-           (!a->norm || a->n_tokens <= KILN_MATVEC_NORM_MAX_TOKENS) && (!a->has_rope || rope_args_ok(a));
+           (!a->norm || a->n_tokens <= KILN_MATVEC_NORM_MAX_TOKENS) && (!a->has_rope || rope_args_ok(a)) &&
+           producer_ok && prepared_ok;
 }
 
 extern "C" cudaError_t kiln_cuda_matvec(cudaStream_t stream, const kiln_cuda_matvec_args *a) {

@@ -171,7 +171,8 @@ template <bool BF16, int R, bool NORM> static cudaError_t launch_tc(cudaStream_t
 extern "C" bool kiln_cuda_matvec_tc_takes(const kiln_cuda_matvec_args *a) {
     return a->n_tokens >= 1 && a->n_tokens <= 8 && a->type != KILN_CUDA_F32 && a->k > 0 && a->k % 8 == 0 &&
            !a->has_rope && (a->glu ? a->count == 2 && !a->bias[0] && !a->bias[1] : a->count == 1) &&
-           (!a->norm || a->n_tokens <= KILN_MATVEC_NORM_MAX_TOKENS) && !(a->glu && a->accumulate);
+           (!a->norm || a->n_tokens <= KILN_MATVEC_NORM_MAX_TOKENS) && !(a->glu && a->accumulate) &&
+           !a->next_x && !a->ss; // the prepared RMSNorm is the FMA kernel's
 }
 
 extern "C" cudaError_t kiln_cuda_matvec_tc(cudaStream_t stream, const kiln_cuda_matvec_args *a) {

@@ -18,7 +18,8 @@
 
 static bool same_shape(const cuda_matvec_choice *ch, const kiln_cuda_matvec_args *a) {
     if (ch->type != a->type || ch->k != a->k || ch->count != a->count || ch->glu != a->glu ||
-        ch->rope != a->has_rope || ch->norm != (a->norm != NULL) || ch->accumulate != a->accumulate)
+        ch->rope != a->has_rope || ch->norm != (a->norm != NULL) || ch->accumulate != a->accumulate ||
+        ch->prepared != (a->ss != NULL) || ch->prepares != (a->next_x != NULL))
         return false;
     for (int i = 0; i < a->count; i++)
         if (ch->rows[i] != a->rows[i]) return false;
@@ -40,7 +41,8 @@ static float median(float *v, int n) {
 static bool time_forms(cuda_impl *c, const kiln_cuda_matvec_args *a, float us[2]) {
     // Outputs into scratch: an accumulating product must not add twice. The
     // RoPE form also stores k and v into the cache slot of the token's
-    // position: the same values the real call stores next.
+    // position, and a producing product its next_x and next_ss: the real call
+    // stores them again next.
     size_t out_floats = 0;
     for (int i = 0; i < a->count; i++) out_floats += (size_t)a->rows[i];
     // The flush reads twice L2 of clean data: none of the weights stay, and
@@ -99,12 +101,13 @@ static void log_choice(const kiln_cuda_matvec_args *a, const float us[2], bool t
     int rows = 0;
     for (int i = 0; i < a->count; i++) rows += a->rows[i];
     const char *what = a->glu ? "swiglu" : a->has_rope ? "qkv+rope" : a->accumulate ? "residual" : "plain";
+    const char *norm = a->norm ? "+norm" : a->ss ? "+prepared norm" : a->next_x ? "+next norm" : "";
     if (timed)
         fprintf(stderr, "kiln cuda: matvec %s%s k %d rows %d: plain rounds %.1f us, pipelined %.1f us -> %s\n", what,
-                a->norm ? "+norm" : "", a->k, rows, us[0], us[1], pipe ? "pipelined" : "plain rounds");
+                norm, a->k, rows, us[0], us[1], pipe ? "pipelined" : "plain rounds");
     else
-        fprintf(stderr, "kiln cuda: matvec %s%s k %d rows %d: not timed -> %s\n", what, a->norm ? "+norm" : "", a->k,
-                rows, pipe ? "pipelined" : "plain rounds");
+        fprintf(stderr, "kiln cuda: matvec %s%s k %d rows %d: not timed -> %s\n", what, norm, a->k, rows,
+                pipe ? "pipelined" : "plain rounds");
 }
 
 bool cuda_matvec_pipe_for(cuda_impl *c, const kiln_cuda_matvec_args *a) {
@@ -131,6 +134,8 @@ bool cuda_matvec_pipe_for(cuda_impl *c, const kiln_cuda_matvec_args *a) {
     ch->rope = a->has_rope;
     ch->norm = a->norm != NULL;
     ch->accumulate = a->accumulate;
+    ch->prepared = a->ss != NULL;
+    ch->prepares = a->next_x != NULL;
     ch->pipe = pipe;
     log_choice(a, us, timed, pipe);
     return pipe;

@@ -20,6 +20,9 @@ typedef enum kiln_cuda_type { KILN_CUDA_F16, KILN_CUDA_BF16, KILN_CUDA_F32 } kil
 #define KILN_MATVEC_MAX_WEIGHTS 4
 
 #define KILN_MATVEC_NORM_MAX_TOKENS 2
+// Slots a token of per-block sums of squares (next_ss, ss below): the most
+// blocks a producing launch may have.
+#define KILN_MATVEC_SS_PARTS 1024
 
 // The Q/K/V form's RoPE and cache write (has_rope; count 3: q, k, v): each
 // warp takes a rotation pair of rows (i, i + head_dim/2, or 2i, 2i + 1 when
@@ -66,6 +69,20 @@ typedef struct kiln_cuda_matvec_args {
     kiln_cuda_matvec_rope rope;
     bool deep_loads; // one token, no norm: twice the loads in flight per lane
     bool pipe;       // one token: each round's loads go out before the previous round's arithmetic
+    // A residual product (accumulate, count 1, no glu or rope, at most
+    // KILN_MATVEC_NORM_MAX_TOKENS tokens) whose result is next read through
+    // RMSNorm with weights next_norm [rows_0] prepares that read: next_x[t][r]
+    // = y_0[t][r] * next_norm[r] (after the add) and next_ss[t][b] = the sum
+    // of y_0[t][r]^2 over block b's rows, KILN_MATVEC_SS_PARTS slots a token
+    // (the slots past the grid zeroed).
+    const float *next_norm;
+    float *next_x;
+    float *next_ss;
+    // The read so prepared (norm NULL, at most KILN_MATVEC_NORM_MAX_TOKENS
+    // tokens): x holds next_x, and each token's inverse RMS,
+    // 1 / sqrt(sum(ss[t][:]) / k + norm_eps), scales the sums: the kernel
+    // starts on the weights at once, with no staging of its input.
+    const float *ss;
 } kiln_cuda_matvec_args;
 
 cudaError_t kiln_cuda_matvec(cudaStream_t stream, const kiln_cuda_matvec_args *a);
