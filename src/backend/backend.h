@@ -169,6 +169,13 @@ typedef struct kiln_backend_ops {
     // Draws a token from logits [vocab] in backend memory.
     kiln_status (*sample)(kiln_backend *be, const float *logits, int vocab, const kiln_backend_sample_args *a,
                           int32_t *id);
+    // The same in two halves, so that work can be queued between them:
+    // sample_start queues the draw (and, when dev_id is not NULL, a copy of
+    // the id into that backend int32); sample_finish waits for the draw alone
+    // (not for work queued after it) and gives the id.
+    kiln_status (*sample_start)(kiln_backend *be, const float *logits, int vocab, const kiln_backend_sample_args *a,
+                                int32_t *dev_id);
+    kiln_status (*sample_finish)(kiln_backend *be, int32_t *id);
     // Records the work queued between graph_begin and graph_end as a graph
     // that graph_launch replays; buffers keep their addresses.
     kiln_status (*graph_begin)(kiln_backend *be);

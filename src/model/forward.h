@@ -31,6 +31,10 @@ typedef struct kiln_forward_args {
     // activations' ids, pos and seq (kiln_forward_upload_inputs), as a
     // captured decode step needs; tokens must still be given for validation.
     bool inputs_ready;
+    // The tokens are already in the activations' ids (put there on the
+    // device, e.g. by the sampler): tokens is not read, only positions and
+    // sequences are copied.
+    bool ids_on_device;
     const int32_t *tokens; // [n_tokens] host
     const int32_t *pos;    // [n_tokens] host
     const int32_t *seq;    // [n_tokens] host

@@ -51,11 +51,13 @@ kiln_status kiln_forward_upload_inputs(const kiln_llm *m, kiln_backend *be, kiln
     if (n <= 0 || n > a->max_tokens || args->n_logits < 0 || args->n_logits > n)
         return kiln_fail(KILN_ERR_INVALID_ARG, "forward: %d tokens, %d logit rows (at most %d tokens)", n,
                          args->n_logits, a->max_tokens);
-    for (int t = 0; t < n; t++)
-        if (args->tokens[t] < 0 || args->tokens[t] >= m->hp.vocab)
-            return kiln_fail(KILN_ERR_INVALID_ARG, "forward: token id %d out of range [0, %d)", args->tokens[t],
-                             m->hp.vocab);
-    be->ops->from_host(be, a->ids, args->tokens, sizeof(int32_t) * (size_t)n);
+    if (!args->ids_on_device) {
+        for (int t = 0; t < n; t++)
+            if (args->tokens[t] < 0 || args->tokens[t] >= m->hp.vocab)
+                return kiln_fail(KILN_ERR_INVALID_ARG, "forward: token id %d out of range [0, %d)", args->tokens[t],
+                                 m->hp.vocab);
+        be->ops->from_host(be, a->ids, args->tokens, sizeof(int32_t) * (size_t)n);
+    }
     be->ops->from_host(be, a->pos, args->pos, sizeof(int32_t) * (size_t)n);
     be->ops->from_host(be, a->seq, args->seq, sizeof(int32_t) * (size_t)n);
     return KILN_OK;

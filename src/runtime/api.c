@@ -158,37 +158,30 @@ void kiln_session_free(kiln_session *s) {
 
 int kiln_session_position(const kiln_session *s) { return s->n_history; }
 
-kiln_status kiln_session_eval(kiln_session *s, const int32_t *ids, size_t n, const float **logits) {
-    if (n == 0) return kiln_fail(KILN_ERR_INVALID_ARG, "eval: no tokens");
-    if (n > (size_t)(s->n_ctx - s->n_history))
-        return kiln_fail(KILN_ERR_CONTEXT_FULL, "context full: %d tokens so far plus %zu new exceed the context of %d",
-                         s->n_history, n, s->n_ctx);
-    kiln_status st = kiln_kv_cache_reserve(s->kv, 0, s->n_history + (int)n);
-    if (st != KILN_OK) return st;
+// One forward step of `chunk` tokens at the session's position; tokens NULL:
+// one token the sampler already put into the activations' ids on the device.
+static kiln_status forward_chunk(kiln_session *s, const int32_t *tokens, int chunk, bool last) {
     kiln_backend *be = s->model->be;
-    s->have_logits = s->logits_on_host = false;
     static_assert(KILN_PREFILL_CHUNK_MAX <= 4096, "pos and seq live on the stack");
     int32_t pos[KILN_PREFILL_CHUNK_MAX], seq[KILN_PREFILL_CHUNK_MAX] = {0};
-    for (size_t done = 0; done < n;) {
-        int chunk = (int)(n - done < (size_t)s->act.max_tokens ? n - done : (size_t)s->act.max_tokens);
-        for (int i = 0; i < chunk; i++) pos[i] = s->n_history + i;
-        bool last = done + (size_t)chunk == n;
-        int32_t logit_row = chunk - 1;
-        kiln_forward_args args = {.n_tokens = chunk, .tokens = ids + done, .pos = pos, .seq = seq,
-                                  .kv = &s->kv->view, .kv_layers = s->kv->layers, .n_logits = last ? 1 : 0,
-                                  .logit_rows = &logit_row, .logits = s->logits_dev};
-        // Single-token steps replay one captured graph, from the second on
-        // (the first sizes the workspaces).
-        bool graphed = chunk == 1 && last && be->ops->graph_begin && s->decode_steps++ > 0;
-        st = graphed ? kiln_llama_forward_replay(s->model->llm, &s->model->weights.w, be, &s->act, &args,
-                                                 &s->decode_graph)
-                     : kiln_llama_forward(s->model->llm, &s->model->weights.w, be, &s->act, &args);
-        if (st != KILN_OK) return st;
-        memcpy(s->history + s->n_history, ids + done, sizeof(int32_t) * (size_t)chunk);
-        s->n_history += chunk;
-        done += (size_t)chunk;
-    }
+    for (int i = 0; i < chunk; i++) pos[i] = s->n_history + i;
+    int32_t logit_row = chunk - 1;
+    kiln_forward_args args = {.n_tokens = chunk, .tokens = tokens, .ids_on_device = tokens == NULL, .pos = pos,
+                              .seq = seq, .kv = &s->kv->view, .kv_layers = s->kv->layers, .n_logits = last ? 1 : 0,
+                              .logit_rows = &logit_row, .logits = s->logits_dev};
+    // Single-token steps replay one captured graph, from the second on
+    // (the first sizes the workspaces).
+    bool graphed = chunk == 1 && last && be->ops->graph_begin && s->decode_steps++ > 0;
+    return graphed ? kiln_llama_forward_replay(s->model->llm, &s->model->weights.w, be, &s->act, &args,
+                                               &s->decode_graph)
+                   : kiln_llama_forward(s->model->llm, &s->model->weights.w, be, &s->act, &args);
+}
+
+// The logits the caller asked for, once the last step is queued.
+static kiln_status eval_done(kiln_session *s, const float **logits) {
+    kiln_backend *be = s->model->be;
     s->have_logits = true;
+    s->logits_on_host = s->logits_stale = false;
     if (logits) {
         be->ops->to_host(be, s->logits, s->logits_dev, sizeof(float) * (size_t)s->model->llm->hp.vocab);
         s->logits_on_host = true;
@@ -198,6 +191,69 @@ kiln_status kiln_session_eval(kiln_session *s, const int32_t *ids, size_t n, con
     // No waiting here: on a GPU the step runs on while the host goes on to
     // sampling, whose read of the token is the step's one synchronisation.
     return be->ops->check(be);
+}
+
+kiln_status kiln_session_eval(kiln_session *s, const int32_t *ids, size_t n, const float **logits) {
+    if (n == 0) return kiln_fail(KILN_ERR_INVALID_ARG, "eval: no tokens");
+    if (n > (size_t)(s->n_ctx - s->n_history))
+        return kiln_fail(KILN_ERR_CONTEXT_FULL, "context full: %d tokens so far plus %zu new exceed the context of %d",
+                         s->n_history, n, s->n_ctx);
+    // Decode-ahead (kiln_session_sample): the step for this very token is
+    // queued already.
+    const bool ahead = s->ahead && n == 1 && ids[0] == s->ahead_id;
+    s->ahead = false;
+    if (ahead) {
+        s->history[s->n_history++] = ids[0];
+        return eval_done(s, logits);
+    }
+    kiln_status st = kiln_kv_cache_reserve(s->kv, 0, s->n_history + (int)n);
+    if (st != KILN_OK) return st;
+    s->have_logits = s->logits_on_host = false;
+    for (size_t done = 0; done < n;) {
+        int chunk = (int)(n - done < (size_t)s->act.max_tokens ? n - done : (size_t)s->act.max_tokens);
+        if ((st = forward_chunk(s, ids + done, chunk, done + (size_t)chunk == n)) != KILN_OK) return st;
+        memcpy(s->history + s->n_history, ids + done, sizeof(int32_t) * (size_t)chunk);
+        s->n_history += chunk;
+        done += (size_t)chunk;
+    }
+    return eval_done(s, logits);
+}
+
+// A decode-ahead step overwrote the logits of the last token: evaluate that
+// token again (same position, same cache entries) to get them back.
+static kiln_status restore_logits(kiln_session *s) {
+    s->n_history--;
+    kiln_status st = forward_chunk(s, &s->history[s->n_history], 1, true);
+    s->n_history++;
+    if (st == KILN_OK) s->logits_stale = s->logits_on_host = false;
+    return st;
+}
+
+// Decode-ahead: with the token drawn on the device, the step that evaluates
+// it is queued before the host even reads it, so the GPU goes from one step
+// to the next without waiting for the host (KILN_DECODE_AHEAD=0 turns it
+// off). The caller's next kiln_session_eval of that token finds the step
+// done; any other call recomputes what it needs, so results never change.
+static bool decode_ahead_on(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *env = getenv("KILN_DECODE_AHEAD");
+        on = !(env && strcmp(env, "0") == 0);
+    }
+    return on;
+}
+
+static kiln_status sample_ahead(kiln_session *s, const kiln_backend_sample_args *a, int32_t *id) {
+    kiln_backend *be = s->model->be;
+    const int vocab = s->model->llm->hp.vocab;
+    kiln_status st = be->ops->sample_start(be, s->logits_dev, vocab, a, s->act.ids);
+    if (st != KILN_OK) return st;
+    if ((st = forward_chunk(s, NULL, 1, true)) != KILN_OK) return st;
+    s->logits_stale = true; // the step writes the next token's logits
+    if ((st = be->ops->sample_finish(be, id)) != KILN_OK) return st;
+    s->ahead = true;
+    s->ahead_id = *id;
+    return KILN_OK;
 }
 
 static bool penalties_active(const kiln_sampling_params *p) {
@@ -222,7 +278,17 @@ kiln_status kiln_session_sample(kiln_session *s, const kiln_sampling_params *par
                                       .top_p = params->top_p, .min_p = params->min_p,
                                       .u = (float)kiln_sampler_next_uniform(s->sampler)};
         if (a.u >= 1.0f) a.u = 0x1.fffffep-1f; // rounding to float must not reach 1
+        kiln_status st = s->logits_stale ? restore_logits(s) : KILN_OK;
+        if (st != KILN_OK) return st;
+        s->ahead = false;
+        if (decode_ahead_on() && be->ops->sample_start && be->ops->sample_finish && be->ops->graph_begin &&
+            s->n_history < s->n_ctx && kiln_kv_cache_reserve(s->kv, 0, s->n_history + 1) == KILN_OK)
+            return sample_ahead(s, &a, id);
         return be->ops->sample(be, s->logits_dev, vocab, &a, id);
+    }
+    if (s->logits_stale) {
+        kiln_status st = restore_logits(s);
+        if (st != KILN_OK) return st;
     }
     if (!s->logits_on_host) {
         be->ops->to_host(be, s->logits, s->logits_dev, sizeof(float) * (size_t)vocab);
@@ -237,7 +303,7 @@ kiln_status kiln_session_sample(kiln_session *s, const kiln_sampling_params *par
 void kiln_session_reset(kiln_session *s) {
     kiln_kv_cache_release(s->kv, 0);
     s->n_history = 0;
-    s->have_logits = s->logits_on_host = false;
+    s->have_logits = s->logits_on_host = s->logits_stale = s->ahead = false;
 }
 
 kiln_status kiln_session_truncate(kiln_session *s, int n) {
@@ -245,6 +311,6 @@ kiln_status kiln_session_truncate(kiln_session *s, int n) {
         return kiln_fail(KILN_ERR_INVALID_ARG, "truncate: position %d outside [0, %d]", n, s->n_history);
     // The cache keeps its blocks; positions >= n are simply overwritten later.
     s->n_history = n;
-    s->have_logits = s->logits_on_host = false;
+    s->have_logits = s->logits_on_host = s->logits_stale = s->ahead = false;
     return KILN_OK;
 }

@@ -39,6 +39,12 @@ struct kiln_session {
     int n_history;
     kiln_sampler *sampler;
     kiln_sampling_params sampler_params;
+    // Decode-ahead (kiln_session_sample): the step for token ahead_id at
+    // position n_history is queued; logits_stale: that step overwrites the
+    // logits of the last token evaluated.
+    bool ahead;
+    int32_t ahead_id;
+    bool logits_stale;
 };
 
 #endif

@@ -152,6 +152,65 @@ static void test_greedy_prompts(void **state) {
     kiln_model_free(cpu);
 }
 
+// Decode-ahead (api.c): kiln_session_sample queues the step for the token it
+// draws before returning it. Every detour from "sample, then eval that token"
+// must give what a session without the step ahead gives, bit for bit:
+// evaluating the drawn token (with its logits asked for), sampling twice
+// (the logits the step ahead overwrote come back), evaluating another token
+// (the step ahead's cache entry is overwritten).
+static void test_decode_ahead_detours(void **state) {
+    (void)state;
+    kiln_model *m = load(KILN_DEVICE_CUDA, model_path);
+    const int vocab = kiln_model_vocab_size(m);
+    int32_t *ids;
+    size_t n_ids;
+    assert_int_equal(kiln_tokenize(m, prompts[1], strlen(prompts[1]), false, true, &ids, &n_ids), KILN_OK);
+    kiln_sampling_params sp = kiln_sampling_default();
+    sp.temperature = 0;
+    kiln_session *a, *b;
+    assert_int_equal(kiln_session_create(m, 256, &a), KILN_OK);
+    assert_int_equal(kiln_session_create(m, 256, &b), KILN_OK);
+    float *la = malloc(sizeof(float) * (size_t)vocab), *lb = malloc(sizeof(float) * (size_t)vocab);
+    assert_true(la && lb);
+    const float *l;
+    assert_int_equal(kiln_session_eval(a, ids, n_ids, NULL), KILN_OK);
+    assert_int_equal(kiln_session_eval(b, ids, n_ids, &l), KILN_OK);
+    const int32_t first = (int32_t)argmax(l, vocab);
+    // Sampling twice: the same token both times.
+    int32_t id, again;
+    assert_int_equal(kiln_session_sample(a, &sp, &id), KILN_OK);
+    assert_int_equal(kiln_session_sample(a, &sp, &again), KILN_OK);
+    assert_int_equal(id, first);
+    assert_int_equal(again, first);
+    // The drawn token, its logits asked for: the step ahead's.
+    assert_int_equal(kiln_session_eval(a, &id, 1, &l), KILN_OK);
+    memcpy(la, l, sizeof(float) * (size_t)vocab);
+    assert_int_equal(kiln_session_eval(b, &first, 1, &l), KILN_OK);
+    memcpy(lb, l, sizeof(float) * (size_t)vocab);
+    assert_memory_equal(la, lb, sizeof(float) * (size_t)vocab);
+    // Another token than the one drawn.
+    assert_int_equal(kiln_session_sample(a, &sp, &id), KILN_OK);
+    const int32_t other = (id + 1) % vocab;
+    assert_int_equal(kiln_session_eval(a, &other, 1, &l), KILN_OK);
+    memcpy(la, l, sizeof(float) * (size_t)vocab);
+    assert_int_equal(kiln_session_eval(b, &other, 1, &l), KILN_OK);
+    memcpy(lb, l, sizeof(float) * (size_t)vocab);
+    assert_memory_equal(la, lb, sizeof(float) * (size_t)vocab);
+    // And on: both sessions draw the same tokens.
+    for (int i = 0; i < 8; i++) {
+        int32_t ia, ib;
+        assert_int_equal(kiln_session_sample(a, &sp, &ia), KILN_OK);
+        assert_int_equal(kiln_session_sample(b, &sp, &ib), KILN_OK);
+        assert_int_equal(ia, ib);
+        assert_int_equal(kiln_session_eval(a, &ia, 1, NULL), KILN_OK);
+        assert_int_equal(kiln_session_eval(b, &ib, 1, NULL), KILN_OK);
+    }
+    free(la), free(lb), free(ids);
+    kiln_session_free(a);
+    kiln_session_free(b);
+    kiln_model_free(m);
+}
+
 // Every architecture, with heads of 64 (tests/fixtures/tiny64, made by
 // tools/make_tiny_models.py --gpu-variants): Q8_0 GGUF files (interleaved
 // RoPE, converted to F16 at load) and BF16 folders (halves, llama3 frequency
@@ -246,6 +305,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_teacher_forced),
         cmocka_unit_test(test_greedy_prompts),
+        cmocka_unit_test(test_decode_ahead_detours),
         cmocka_unit_test(test_tiny_models),
         cmocka_unit_test(test_memory_steady),
     };

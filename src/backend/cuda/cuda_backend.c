@@ -59,6 +59,7 @@ static void cuda_destroy(kiln_backend *be) {
         free(c->retired);
         if (c->sampled) cudaFree(c->sampled);
         if (c->sampled_host) cudaFreeHost(c->sampled_host);
+        if (c->sampled_ready) cudaEventDestroy(c->sampled_ready);
         cuda_gemm_cache_free(c->gemm_cache);
         if (c->lt_workspace) cudaFree(c->lt_workspace);
         if (c->lt) cublasLtDestroy(c->lt);
@@ -251,8 +252,8 @@ static void cuda_memory(kiln_backend *be, kiln_backend_memory *out) {
                                  .total = total};
 }
 
-static kiln_status cuda_sample(kiln_backend *be, const float *logits, int vocab, const kiln_backend_sample_args *a,
-                               int32_t *id) {
+static kiln_status cuda_sample_start(kiln_backend *be, const float *logits, int vocab,
+                                     const kiln_backend_sample_args *a, int32_t *dev_id) {
     cuda_prepared_forget(cuda_of(be)); // see cuda_linear.c
     cuda_impl *c = cuda_of(be);
     if (!cuda_scratch_reserve(c, &c->sample_ws, kiln_cuda_sample_workspace(vocab)))
@@ -262,9 +263,25 @@ static kiln_status cuda_sample(kiln_backend *be, const float *logits, int vocab,
     cuda_note(c, kiln_cuda_sample(c->stream, logits, vocab, &p, c->sample_ws.ptr, c->sampled), "sample");
     cuda_note(c, cudaMemcpyAsync(c->sampled_host, c->sampled, sizeof(int32_t), cudaMemcpyDeviceToHost, c->stream),
               "sample");
-    kiln_status st = cuda_sync(be);
+    cuda_note(c, cudaEventRecord(c->sampled_ready, c->stream), "sample");
+    if (dev_id)
+        cuda_note(c, cudaMemcpyAsync(dev_id, c->sampled, sizeof(int32_t), cudaMemcpyDeviceToDevice, c->stream),
+                  "sample");
+    return report(c);
+}
+
+static kiln_status cuda_sample_finish(kiln_backend *be, int32_t *id) {
+    cuda_impl *c = cuda_of(be);
+    cuda_note(c, cudaEventSynchronize(c->sampled_ready), "sample");
+    kiln_status st = report(c);
     *id = *c->sampled_host;
     return st;
+}
+
+static kiln_status cuda_sample(kiln_backend *be, const float *logits, int vocab, const kiln_backend_sample_args *a,
+                               int32_t *id) {
+    kiln_status st = cuda_sample_start(be, logits, vocab, a, NULL);
+    return st != KILN_OK ? st : cuda_sample_finish(be, id);
 }
 
 static kiln_status cuda_graph_begin(kiln_backend *be) {
@@ -332,6 +349,8 @@ static const kiln_backend_ops cuda_ops = {
     .check = cuda_check,
     .memory = cuda_memory,
     .sample = cuda_sample,
+    .sample_start = cuda_sample_start,
+    .sample_finish = cuda_sample_finish,
     .graph_begin = cuda_graph_begin,
     .graph_end = cuda_graph_end,
     .graph_launch = cuda_graph_launch,
@@ -404,6 +423,7 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
     if (e == cudaSuccess) e = cudaMalloc(&c->lt_workspace, LT_WORKSPACE_BYTES);
     if (e == cudaSuccess) e = cudaMalloc((void **)&c->sampled, sizeof(int32_t));
     if (e == cudaSuccess) e = cudaMallocHost((void **)&c->sampled_host, sizeof(int32_t));
+    if (e == cudaSuccess) e = cudaEventCreateWithFlags(&c->sampled_ready, cudaEventDisableTiming);
     c->lt_workspace_bytes = LT_WORKSPACE_BYTES;
     // Programmatic dependent launch of kiln's own kernels: Hopper only, and
     // off until measured (KILN_CUDA_PDL=1 turns it on). KILN_CUDA_PORTABLE=1

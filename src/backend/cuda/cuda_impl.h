@@ -69,6 +69,7 @@ typedef struct cuda_impl {
     cuda_scratch sample_ws;
     int32_t *sampled;             // device: the sampled id
     int32_t *sampled_host;        // pinned
+    cudaEvent_t sampled_ready;    // sampled_host holds the last draw
     cuda_rope_table rope[CUDA_MAX_ROPE_TABLES];
     int n_rope;
     // Weight upload: pinned staging buffers, each free once its event fired.
