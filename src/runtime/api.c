@@ -146,7 +146,10 @@ kiln_status kiln_session_create(kiln_model *model, int n_ctx, kiln_session **out
 void kiln_session_free(kiln_session *s) {
     if (!s) return;
     kiln_backend *be = s->model->be;
+    if (s->ahead) (void)be->ops->sync(be); // the step ahead still writes into what is freed below
     if (s->decode_graph) be->ops->graph_free(be, s->decode_graph);
+    if (s->graph_ahead) be->ops->graph_free(be, s->graph_ahead);
+    if (s->logits_ahead) be->ops->free(be, s->logits_ahead);
     kiln_kv_cache_free(s->kv);
     kiln_activations_free(be, &s->act);
     if (s->logits_dev) be->ops->free(be, s->logits_dev);
@@ -159,7 +162,8 @@ void kiln_session_free(kiln_session *s) {
 int kiln_session_position(const kiln_session *s) { return s->n_history; }
 
 // One forward step of `chunk` tokens at the session's position; tokens NULL:
-// one token the sampler already put into the activations' ids on the device.
+// one token the sampler already put into the activations' ids on the device,
+// its logits into logits_ahead (decode-ahead).
 static kiln_status forward_chunk(kiln_session *s, const int32_t *tokens, int chunk, bool last) {
     kiln_backend *be = s->model->be;
     static_assert(KILN_PREFILL_CHUNK_MAX <= 4096, "pos and seq live on the stack");
@@ -168,12 +172,12 @@ static kiln_status forward_chunk(kiln_session *s, const int32_t *tokens, int chu
     int32_t logit_row = chunk - 1;
     kiln_forward_args args = {.n_tokens = chunk, .tokens = tokens, .ids_on_device = tokens == NULL, .pos = pos,
                               .seq = seq, .kv = &s->kv->view, .kv_layers = s->kv->layers, .n_logits = last ? 1 : 0,
-                              .logit_rows = &logit_row, .logits = s->logits_dev};
-    // Single-token steps replay one captured graph, from the second on
-    // (the first sizes the workspaces).
+                              .logit_rows = &logit_row, .logits = tokens ? s->logits_dev : s->logits_ahead};
+    // Single-token steps replay a captured graph (one for each logits
+    // buffer), from the second on (the first sizes the workspaces).
     bool graphed = chunk == 1 && last && be->ops->graph_begin && s->decode_steps++ > 0;
     return graphed ? kiln_llama_forward_replay(s->model->llm, &s->model->weights.w, be, &s->act, &args,
-                                               &s->decode_graph)
+                                               tokens ? &s->decode_graph : &s->graph_ahead)
                    : kiln_llama_forward(s->model->llm, &s->model->weights.w, be, &s->act, &args);
 }
 
@@ -181,7 +185,7 @@ static kiln_status forward_chunk(kiln_session *s, const int32_t *tokens, int chu
 static kiln_status eval_done(kiln_session *s, const float **logits) {
     kiln_backend *be = s->model->be;
     s->have_logits = true;
-    s->logits_on_host = s->logits_stale = false;
+    s->logits_on_host = false;
     if (logits) {
         be->ops->to_host(be, s->logits, s->logits_dev, sizeof(float) * (size_t)s->model->llm->hp.vocab);
         s->logits_on_host = true;
@@ -204,6 +208,10 @@ kiln_status kiln_session_eval(kiln_session *s, const int32_t *ids, size_t n, con
     s->ahead = false;
     if (ahead) {
         s->history[s->n_history++] = ids[0];
+        float *l = s->logits_dev;
+        void *g = s->decode_graph;
+        s->logits_dev = s->logits_ahead, s->decode_graph = s->graph_ahead;
+        s->logits_ahead = l, s->graph_ahead = g;
         return eval_done(s, logits);
     }
     kiln_status st = kiln_kv_cache_reserve(s->kv, 0, s->n_history + (int)n);
@@ -219,21 +227,12 @@ kiln_status kiln_session_eval(kiln_session *s, const int32_t *ids, size_t n, con
     return eval_done(s, logits);
 }
 
-// A decode-ahead step overwrote the logits of the last token: evaluate that
-// token again (same position, same cache entries) to get them back.
-static kiln_status restore_logits(kiln_session *s) {
-    s->n_history--;
-    kiln_status st = forward_chunk(s, &s->history[s->n_history], 1, true);
-    s->n_history++;
-    if (st == KILN_OK) s->logits_stale = s->logits_on_host = false;
-    return st;
-}
-
 // Decode-ahead: with the token drawn on the device, the step that evaluates
 // it is queued before the host even reads it, so the GPU goes from one step
 // to the next without waiting for the host (KILN_DECODE_AHEAD=0 turns it
 // off). The caller's next kiln_session_eval of that token finds the step
-// done; any other call recomputes what it needs, so results never change.
+// queued; any other call leaves it unused (its logits go to their own buffer,
+// its cache entry is the next step's to overwrite), so results never change.
 static bool decode_ahead_on(void) {
     static int on = -1;
     if (on < 0) {
@@ -246,10 +245,11 @@ static bool decode_ahead_on(void) {
 static kiln_status sample_ahead(kiln_session *s, const kiln_backend_sample_args *a, int32_t *id) {
     kiln_backend *be = s->model->be;
     const int vocab = s->model->llm->hp.vocab;
+    if (!s->logits_ahead && !(s->logits_ahead = be->ops->alloc(be, sizeof(float) * (size_t)vocab)))
+        return be->ops->sample(be, s->logits_dev, vocab, a, id); // no room: without the step ahead
     kiln_status st = be->ops->sample_start(be, s->logits_dev, vocab, a, s->act.ids);
     if (st != KILN_OK) return st;
     if ((st = forward_chunk(s, NULL, 1, true)) != KILN_OK) return st;
-    s->logits_stale = true; // the step writes the next token's logits
     if ((st = be->ops->sample_finish(be, id)) != KILN_OK) return st;
     s->ahead = true;
     s->ahead_id = *id;
@@ -278,17 +278,11 @@ kiln_status kiln_session_sample(kiln_session *s, const kiln_sampling_params *par
                                       .top_p = params->top_p, .min_p = params->min_p,
                                       .u = (float)kiln_sampler_next_uniform(s->sampler)};
         if (a.u >= 1.0f) a.u = 0x1.fffffep-1f; // rounding to float must not reach 1
-        kiln_status st = s->logits_stale ? restore_logits(s) : KILN_OK;
-        if (st != KILN_OK) return st;
         s->ahead = false;
         if (decode_ahead_on() && be->ops->sample_start && be->ops->sample_finish && be->ops->graph_begin &&
             s->n_history < s->n_ctx && kiln_kv_cache_reserve(s->kv, 0, s->n_history + 1) == KILN_OK)
             return sample_ahead(s, &a, id);
         return be->ops->sample(be, s->logits_dev, vocab, &a, id);
-    }
-    if (s->logits_stale) {
-        kiln_status st = restore_logits(s);
-        if (st != KILN_OK) return st;
     }
     if (!s->logits_on_host) {
         be->ops->to_host(be, s->logits, s->logits_dev, sizeof(float) * (size_t)vocab);
@@ -303,7 +297,7 @@ kiln_status kiln_session_sample(kiln_session *s, const kiln_sampling_params *par
 void kiln_session_reset(kiln_session *s) {
     kiln_kv_cache_release(s->kv, 0);
     s->n_history = 0;
-    s->have_logits = s->logits_on_host = s->logits_stale = s->ahead = false;
+    s->have_logits = s->logits_on_host = s->ahead = false;
 }
 
 kiln_status kiln_session_truncate(kiln_session *s, int n) {
@@ -311,6 +305,6 @@ kiln_status kiln_session_truncate(kiln_session *s, int n) {
         return kiln_fail(KILN_ERR_INVALID_ARG, "truncate: position %d outside [0, %d]", n, s->n_history);
     // The cache keeps its blocks; positions >= n are simply overwritten later.
     s->n_history = n;
-    s->have_logits = s->logits_on_host = s->logits_stale = s->ahead = false;
+    s->have_logits = s->logits_on_host = s->ahead = false;
     return KILN_OK;
 }

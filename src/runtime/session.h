@@ -40,11 +40,13 @@ struct kiln_session {
     kiln_sampler *sampler;
     kiln_sampling_params sampler_params;
     // Decode-ahead (kiln_session_sample): the step for token ahead_id at
-    // position n_history is queued; logits_stale: that step overwrites the
-    // logits of the last token evaluated.
+    // position n_history is queued, writing logits_ahead through its own
+    // graph, so that logits_dev keeps the last token's logits; evaluating
+    // ahead_id swaps the two pairs.
     bool ahead;
     int32_t ahead_id;
-    bool logits_stale;
+    float *logits_ahead;
+    void *graph_ahead;
 };
 
 #endif
