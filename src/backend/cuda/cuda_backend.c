@@ -437,10 +437,6 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
     // is 0 or 1 (A/B runs, tests of each form).
     const char *pipe = getenv("KILN_CUDA_MATVEC_PIPE");
     c->matvec_pipe_mode = pipe && strcmp(pipe, "0") == 0 ? 0 : pipe && strcmp(pipe, "1") == 0 ? 1 : -1;
-    // 1-8 token products (not RoPE's) on tensor cores, x rounded to 16 bits:
-    // KILN_CUDA_MATVEC_TC=1, off until run and measured on a GPU.
-    const char *tc = getenv("KILN_CUDA_MATVEC_TC");
-    c->matvec_tc = tc && strcmp(tc, "1") == 0;
     // 16-bit feed-forward intermediates on prompt chunks: on by default since
     // measured (+4% prefill, H200, 2026-11-26); KILN_CUDA_MLP16=0 for A/B runs.
     const char *mlp16 = getenv("KILN_CUDA_MLP16");

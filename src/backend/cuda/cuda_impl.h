@@ -85,7 +85,6 @@ typedef struct cuda_impl {
     bool capturing;
     bool portable;                // KILN_CUDA_PORTABLE: no Hopper-only paths at all
     unsigned pdl;                 // CUDA_PDL_* kinds of kiln's kernels launched as programmatic dependent launches
-    bool matvec_tc;               // KILN_CUDA_MATVEC_TC=1: 1-8 token products on tensor cores (not yet run on a GPU)
     int matvec_pipe_mode;         // KILN_CUDA_MATVEC_PIPE: 0 or 1 for every shape; -1 (unset): timed per shape
     cuda_matvec_choice matvec_choices[CUDA_MATVEC_CHOICES];
     int n_matvec_choices;

@@ -102,10 +102,6 @@ static void linear_matvec(cuda_impl *c, const cuda_prepared_norm *prev, const ki
         mv.y[i] = a->y[i];
         mv.rows[i] = (int)a->w[i]->ne[1];
     }
-    if (c->matvec_tc && kiln_cuda_matvec_tc_takes(&mv)) {
-        cuda_note(c, kiln_cuda_matvec_tc(c->stream, &mv), "matvec (tensor cores)");
-        return;
-    }
     take_prepared(c, prev, a, &mv);
     const bool gives = give_prepared(c, a, &mv);
     mv.pipe = cuda_matvec_pipe_for(c, &mv);

@@ -1,6 +1,5 @@
-// Device pieces shared by the matrix-vector kernels: the FMA form
-// (cuda_matvec.cu) and the tensor-core form (cuda_matvec_tc.cu); the weight
-// load is also what bench/cuda_read_patterns.cu reads with.
+// Device pieces of the matrix-vector kernel (cuda_matvec.cu); the weight load
+// is also what bench/cuda_read_patterns.cu reads with.
 #ifndef KILN_BACKEND_CUDA_MATVEC_CUH
 #define KILN_BACKEND_CUDA_MATVEC_CUH
 

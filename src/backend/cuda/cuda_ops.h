@@ -87,10 +87,6 @@ typedef struct kiln_cuda_matvec_args {
 
 cudaError_t kiln_cuda_matvec(cudaStream_t stream, const kiln_cuda_matvec_args *a);
 
-// The same products on tensor cores (cuda_matvec_tc.cu): count 1 or SwiGLU,
-// no RoPE; x is rounded to the weights' 16-bit type, as on the GEMM path.
-bool kiln_cuda_matvec_tc_takes(const kiln_cuda_matvec_args *a);
-cudaError_t kiln_cuda_matvec_tc(cudaStream_t stream, const kiln_cuda_matvec_args *a);
 
 // Largest float input (n_tokens * k * 4 bytes) for which the CUDA backend's
 // linear sends more than one token to kiln_cuda_matvec (cuda_linear.c).
