@@ -310,7 +310,7 @@ body_bench_ab() {
   [ -x "$build/kiln" ] || { key "no $build/kiln: run the build stage first"; return 1; }
   [ -f "$model_dir/model.safetensors.index.json" ] || { key "no $model_dir: run the model stage first"; return 1; }
   local rc=0 v t groups
-  IFS=';' read -r -a groups <<<"${KILN_AB_SETTINGS:-;KILN_CUDA_MATVEC_PIPE=0;KILN_CUDA_MATVEC_PIPE=1;KILN_CUDA_NORM_PREPARED=0;KILN_DECODE_AHEAD=0;KILN_CUDA_PREFILL_ROWS=128;KILN_CUDA_GEMM_ADD_PASS=1}"
+  IFS=';' read -r -a groups <<<"${KILN_AB_SETTINGS:-;KILN_CUDA_MATVEC_PIPE=0;KILN_CUDA_MATVEC_PIPE=1;KILN_CUDA_NORM_PREPARED=0;KILN_DECODE_AHEAD=0;KILN_CUDA_GEMM_TRIAL_ROUNDS=4;KILN_CUDA_PREFILL_ROWS=128;KILN_CUDA_GEMM_ADD_PASS=1}"
   for v in "${groups[@]}"; do
     t=$(cap 90)
     [ "$t" -ge 20 ] || { key "settings: ${v:-default}: skipped (no time left)"; continue; }

@@ -1,6 +1,7 @@
 // Dense products through cuBLASLt. For each new shape the heuristic's
 // candidate algorithms are timed once on the real operands and the fastest is
 // kept for the life of the backend.
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,6 +9,32 @@
 
 #define GEMM_CANDIDATES 8
 #define GEMM_TRIAL_RUNS 3
+
+// Rounds over the candidates: 1 (default) times each candidate once, one
+// after the other; KILN_CUDA_GEMM_TRIAL_ROUNDS=N (up to 8) interleaves N
+// rounds and keeps each candidate's best, for A/B runs of whether the
+// choice, made once per process, is what moves prefill between runs.
+static int trial_rounds(void) {
+    static int rounds;
+    if (!rounds) {
+        const char *env = getenv("KILN_CUDA_GEMM_TRIAL_ROUNDS");
+        const long v = env ? strtol(env, NULL, 10) : 1;
+        rounds = v >= 1 && v <= 8 ? (int)v : 1;
+    }
+    return rounds;
+}
+
+// KILN_CUDA_TUNE_LOG=1: each shape's candidates, their times and the choice
+// (the heuristic lists a shape's candidates in a fixed order, so an index
+// names the same algorithm in every process).
+static bool tune_log(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *env = getenv("KILN_CUDA_TUNE_LOG");
+        on = env && strcmp(env, "1") == 0;
+    }
+    return on;
+}
 
 typedef struct gemm_key {
     int m, n, k;
@@ -111,19 +138,38 @@ static cublasStatus_t choose_algo(cuda_impl *c, gemm_entry *e, const void *w, co
         cudaEventDestroy(start);
         return s;
     }
-    float best = 1e30f;
+    float times[GEMM_CANDIDATES];
+    bool usable[GEMM_CANDIDATES];
     for (int i = 0; i < n_found; i++) {
-        if (found[i].state != CUBLAS_STATUS_SUCCESS) continue;
-        if (run(c, e, &found[i].algo, w, x, c->gemm_trial.ptr, bias, false) != CUBLAS_STATUS_SUCCESS) continue;
-        cudaEventRecord(start, c->stream);
-        for (int r = 0; r < GEMM_TRIAL_RUNS; r++) run(c, e, &found[i].algo, w, x, c->gemm_trial.ptr, bias, false);
-        cudaEventRecord(stop, c->stream);
-        float ms = 0;
-        if (cudaEventSynchronize(stop) == cudaSuccess && cudaEventElapsedTime(&ms, start, stop) == cudaSuccess &&
-            ms < best) {
-            best = ms;
-            e->algo = found[i].algo;
+        times[i] = 1e30f;
+        usable[i] = found[i].state == CUBLAS_STATUS_SUCCESS &&
+                    run(c, e, &found[i].algo, w, x, c->gemm_trial.ptr, bias, false) == CUBLAS_STATUS_SUCCESS;
+    }
+    for (int round = 0; round < trial_rounds(); round++)
+        for (int i = 0; i < n_found; i++) {
+            if (!usable[i]) continue;
+            cudaEventRecord(start, c->stream);
+            for (int r = 0; r < GEMM_TRIAL_RUNS; r++) run(c, e, &found[i].algo, w, x, c->gemm_trial.ptr, bias, false);
+            cudaEventRecord(stop, c->stream);
+            float ms = 0;
+            if (cudaEventSynchronize(stop) == cudaSuccess && cudaEventElapsedTime(&ms, start, stop) == cudaSuccess &&
+                ms < times[i])
+                times[i] = ms;
         }
+    int chosen = 0;
+    for (int i = 1; i < n_found; i++)
+        if (times[i] < times[chosen]) chosen = i;
+    if (times[chosen] < 1e30f) e->algo = found[chosen].algo;
+    if (tune_log()) {
+        fprintf(stderr, "kiln cuda: gemm m %d n %d k %d%s%s%s: candidate us", e->key.m, e->key.n, e->key.k,
+                e->key.accumulate ? " accumulate" : "", e->key.bias ? " bias" : "", e->key.out16 ? " out16" : "");
+        for (int i = 0; i < n_found; i++) {
+            if (usable[i])
+                fprintf(stderr, " %.1f", 1000.0f * times[i] / GEMM_TRIAL_RUNS);
+            else
+                fprintf(stderr, " -");
+        }
+        fprintf(stderr, " -> %d\n", chosen);
     }
     cudaEventDestroy(start);
     cudaEventDestroy(stop);
