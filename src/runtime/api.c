@@ -26,7 +26,9 @@ static int default_context(const kiln_hparams *hp) { return hp->ctx_train < 4096
 
 static uint64_t session_workspace_bytes(const kiln_backend *be, const kiln_hparams *hp, int n_ctx) {
     int chunk = n_ctx < kiln_prefill_chunk(be) ? n_ctx : kiln_prefill_chunk(be);
-    return kiln_activations_bytes(hp, chunk) + sizeof(float) * (uint64_t)hp->vocab;
+    // Logits, and where the backend samples, decode-ahead's second buffer.
+    const uint64_t logit_buffers = be->ops->sample_start ? 2 : 1;
+    return kiln_activations_bytes(hp, chunk) + logit_buffers * sizeof(float) * (uint64_t)hp->vocab;
 }
 
 // On a device with its own memory: refuse before allocating anything when
