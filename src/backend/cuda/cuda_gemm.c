@@ -24,18 +24,6 @@ static int trial_rounds(void) {
     return rounds;
 }
 
-// KILN_CUDA_TUNE_LOG=1: each shape's candidates, their times and the choice
-// (the heuristic lists a shape's candidates in a fixed order, so an index
-// names the same algorithm in every process).
-static bool tune_log(void) {
-    static int on = -1;
-    if (on < 0) {
-        const char *env = getenv("KILN_CUDA_TUNE_LOG");
-        on = env && strcmp(env, "1") == 0;
-    }
-    return on;
-}
-
 typedef struct gemm_key {
     int m, n, k;
     kiln_cuda_type type;
@@ -160,7 +148,7 @@ static cublasStatus_t choose_algo(cuda_impl *c, gemm_entry *e, const void *w, co
     for (int i = 1; i < n_found; i++)
         if (times[i] < times[chosen]) chosen = i;
     if (times[chosen] < 1e30f) e->algo = found[chosen].algo;
-    if (tune_log()) {
+    if (cuda_tune_log()) { // each shape's candidates (the heuristic's fixed order), their times, the choice
         fprintf(stderr, "kiln cuda: gemm m %d n %d k %d%s%s%s: candidate us", e->key.m, e->key.n, e->key.k,
                 e->key.accumulate ? " accumulate" : "", e->key.bias ? " bias" : "", e->key.out16 ? " out16" : "");
         for (int i = 0; i < n_found; i++) {

@@ -145,6 +145,9 @@ void cuda_mlp(kiln_backend *be, const kiln_mlp_args *a);
 // Whether a's product (one token) runs pipelined: KILN_CUDA_MATVEC_PIPE, or
 // the form timed fastest for its shape (timed on the first uncaptured call).
 bool cuda_matvec_pipe_for(cuda_impl *c, const kiln_cuda_matvec_args *a);
+// KILN_CUDA_TUNE_LOG=1: the timed choices (matrix-vector forms, cuBLASLt
+// algorithms) are printed to stderr.
+bool cuda_tune_log(void);
 cuda_gemm_cache *cuda_gemm_cache_create(void);
 void cuda_gemm_cache_free(cuda_gemm_cache *cache);
 

@@ -91,13 +91,17 @@ static bool time_forms(cuda_impl *c, const kiln_cuda_matvec_args *a, float us[2]
     return ok;
 }
 
-static void log_choice(const kiln_cuda_matvec_args *a, const float us[2], bool timed, bool pipe) {
+bool cuda_tune_log(void) {
     static int enabled = -1;
     if (enabled < 0) {
         const char *env = getenv("KILN_CUDA_TUNE_LOG");
         enabled = env && strcmp(env, "1") == 0;
     }
-    if (!enabled) return;
+    return enabled;
+}
+
+static void log_choice(const kiln_cuda_matvec_args *a, const float us[2], bool timed, bool pipe) {
+    if (!cuda_tune_log()) return;
     int rows = 0;
     for (int i = 0; i < a->count; i++) rows += a->rows[i];
     const char *what = a->glu ? "swiglu" : a->has_rope ? "qkv+rope" : a->accumulate ? "residual" : "plain";
