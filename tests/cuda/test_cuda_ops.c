@@ -671,12 +671,23 @@ static void run_linear_norm(kiln_backend *be, kiln_dtype src, int n, int count, 
     free(h);
 }
 
+static bool prepared_norm_on(void) {
+    const char *env = getenv("KILN_CUDA_NORM_PREPARED");
+    return !(env && strcmp(env, "0") == 0);
+}
+
+// Between the residual product and its reader: nothing; a copy through the
+// backend that rewrites the residual (the backend forgets the preparation:
+// the reader must normalise the new values itself); or the same rewrite
+// behind the backend's back (a reader that took the preparation still sees
+// the residual as the product left it: this shows the preparation is used).
+enum { BETWEEN_NOTHING, BETWEEN_COPY, BETWEEN_RAW_COPY };
+
 // A residual product told the next RMSNorm (next_norm) prepares it, and the
 // product that next reads the residual through that norm takes the prepared
-// input (cuda_linear.c): both outputs against float64. interrupt: a copy
-// rewrites the residual in between, so the reader must normalise the new
-// values itself. Plain reader (count 1), two weights, or SwiGLU.
-static void run_prepared_norm(kiln_backend *be, kiln_dtype src, int n, int count, bool glu, bool interrupt,
+// input (cuda_linear.c; up to KILN_MATVEC_NORM_MAX_TOKENS tokens): both
+// outputs against float64. Plain reader (count 1), two weights, or SwiGLU.
+static void run_prepared_norm(kiln_backend *be, kiln_dtype src, int n, int count, bool glu, int between,
                               uint64_t seed) {
     enum { DIM = 264, IN = 136, OUT = 72 };
     uint64_t rng = seed;
@@ -692,27 +703,39 @@ static void run_prepared_norm(kiln_backend *be, kiln_dtype src, int n, int count
     for (int i = 0; i < count; i++) dz[i] = dev_nan(be, nz);
     be->ops->linear(be, &(kiln_linear_args){.count = 1, .w = {&wo.dev}, .y = {dy}, .x = datt, .n = n,
                                             .accumulate = true, .next_norm = dg});
-    if (interrupt) be->ops->copy(be, dy, dother, sizeof(float) * ny);
+    if (between == BETWEEN_COPY) be->ops->copy(be, dy, dother, sizeof(float) * ny);
+    if (between == BETWEEN_RAW_COPY) {
+        sync_ok(be, "residual product");
+        CUDA_CHECK(cudaMemcpy(dy, dother, sizeof(float) * ny, cudaMemcpyDeviceToDevice));
+    }
+    // What the reader normalises: the new residual, unless it took the
+    // preparation made before the raw rewrite.
+    const bool reads_other = between == BETWEEN_COPY || (between == BETWEEN_RAW_COPY && n > KILN_MATVEC_NORM_MAX_TOKENS);
     kiln_linear_args reader = {.count = count, .x = dy, .n = n, .glu = glu, .norm = dg, .norm_eps = eps};
     for (int i = 0; i < count; i++) reader.w[i] = &w2[i].dev, reader.y[i] = dz[i];
     be->ops->linear(be, &reader);
     char what[128];
+    static const char *const betweens[] = {"", ", residual rewritten", ", residual rewritten behind the backend"};
     snprintf(what, sizeof what, "prepared norm %s n=%d count %d%s%s", kiln_dtype_name(src), n, count,
-             glu ? " glu" : "", interrupt ? ", residual rewritten" : "");
+             glu ? " glu" : "", betweens[between]);
     sync_ok(be, what);
 
-    double *y = malloc(sizeof(double) * ny), *h = malloc(sizeof(double) * ny), *ref[2];
-    assert_true(y && h);
+    // y: the residual in the end; read: what the reader normalises.
+    double *y = malloc(sizeof(double) * ny), *read = malloc(sizeof(double) * ny), *h = malloc(sizeof(double) * ny),
+           *ref[2];
+    assert_true(y && read && h);
     for (int t = 0; t < n; t++) {
         double ss = 0;
         for (int r = 0; r < DIM; r++) {
-            double acc = y0[(size_t)t * DIM + r];
+            const size_t i = (size_t)t * DIM + r;
+            double acc = y0[i];
             for (int c = 0; c < IN; c++) acc += wo.val[(size_t)r * IN + c] * att[(size_t)t * IN + c];
-            y[(size_t)t * DIM + r] = interrupt ? other[(size_t)t * DIM + r] : acc;
-            ss += y[(size_t)t * DIM + r] * y[(size_t)t * DIM + r];
+            y[i] = between != BETWEEN_NOTHING ? other[i] : acc;
+            read[i] = reads_other ? other[i] : acc;
+            ss += read[i] * read[i];
         }
         const double inv = 1.0 / sqrt(ss / DIM + eps);
-        for (int r = 0; r < DIM; r++) h[(size_t)t * DIM + r] = y[(size_t)t * DIM + r] * inv * g[r];
+        for (int r = 0; r < DIM; r++) h[(size_t)t * DIM + r] = read[(size_t)t * DIM + r] * inv * g[r];
     }
     for (int i = 0; i < count; i++) {
         ref[i] = malloc(sizeof(double) * nz);
@@ -737,7 +760,7 @@ static void run_prepared_norm(kiln_backend *be, kiln_dtype src, int n, int count
         check_outputs(part, got, ref[i], NULL, nz, tol);
         free(got);
     }
-    free(got_y), free(y), free(h), free(att), free(y0), free(other), free(g);
+    free(got_y), free(y), free(read), free(h), free(att), free(y0), free(other), free(g);
     for (int i = 0; i < count; i++) {
         free(ref[i]);
         be->ops->free(be, dz[i]);
@@ -751,11 +774,17 @@ static void run_prepared_norm(kiln_backend *be, kiln_dtype src, int n, int count
 static void test_prepared_norm(void **state) {
     kiln_backend *be = *state;
     for (int n = 1; n <= 3; n++) { // 3: more tokens than the preparation takes
-        run_prepared_norm(be, KILN_BF16, n, 1, false, false, 0x4301 + n);
-        run_prepared_norm(be, KILN_F16, n, 2, true, false, 0x4311 + n);
-        run_prepared_norm(be, KILN_BF16, n, 2, false, false, 0x4321 + n);
-        run_prepared_norm(be, KILN_BF16, n, 1, false, true, 0x4331 + n);
-        run_prepared_norm(be, KILN_F16, n, 2, true, true, 0x4341 + n);
+        run_prepared_norm(be, KILN_BF16, n, 1, false, BETWEEN_NOTHING, 0x4301 + n);
+        run_prepared_norm(be, KILN_F16, n, 2, true, BETWEEN_NOTHING, 0x4311 + n);
+        run_prepared_norm(be, KILN_BF16, n, 2, false, BETWEEN_NOTHING, 0x4321 + n);
+        run_prepared_norm(be, KILN_BF16, n, 1, false, BETWEEN_COPY, 0x4331 + n);
+        run_prepared_norm(be, KILN_F16, n, 2, true, BETWEEN_COPY, 0x4341 + n);
+        // Only where the preparation is on (the default; the variant with
+        // KILN_CUDA_NORM_PREPARED=0 reads the rewritten residual).
+        if (prepared_norm_on()) {
+            run_prepared_norm(be, KILN_BF16, n, 1, false, BETWEEN_RAW_COPY, 0x4351 + n);
+            run_prepared_norm(be, KILN_F16, n, 2, true, BETWEEN_RAW_COPY, 0x4361 + n);
+        }
     }
 }
 
