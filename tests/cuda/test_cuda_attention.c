@@ -548,7 +548,10 @@ static void test_decode_workspace_reuse(void **state) {
 // ---- prefill ----------------------------------------------------------------
 
 // n tokens of sequence 1 at positions pos0 .. pos0 + n - 1 (positions before
-// pos0 already cached); sequences 0 and 2 share the block pool.
+// pos0 already cached); sequences 0 and 2 share the block pool. Every form of
+// the kernel (query rows x key positions a block) against one reference.
+static const int PREFILL_FORMS[][2] = {{128, 32}, {128, 64}, {64, 64}};
+
 static void check_prefill(geometry g, int bs, int pos0, int n, uint64_t seed) {
     uint64_t rng = seed;
     const int len[3] = {50, pos0 + n, 300};
@@ -560,25 +563,32 @@ static void check_prefill(geometry g, int bs, int pos0, int n, uint64_t seed) {
     for (int t = 0; t < n; t++) pos[t] = pos0 + t, seq[t] = 1;
     batch b = batch_create(&g, q, pos, seq, n, 0);
     kiln_cuda_attention_args a = batch_args(&c, &b);
-    CUDA_CHECK(kiln_cuda_attention_prefill(0, &a));
-    CUDA_CHECK(cudaDeviceSynchronize());
-    float *got = download(&b);
     double *ref = malloc(b.out_elems * sizeof(double));
     assert_non_null(ref);
     reference(&c, q, pos, seq, n, a.scale, ref);
-    char what[96];
-    snprintf(what, sizeof what, "prefill hd %d heads %d/%d bs %d pos0 %d n %d", g.head_dim, g.n_heads, g.n_kv_heads,
-             bs, pos0, n);
-    compare(what, got, ref, b.out_elems, MAX_ABS_ERR);
-    free(got), free(ref), free(q), free(pos), free(seq);
+    for (size_t f = 0; f < sizeof PREFILL_FORMS / sizeof PREFILL_FORMS[0]; f++) {
+        a.prefill_rows = PREFILL_FORMS[f][0];
+        a.prefill_cols = PREFILL_FORMS[f][1];
+        CUDA_CHECK(cudaMemset(b.dout, 0xff, b.out_elems * sizeof(float))); // NaNs wherever nothing is written
+        CUDA_CHECK(kiln_cuda_attention_prefill(0, &a));
+        CUDA_CHECK(cudaDeviceSynchronize());
+        float *got = download(&b);
+        char what[128];
+        snprintf(what, sizeof what, "prefill %dx%d hd %d heads %d/%d bs %d pos0 %d n %d", a.prefill_rows,
+                 a.prefill_cols, g.head_dim, g.n_heads, g.n_kv_heads, bs, pos0, n);
+        compare(what, got, ref, b.out_elems, MAX_ABS_ERR);
+        free(got);
+    }
+    free(ref), free(q), free(pos), free(seq);
     batch_destroy(&b);
     cache_destroy(&c);
 }
 
+// Sizes around both block heights (64, 128 rows) and several tiles of 128.
 static void check_prefill_cases(geometry g, uint64_t seed) {
-    static const int sizes[] = {1, 37, 64, 200}, starts[] = {0, 93};
+    static const int sizes[] = {1, 37, 64, 200, 300}, starts[] = {0, 93};
     for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 4; j++) check_prefill(g, BLOCK_SIZE, starts[i], sizes[j], seed + (uint64_t)(i * 4 + j));
+        for (int j = 0; j < 5; j++) check_prefill(g, BLOCK_SIZE, starts[i], sizes[j], seed + (uint64_t)(i * 5 + j));
 }
 
 static void test_prefill_smollm(void **state) {
@@ -591,8 +601,8 @@ static void test_prefill_llama8b(void **state) {
     check_prefill_cases(LLAMA8B, 0x5eed0200);
 }
 
-// Tiles of 64 positions take their rows from several blocks (8, 24: no power
-// of two) or from part of one (128).
+// Tiles take their rows from several blocks (8, 24: no power of two) or from
+// part of one (128).
 static void test_prefill_other_block_sizes(void **state) {
     (void)state;
     check_prefill(SMOLLM, 8, 93, 200, 0x5eed0300);
@@ -642,6 +652,11 @@ static void test_supports_and_invalid(void **state) {
     a.counters = NULL; // decode needs its counters
     assert_int_equal(kiln_cuda_attention_decode(0, &a, b.dws), cudaErrorInvalidValue);
     a.counters = counters;
+    a.prefill_rows = 96; // no such form
+    assert_int_equal(kiln_cuda_attention_prefill(0, &a), cudaErrorInvalidValue);
+    a.prefill_rows = 64, a.prefill_cols = 32; // 64 rows come only with 64 positions
+    assert_int_equal(kiln_cuda_attention_prefill(0, &a), cudaErrorInvalidValue);
+    a.prefill_rows = a.prefill_cols = 0;
     a.n_heads = 3; // not a multiple of n_kv_heads
     assert_int_equal(kiln_cuda_attention_prefill(0, &a), cudaErrorInvalidValue);
     CUDA_CHECK(cudaDeviceSynchronize());

@@ -14,8 +14,8 @@
 // themselves, so the grid depends only on the batch shape and a captured graph
 // stays valid as sequences grow.
 //
-// Prefill (FlashAttention-2): one block per (64 query rows, query head),
-// 4 warps of 16 rows; K/V tiles of 64 positions double-buffered through
+// Prefill (FlashAttention-2): one block per (128 query rows, query head),
+// 4 warps of 32 rows; K/V tiles of 32 positions double-buffered through
 // cp.async; S = Q K^T and O += P V with mma.sync m16n8k16; online softmax;
 // the K/V loop stops at the last position the block's last query sees.
 #include <cuda_fp16.h>
@@ -460,12 +460,16 @@ template <int D> __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kern
 
 // ---- prefill ----------------------------------------------------------------
 
-// Query rows per block: 16 per warp, 4 warps (64 rows) or 8 (128 rows: each
-// K/V tile staged serves twice the rows; KILN_CUDA_PREFILL_ROWS=128 until
-// measured). PF_THREADS is the 4-warp form's block; the kernel takes the
-// warp count as a template parameter.
-#define PF_COLS 64 // key positions per tile
-#define PF_THREADS 128
+// 4 warps a block; each warp owns 16 * MT consecutive query rows. MT = 2 (128
+// rows a block, the default) makes every K and V fragment loaded from shared
+// memory feed two mma's instead of one: with 16 rows a warp, ldmatrix's
+// shared-memory traffic, not the tensor cores, set the pace. Its Q tile stays
+// in shared memory (the accumulators of 32 rows leave no room for Q in
+// registers), and its K/V tiles are COLS = 32 positions: at 64, 128-dim heads
+// need more than 255 registers (KILN_CUDA_PREFILL_COLS=64 spills some). MT =
+// 1 (64 rows, KILN_CUDA_PREFILL_ROWS=64) keeps Q in registers.
+#define PF_WARPS 4
+#define PF_THREADS (PF_WARPS * 32)
 
 typedef struct pf_params {
     const __half *k, *v;
@@ -478,28 +482,32 @@ typedef struct pf_params {
     float qscale; // scale * log2(e)
 } pf_params;
 
-template <int D> static constexpr size_t pf_smem_bytes(void) {
-    return 4 * (size_t)PF_COLS * (D + 8) * sizeof(__half) // K and V, two buffers each (Q staged in K's second)
-           + 2 * (size_t)PF_COLS * sizeof(long long);    // row offsets of the two buffers
+template <int MT> static constexpr int pf_q_rows(void) { return MT == 1 ? 0 : 16 * MT * PF_WARPS; }
+
+template <int D, int MT, int COLS> static constexpr size_t pf_smem_bytes(void) {
+    // K and V, two buffers each (MT == 1 stages Q in the second ones), Q's own
+    // rows (MT == 2), the row offsets of the two K/V buffers.
+    return (4 * (size_t)COLS + pf_q_rows<MT>()) * (D + 8) * sizeof(__half) + 2 * (size_t)COLS * sizeof(long long);
 }
 
 // Row offsets of tile `tile` (-1 past kv_end: that row is zero-filled).
+template <int COLS>
 static __device__ __forceinline__ void pf_tile_offsets(long long *row_off, const pf_params &p, const int32_t *table,
                                                        int kvh, int head_dim, int tile, int kv_end) {
     const int tid = threadIdx.x;
-    if (tid < PF_COLS) {
-        const int pos = tile * PF_COLS + tid;
+    if (tid < COLS) {
+        const int pos = tile * COLS + tid;
         row_off[tid] = pos < kv_end ? kv_row_offset(table, pos, p.block_size, p.n_kv, kvh, head_dim) : -1;
     }
 }
 
-template <int D, int THREADS>
+template <int D, int COLS>
 static __device__ __forceinline__ void pf_issue_tile(__half *sK, __half *sV, const long long *row_off,
                                                      const pf_params &p) {
     constexpr int LD = D + 8, NCOL = D / 8;
 #pragma unroll
-    for (int it = 0; it < PF_COLS * NCOL / THREADS; it++) {
-        const int i = threadIdx.x + it * THREADS, r = i / NCOL, c = i % NCOL;
+    for (int it = 0; it < COLS * NCOL / PF_THREADS; it++) {
+        const int i = threadIdx.x + it * PF_THREADS, r = i / NCOL, c = i % NCOL;
         const long long off = row_off[r];
         const bool ok = off >= 0;
         const size_t src = ok ? (size_t)off + c * 8 : 0;
@@ -508,39 +516,45 @@ static __device__ __forceinline__ void pf_issue_tile(__half *sK, __half *sV, con
     }
 }
 
-template <int D, int WARPS>
-__global__ void __launch_bounds__(WARPS * 32) attn_prefill_kernel(const pf_params p) {
-    constexpr int ROWS = 16 * WARPS, THREADS = 32 * WARPS;
+template <int D, int MT, int COLS>
+__global__ void __launch_bounds__(PF_THREADS, MT == 1 ? 1 : 2) attn_prefill_kernel(const pf_params p) {
+    constexpr int WROWS = 16 * MT, ROWS = WROWS * PF_WARPS; // query rows per warp, per block
     constexpr int LD = D + 8;  // halves per staged row: the 16-byte pad puts ldmatrix's 8 rows on distinct banks
-    constexpr int TILE = PF_COLS * LD;
+    constexpr int TILE = COLS * LD;
     constexpr int NCOL = D / 8;
     extern __shared__ __align__(16) unsigned char smem[];
-    __half *sK = reinterpret_cast<__half *>(smem); // [2][PF_COLS][LD]
-    __half *sV = sK + 2 * TILE;                    // [2][PF_COLS][LD]
-    long long *row_off = reinterpret_cast<long long *>(sV + 2 * TILE); // [2][PF_COLS]
+    __half *sK = reinterpret_cast<__half *>(smem); // [2][COLS][LD]
+    __half *sV = sK + 2 * TILE;                    // [2][COLS][LD]
+    __half *sQ = sV + 2 * TILE;                    // [pf_q_rows][LD] (MT == 2)
+    long long *row_off = reinterpret_cast<long long *>(sQ + pf_q_rows<MT>() * LD); // [2][COLS]
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int grp = lane >> 2, tig = lane & 3; // mma fragment coordinates: row group, thread in group
-    const int qt = gridDim.x - 1 - blockIdx.x; // the longest (last) query tiles start first
-    const int h = blockIdx.y, kvh = h / p.group;
+    // Blocks start in grid order, x fastest: every head's longest (last) query
+    // tile first, then the next longest, so the short ones fill the tail.
+    const int h = blockIdx.x, kvh = h / p.group;
+    const int qt = gridDim.y - 1 - blockIdx.y;
     const int q0 = qt * ROWS;
     const int pos0 = p.pos[0];
     const int32_t *table = p.block_tables + (size_t)p.seq[0] * p.max_blocks;
     const int last_pos = pos0 + p.n_tokens - 1;
     const int kv_end = pos0 + min(q0 + ROWS, p.n_tokens); // positions the tile's last query sees
-    const int n_tiles = (kv_end + PF_COLS - 1) / PF_COLS;
+    const int n_tiles = (kv_end + COLS - 1) / COLS;
 
-    pf_tile_offsets(row_off, p, table, kvh, D, 0, kv_end);
+    pf_tile_offsets<COLS>(row_off, p, table, kvh, D, 0, kv_end);
     __syncthreads();
-    pf_issue_tile<D, THREADS>(sK, sV, row_off, p);
+    pf_issue_tile<D, COLS>(sK, sV, row_off, p);
     cp_async_commit();
 
-    // Q tile -> f16 (scale and log2(e) folded in), staged in the second
-    // buffers (rows 0-63 in K's, 64-127 in V's) while tile 0 is in flight.
-    auto q_row = [&](int r) { return sK + (r < PF_COLS ? TILE : 3 * TILE) + (r % PF_COLS) * LD; };
+    // Q tile -> f16 (scale and log2(e) folded in) while tile 0 is in flight:
+    // MT == 1 stages it in the second buffers (rows 0-63 in K's, 64-127 in
+    // V's) and keeps it in registers; MT == 2 in its own rows.
+    auto q_row = [&](int r) {
+        return MT == 1 ? sK + (r < COLS ? TILE : 3 * TILE) + (r % COLS) * LD : sQ + r * LD;
+    };
 #pragma unroll
-    for (int it = 0; it < ROWS * NCOL / THREADS; it++) {
-        const int i = tid + it * THREADS, r = i / NCOL, c = i % NCOL, tok = q0 + r;
+    for (int it = 0; it < ROWS * NCOL / PF_THREADS; it++) {
+        const int i = tid + it * PF_THREADS, r = i / NCOL, c = i % NCOL, tok = q0 + r;
         uint4 packed = make_uint4(0, 0, 0, 0);
         if (tok < p.n_tokens) {
             const float4 *src = reinterpret_cast<const float4 *>(p.q + ((size_t)tok * p.n_heads + h) * D + c * 8);
@@ -551,118 +565,158 @@ __global__ void __launch_bounds__(WARPS * 32) attn_prefill_kernel(const pf_param
         }
         *reinterpret_cast<uint4 *>(q_row(r) + c * 8) = packed;
     }
-    if (n_tiles > 1) pf_tile_offsets(row_off + PF_COLS, p, table, kvh, D, 1, kv_end);
+    if (n_tiles > 1) pf_tile_offsets<COLS>(row_off + COLS, p, table, kvh, D, 1, kv_end);
     __syncthreads();
-    // A fragments of the warp's 16 rows: matrices (rows 0-7 | 8-15) x (cols 0-7 | 8-15).
-    uint32_t qf[D / 16][4];
+    // A fragments of 16 rows (the warp's m-tile mt): matrices (rows 0-7 |
+    // 8-15) x (cols 0-7 | 8-15) of k-step ks.
+    auto load_q = [&](uint32_t a[4], int mt, int ks) {
+        ldmatrix_x4(a, q_row(warp * WROWS + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) + ks * 16 + (lane >> 4) * 8);
+    };
+    uint32_t qf[MT == 1 ? D / 16 : 1][4];
+    if constexpr (MT == 1) {
 #pragma unroll
-    for (int ks = 0; ks < D / 16; ks++)
-        ldmatrix_x4(qf[ks], q_row(warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) + ks * 16 + (lane >> 4) * 8);
-    __syncthreads(); // every warp has its Q before tile 1 overwrites the staging buffer
+        for (int ks = 0; ks < D / 16; ks++) load_q(qf[ks], 0, ks);
+        __syncthreads(); // every warp has its Q before tile 1 overwrites the staging buffer
+    }
 
-    float o[D / 8][4];
+    float o[MT][D / 8][4];
 #pragma unroll
-    for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-    float m_row[2] = {-INFINITY, -INFINITY}, l_row[2] = {0.0f, 0.0f}; // rows grp, grp + 8
-    const int warp_first = pos0 + q0 + warp * 16;            // position of the warp's first row
-    const int warp_last = min(warp_first + 15, last_pos);    // of its last real row
-    const bool warp_active = warp_first <= last_pos;         // not all padding
-    const int row_pos = warp_first + grp;                    // this thread's rows: row_pos, row_pos + 8
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int i = 0; i < D / 8; i++) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.0f;
+    float m_row[MT][2], l_row[MT][2]; // rows grp, grp + 8 of each m-tile
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) m_row[mt][0] = m_row[mt][1] = -INFINITY, l_row[mt][0] = l_row[mt][1] = 0.0f;
+    const int warp_first = pos0 + q0 + warp * WROWS;            // position of the warp's first row
+    const int warp_last = min(warp_first + WROWS - 1, last_pos); // of its last real row
+    const bool warp_active = warp_first <= last_pos;             // not all padding
 
     for (int it = 0; it < n_tiles; it++) {
         const int buf = it & 1;
         if (it + 1 < n_tiles) { // buffer buf ^ 1 was freed by the barrier that ended the last iteration
-            pf_issue_tile<D, THREADS>(sK + (buf ^ 1) * TILE, sV + (buf ^ 1) * TILE, row_off + (buf ^ 1) * PF_COLS, p);
+            pf_issue_tile<D, COLS>(sK + (buf ^ 1) * TILE, sV + (buf ^ 1) * TILE, row_off + (buf ^ 1) * COLS, p);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
             cp_async_wait<0>();
         }
         __syncthreads(); // tile `it` is visible to every warp
-        const int kv0 = it * PF_COLS;
+        const int kv0 = it * COLS;
         if (warp_active && kv0 <= warp_last) { // else every score of the warp's rows is masked
             const __half *tK = sK + buf * TILE, *tV = sV + buf * TILE;
-            float s[PF_COLS / 8][4];
+            float s[MT][COLS / 8][4];
 #pragma unroll
-            for (int i = 0; i < PF_COLS / 8; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int i = 0; i < COLS / 8; i++) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.0f;
             // S = Q K^T. B fragments: K rows are positions (n), columns dims (k):
             // matrices (positions 0-7 | 8-15 of the pair) x (dims 0-7 | 8-15).
 #pragma unroll
             for (int ks = 0; ks < D / 16; ks++) {
+                uint32_t a[MT][4];
 #pragma unroll
-                for (int np = 0; np < PF_COLS / 16; np++) {
+                for (int mt = 0; mt < MT; mt++) {
+                    if constexpr (MT == 1) {
+#pragma unroll
+                        for (int j = 0; j < 4; j++) a[mt][j] = qf[ks][j];
+                    } else {
+                        load_q(a[mt], mt, ks);
+                    }
+                }
+#pragma unroll
+                for (int np = 0; np < COLS / 16; np++) {
                     uint32_t b[4];
                     ldmatrix_x4(b, tK + (np * 16 + (lane >> 4) * 8 + (lane & 7)) * LD + ks * 16 + ((lane >> 3) & 1) * 8);
-                    mma_16816(s[2 * np], qf[ks], b[0], b[1]);
-                    mma_16816(s[2 * np + 1], qf[ks], b[2], b[3]);
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        mma_16816(s[mt][2 * np], a[mt], b[0], b[1]);
+                        mma_16816(s[mt][2 * np + 1], a[mt], b[2], b[3]);
+                    }
                 }
             }
-            if (kv0 + PF_COLS - 1 > warp_first) { // the tile crosses the diagonal: causal mask
+            if (kv0 + COLS - 1 > warp_first) { // the tile crosses the diagonal: causal mask
 #pragma unroll
-                for (int nt = 0; nt < PF_COLS / 8; nt++)
+                for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-                    for (int e = 0; e < 4; e++)
-                        if (kv0 + nt * 8 + tig * 2 + (e & 1) > row_pos + (e >> 1) * 8) s[nt][e] = -INFINITY;
+                    for (int nt = 0; nt < COLS / 8; nt++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++)
+                            if (kv0 + nt * 8 + tig * 2 + (e & 1) > warp_first + mt * 16 + grp + (e >> 1) * 8)
+                                s[mt][nt][e] = -INFINITY;
             }
             // Online softmax; the 4 threads of a quad share a row. l_row keeps
             // this thread's share of the row sum (the quad adds them at the end).
 #pragma unroll
-            for (int r = 0; r < 2; r++) {
-                float mx = -INFINITY;
+            for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-                for (int nt = 0; nt < PF_COLS / 8; nt++) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                const float m_new = fmaxf(m_row[r], mx);
-                const float m_use = m_new == -INFINITY ? 0.0f : m_new; // a row with nothing visible yet stays 0
-                const float alpha = exp2f(m_row[r] - m_use);
-                m_row[r] = m_new;
-                float sum = 0.0f;
+                for (int r = 0; r < 2; r++) {
+                    float mx = -INFINITY;
 #pragma unroll
-                for (int nt = 0; nt < PF_COLS / 8; nt++) {
-                    s[nt][2 * r] = exp2f(s[nt][2 * r] - m_use);
-                    s[nt][2 * r + 1] = exp2f(s[nt][2 * r + 1] - m_use);
-                    sum += s[nt][2 * r] + s[nt][2 * r + 1];
+                    for (int nt = 0; nt < COLS / 8; nt++)
+                        mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]));
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                    const float m_new = fmaxf(m_row[mt][r], mx);
+                    const float m_use = m_new == -INFINITY ? 0.0f : m_new; // a row with nothing visible yet stays 0
+                    const float alpha = exp2f(m_row[mt][r] - m_use);
+                    m_row[mt][r] = m_new;
+                    float sum = 0.0f;
+#pragma unroll
+                    for (int nt = 0; nt < COLS / 8; nt++) {
+                        s[mt][nt][2 * r] = exp2f(s[mt][nt][2 * r] - m_use);
+                        s[mt][nt][2 * r + 1] = exp2f(s[mt][nt][2 * r + 1] - m_use);
+                        sum += s[mt][nt][2 * r] + s[mt][nt][2 * r + 1];
+                    }
+                    l_row[mt][r] = l_row[mt][r] * alpha + sum;
+#pragma unroll
+                    for (int dt = 0; dt < D / 8; dt++) o[mt][dt][2 * r] *= alpha, o[mt][dt][2 * r + 1] *= alpha;
                 }
-                l_row[r] = l_row[r] * alpha + sum;
-#pragma unroll
-                for (int dt = 0; dt < D / 8; dt++) o[dt][2 * r] *= alpha, o[dt][2 * r + 1] *= alpha;
-            }
             // O += P V. The accumulators of position tiles 2kk, 2kk+1 are the A
             // fragment of k-step kk; B fragments come transposed from V rows:
             // matrices (positions 0-7 | 8-15) x (dims 0-7 | 8-15 of the pair).
 #pragma unroll
-            for (int kk = 0; kk < PF_COLS / 16; kk++) {
-                const uint32_t a[4] = {pack_half2(s[2 * kk][0], s[2 * kk][1]), pack_half2(s[2 * kk][2], s[2 * kk][3]),
-                                       pack_half2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                       pack_half2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+            for (int kk = 0; kk < COLS / 16; kk++) {
+                uint32_t a[MT][4];
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    a[mt][0] = pack_half2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                    a[mt][1] = pack_half2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                    a[mt][2] = pack_half2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                    a[mt][3] = pack_half2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+                }
 #pragma unroll
                 for (int dp = 0; dp < D / 16; dp++) {
                     uint32_t b[4];
                     ldmatrix_x4_trans(b, tV + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + dp * 16 + (lane >> 4) * 8);
-                    mma_16816(o[2 * dp], a, b[0], b[1]);
-                    mma_16816(o[2 * dp + 1], a, b[2], b[3]);
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        mma_16816(o[mt][2 * dp], a[mt], b[0], b[1]);
+                        mma_16816(o[mt][2 * dp + 1], a[mt], b[2], b[3]);
+                    }
                 }
             }
         }
-        if (it + 2 < n_tiles) pf_tile_offsets(row_off + buf * PF_COLS, p, table, kvh, D, it + 2, kv_end);
+        if (it + 2 < n_tiles) pf_tile_offsets<COLS>(row_off + buf * COLS, p, table, kvh, D, it + 2, kv_end);
         __syncthreads(); // buffer buf is free for tile it + 2; its offsets are visible
     }
 
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        float l = l_row[r];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        const int tok = q0 + warp * 16 + grp + r * 8;
-        if (tok < p.n_tokens) {
-            const float inv = 1.0f / l;
-            float *dst = p.out + ((size_t)tok * p.n_heads + h) * D + tig * 2;
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-            for (int dt = 0; dt < D / 8; dt++)
-                *reinterpret_cast<float2 *>(dst + dt * 8) = make_float2(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
+        for (int r = 0; r < 2; r++) {
+            float l = l_row[mt][r];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            const int tok = q0 + warp * WROWS + mt * 16 + grp + r * 8;
+            if (tok < p.n_tokens) {
+                const float inv = 1.0f / l;
+                float *dst = p.out + ((size_t)tok * p.n_heads + h) * D + tig * 2;
+#pragma unroll
+                for (int dt = 0; dt < D / 8; dt++)
+                    *reinterpret_cast<float2 *>(dst + dt * 8) =
+                        make_float2(o[mt][dt][2 * r] * inv, o[mt][dt][2 * r + 1] * inv);
+            }
         }
-    }
 }
 
 // ---- launchers --------------------------------------------------------------
@@ -753,6 +807,26 @@ cudaError_t kiln_cuda_attention_decode(cudaStream_t stream, const kiln_cuda_atte
     return a->kv.head_dim == 64 ? launch_decode<64>(stream, a, workspace) : launch_decode<128>(stream, a, workspace);
 }
 
+// The prefill form (query rows and key positions a block) from
+// KILN_CUDA_PREFILL_ROWS=64|128 and KILN_CUDA_PREFILL_COLS=32|64, read once.
+static int env_choice(const char *name, int a, int b, int fallback) {
+    const char *env = getenv(name);
+    const int v = env ? atoi(env) : 0;
+    return v == a || v == b ? v : fallback;
+}
+
+int kiln_cuda_prefill_rows_default(void) {
+    static int rows;
+    if (!rows) rows = env_choice("KILN_CUDA_PREFILL_ROWS", 64, 128, 128);
+    return rows;
+}
+
+int kiln_cuda_prefill_cols_default(void) {
+    static int cols;
+    if (!cols) cols = env_choice("KILN_CUDA_PREFILL_COLS", 32, 64, 32);
+    return cols;
+}
+
 template <int D> static cudaError_t launch_prefill(cudaStream_t stream, const kiln_cuda_attention_args *a) {
     pf_params p;
     p.k = static_cast<const __half *>(a->kv.k);
@@ -769,20 +843,25 @@ template <int D> static cudaError_t launch_prefill(cudaStream_t stream, const ki
     p.n_heads = a->n_heads;
     p.group = a->n_heads / a->kv.n_kv_heads;
     p.qscale = a->scale * ATTN_LOG2E;
-    if (a->n_heads > 65535) return cudaErrorInvalidValue;
 
-    constexpr size_t smem = pf_smem_bytes<D>();
-    static int wide = -1; // KILN_CUDA_PREFILL_ROWS=128: the 8-warp form (read once)
-    if (wide < 0) {
-        const char *env = getenv("KILN_CUDA_PREFILL_ROWS");
-        wide = env && strcmp(env, "128") == 0;
-    }
-    void (*kernel)(pf_params) = wide ? attn_prefill_kernel<D, 8> : attn_prefill_kernel<D, 4>;
-    const int rows = wide ? 128 : 64;
+    const int rows = a->prefill_rows ? a->prefill_rows : kiln_cuda_prefill_rows_default();
+    const int cols = a->prefill_cols ? a->prefill_cols : rows == 64 ? 64 : kiln_cuda_prefill_cols_default();
+    void (*kernel)(pf_params);
+    size_t smem;
+    if (rows == 64 && cols == 64)
+        kernel = attn_prefill_kernel<D, 1, 64>, smem = pf_smem_bytes<D, 1, 64>();
+    else if (rows == 128 && cols == 32)
+        kernel = attn_prefill_kernel<D, 2, 32>, smem = pf_smem_bytes<D, 2, 32>();
+    else if (rows == 128 && cols == 64)
+        kernel = attn_prefill_kernel<D, 2, 64>, smem = pf_smem_bytes<D, 2, 64>();
+    else
+        return cudaErrorInvalidValue;
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
-    const dim3 grid((a->n_tokens + rows - 1) / rows, a->n_heads);
-    kernel<<<grid, 2 * rows, smem, stream>>>(p);
+    const int q_tiles = (a->n_tokens + rows - 1) / rows;
+    if (q_tiles > 65535) return cudaErrorInvalidValue;
+    const dim3 grid(a->n_heads, q_tiles);
+    kernel<<<grid, PF_THREADS, smem, stream>>>(p);
     return cudaGetLastError();
 }
 

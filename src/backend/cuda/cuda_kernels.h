@@ -50,6 +50,10 @@ typedef struct kiln_cuda_attention_args {
     // before the first launch (kiln_cuda_attention_decode_counters_clear);
     // every launch leaves them zero, whatever its shape.
     int *counters;
+    // Prefill's form: query rows a block (64: 4 warps of 16, or 128: 4 warps
+    // of 32) and, with 128 rows, key positions a tile (32 or 64); 0 takes
+    // kiln_cuda_prefill_rows_default() / kiln_cuda_prefill_cols_default().
+    int prefill_rows, prefill_cols;
 } kiln_cuda_attention_args;
 
 bool kiln_cuda_attention_supports(int head_dim);
@@ -74,6 +78,9 @@ cudaError_t kiln_cuda_attention_decode(cudaStream_t stream, const kiln_cuda_atte
 // may be > 0 when earlier chunks are already in the cache). Reads K and V of
 // all positions 0..pos[n-1] from the cache (the new ones were stored first).
 cudaError_t kiln_cuda_attention_prefill(cudaStream_t stream, const kiln_cuda_attention_args *a);
+// 128 unless KILN_CUDA_PREFILL_ROWS=64; 32 unless KILN_CUDA_PREFILL_COLS=64.
+int kiln_cuda_prefill_rows_default(void);
+int kiln_cuda_prefill_cols_default(void);
 
 // ---- Sampling on the GPU (cuda_sample.cu) --------------------------------
 //
