@@ -549,8 +549,14 @@ static void test_decode_workspace_reuse(void **state) {
 
 // n tokens of sequence 1 at positions pos0 .. pos0 + n - 1 (positions before
 // pos0 already cached); sequences 0 and 2 share the block pool. Every form of
-// the kernel (query rows x key positions a block) against one reference.
-static const int PREFILL_FORMS[][2] = {{128, 32}, {128, 64}, {64, 64}};
+// the kernel this device runs against one reference.
+static const struct {
+    kiln_cuda_prefill_form form;
+    const char *name;
+    bool sm90;
+} PREFILL_FORMS[] = {{KILN_PREFILL_MMA_64, "mma64", false},         {KILN_PREFILL_MMA_128, "mma128", false},
+                     {KILN_PREFILL_MMA_128_WIDE, "mma128w", false}, {KILN_PREFILL_WGMMA_128, "wgmma128", true},
+                     {KILN_PREFILL_WGMMA_192, "wgmma192", true}};
 
 static void check_prefill(geometry g, int bs, int pos0, int n, uint64_t seed) {
     uint64_t rng = seed;
@@ -567,15 +573,15 @@ static void check_prefill(geometry g, int bs, int pos0, int n, uint64_t seed) {
     assert_non_null(ref);
     reference(&c, q, pos, seq, n, a.scale, ref);
     for (size_t f = 0; f < sizeof PREFILL_FORMS / sizeof PREFILL_FORMS[0]; f++) {
-        a.prefill_rows = PREFILL_FORMS[f][0];
-        a.prefill_cols = PREFILL_FORMS[f][1];
+        if (PREFILL_FORMS[f].sm90 && !kiln_cuda_prefill_sm90_available()) continue; // printed once in main
+        a.prefill_form = PREFILL_FORMS[f].form;
         CUDA_CHECK(cudaMemset(b.dout, 0xff, b.out_elems * sizeof(float))); // NaNs wherever nothing is written
         CUDA_CHECK(kiln_cuda_attention_prefill(0, &a));
         CUDA_CHECK(cudaDeviceSynchronize());
         float *got = download(&b);
         char what[128];
-        snprintf(what, sizeof what, "prefill %dx%d hd %d heads %d/%d bs %d pos0 %d n %d", a.prefill_rows,
-                 a.prefill_cols, g.head_dim, g.n_heads, g.n_kv_heads, bs, pos0, n);
+        snprintf(what, sizeof what, "prefill %s hd %d heads %d/%d bs %d pos0 %d n %d", PREFILL_FORMS[f].name,
+                 g.head_dim, g.n_heads, g.n_kv_heads, bs, pos0, n);
         compare(what, got, ref, b.out_elems, MAX_ABS_ERR);
         free(got);
     }
@@ -652,11 +658,13 @@ static void test_supports_and_invalid(void **state) {
     a.counters = NULL; // decode needs its counters
     assert_int_equal(kiln_cuda_attention_decode(0, &a, b.dws), cudaErrorInvalidValue);
     a.counters = counters;
-    a.prefill_rows = 96; // no such form
+    a.prefill_form = (kiln_cuda_prefill_form)99; // no such form
     assert_int_equal(kiln_cuda_attention_prefill(0, &a), cudaErrorInvalidValue);
-    a.prefill_rows = 64, a.prefill_cols = 32; // 64 rows come only with 64 positions
-    assert_int_equal(kiln_cuda_attention_prefill(0, &a), cudaErrorInvalidValue);
-    a.prefill_rows = a.prefill_cols = 0;
+    if (!kiln_cuda_prefill_sm90_available()) { // asked for where it cannot run: refused, not launched
+        a.prefill_form = KILN_PREFILL_WGMMA_128;
+        assert_int_equal(kiln_cuda_attention_prefill(0, &a), cudaErrorInvalidValue);
+    }
+    a.prefill_form = KILN_PREFILL_DEFAULT;
     a.n_heads = 3; // not a multiple of n_kv_heads
     assert_int_equal(kiln_cuda_attention_prefill(0, &a), cudaErrorInvalidValue);
     CUDA_CHECK(cudaDeviceSynchronize());

@@ -23,67 +23,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cuda/cuda_attention.cuh"
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/cuda_pdl.cuh"
-
-#define ATTN_LOG2E 1.4426950408889634f
-
-// ---- sm_80 PTX helpers ------------------------------------------------------
-
-static __device__ __forceinline__ uint32_t smem_u32(const void *p) {
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
-
-// 16-byte global -> shared copy; valid == false writes 16 zero bytes and
-// reads nothing (src must still be a global address).
-static __device__ __forceinline__ void cp_async_16(void *dst, const void *src, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
-                 "r"(valid ? 16 : 0)
-                 : "memory");
-}
-
-static __device__ __forceinline__ void cp_async_commit(void) {
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
-// Waits until at most `pending` of this thread's committed groups are in flight.
-template <int pending> static __device__ __forceinline__ void cp_async_wait(void) {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(pending) : "memory");
-}
-
-static __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_u32(p))
-                 : "memory");
-}
-
-static __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_u32(p))
-                 : "memory");
-}
-
-// c += a (16x16, row) * b (16x8, col); f16 inputs, f32 accumulators.
-static __device__ __forceinline__ void mma_16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-static __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
-    __half2 h = __floats2half2_rn(lo, hi); // lo in the low 16 bits: the lower column of a fragment
-    return *reinterpret_cast<uint32_t *>(&h);
-}
-
-// Element offset of (position p, kv head kvh) in a layer's K or V array.
-static __device__ __forceinline__ long long kv_row_offset(const int32_t *table, int p, int block_size, int n_kv,
-                                                          int kvh, int head_dim) {
-    const long long block = table[p / block_size];
-    return ((block * block_size + p % block_size) * n_kv + kvh) * head_dim;
-}
 
 // ---- decode -----------------------------------------------------------------
 //
@@ -471,16 +413,6 @@ template <int D> __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kern
 #define PF_WARPS 4
 #define PF_THREADS (PF_WARPS * 32)
 
-typedef struct pf_params {
-    const __half *k, *v;
-    const int32_t *block_tables;
-    int max_blocks, block_size, n_kv;
-    const int32_t *pos, *seq;
-    const float *q;
-    float *out;
-    int n_tokens, n_heads, group;
-    float qscale; // scale * log2(e)
-} pf_params;
 
 template <int MT> static constexpr int pf_q_rows(void) { return MT == 1 ? 0 : 16 * MT * PF_WARPS; }
 
@@ -488,17 +420,6 @@ template <int D, int MT, int COLS> static constexpr size_t pf_smem_bytes(void) {
     // K and V, two buffers each (MT == 1 stages Q in the second ones), Q's own
     // rows (MT == 2), the row offsets of the two K/V buffers.
     return (4 * (size_t)COLS + pf_q_rows<MT>()) * (D + 8) * sizeof(__half) + 2 * (size_t)COLS * sizeof(long long);
-}
-
-// Row offsets of tile `tile` (-1 past kv_end: that row is zero-filled).
-template <int COLS>
-static __device__ __forceinline__ void pf_tile_offsets(long long *row_off, const pf_params &p, const int32_t *table,
-                                                       int kvh, int head_dim, int tile, int kv_end) {
-    const int tid = threadIdx.x;
-    if (tid < COLS) {
-        const int pos = tile * COLS + tid;
-        row_off[tid] = pos < kv_end ? kv_row_offset(table, pos, p.block_size, p.n_kv, kvh, head_dim) : -1;
-    }
 }
 
 template <int D, int COLS>
@@ -807,24 +728,29 @@ cudaError_t kiln_cuda_attention_decode(cudaStream_t stream, const kiln_cuda_atte
     return a->kv.head_dim == 64 ? launch_decode<64>(stream, a, workspace) : launch_decode<128>(stream, a, workspace);
 }
 
-// The prefill form (query rows and key positions a block) from
-// KILN_CUDA_PREFILL_ROWS=64|128 and KILN_CUDA_PREFILL_COLS=32|64, read once.
-static int env_choice(const char *name, int a, int b, int fallback) {
-    const char *env = getenv(name);
-    const int v = env ? atoi(env) : 0;
-    return v == a || v == b ? v : fallback;
-}
-
-int kiln_cuda_prefill_rows_default(void) {
-    static int rows;
-    if (!rows) rows = env_choice("KILN_CUDA_PREFILL_ROWS", 64, 128, 128);
-    return rows;
-}
-
-int kiln_cuda_prefill_cols_default(void) {
-    static int cols;
-    if (!cols) cols = env_choice("KILN_CUDA_PREFILL_COLS", 32, 64, 32);
-    return cols;
+// KILN_CUDA_PREFILL names a form (read once); else wgmma on Hopper unless
+// portable, the 128-row mma.sync form elsewhere.
+kiln_cuda_prefill_form kiln_cuda_prefill_form_default(bool portable) {
+    static const struct {
+        const char *name;
+        kiln_cuda_prefill_form form;
+    } names[] = {{"mma64", KILN_PREFILL_MMA_64},       {"mma128", KILN_PREFILL_MMA_128},
+                 {"mma128w", KILN_PREFILL_MMA_128_WIDE}, {"wgmma128", KILN_PREFILL_WGMMA_128},
+                 {"wgmma192", KILN_PREFILL_WGMMA_192}};
+    static int from_env = -1; // a form, or 0 for none named
+    if (from_env < 0) {
+        const char *env = getenv("KILN_CUDA_PREFILL");
+        from_env = 0;
+        for (size_t i = 0; env && i < sizeof names / sizeof names[0]; i++)
+            if (strcmp(env, names[i].name) == 0) from_env = names[i].form;
+    }
+    static int sm90 = -1;
+    if (sm90 < 0) sm90 = kiln_cuda_prefill_sm90_available();
+    if (from_env) {
+        const bool wgmma = from_env == KILN_PREFILL_WGMMA_128 || from_env == KILN_PREFILL_WGMMA_192;
+        if (!wgmma || (sm90 && !portable)) return (kiln_cuda_prefill_form)from_env;
+    }
+    return sm90 && !portable ? KILN_PREFILL_WGMMA_128 : KILN_PREFILL_MMA_128;
 }
 
 template <int D> static cudaError_t launch_prefill(cudaStream_t stream, const kiln_cuda_attention_args *a) {
@@ -844,18 +770,27 @@ template <int D> static cudaError_t launch_prefill(cudaStream_t stream, const ki
     p.group = a->n_heads / a->kv.n_kv_heads;
     p.qscale = a->scale * ATTN_LOG2E;
 
-    const int rows = a->prefill_rows ? a->prefill_rows : kiln_cuda_prefill_rows_default();
-    const int cols = a->prefill_cols ? a->prefill_cols : rows == 64 ? 64 : kiln_cuda_prefill_cols_default();
+    const kiln_cuda_prefill_form form = a->prefill_form ? a->prefill_form : kiln_cuda_prefill_form_default(a->portable);
+    if (form == KILN_PREFILL_WGMMA_128 || form == KILN_PREFILL_WGMMA_192) {
+        if (!kiln_cuda_prefill_sm90_available()) return cudaErrorInvalidValue;
+        return kiln_cuda_prefill_sm90(stream, p, D, form == KILN_PREFILL_WGMMA_128 ? 2 : 3);
+    }
     void (*kernel)(pf_params);
     size_t smem;
-    if (rows == 64 && cols == 64)
-        kernel = attn_prefill_kernel<D, 1, 64>, smem = pf_smem_bytes<D, 1, 64>();
-    else if (rows == 128 && cols == 32)
-        kernel = attn_prefill_kernel<D, 2, 32>, smem = pf_smem_bytes<D, 2, 32>();
-    else if (rows == 128 && cols == 64)
-        kernel = attn_prefill_kernel<D, 2, 64>, smem = pf_smem_bytes<D, 2, 64>();
-    else
+    int rows;
+    switch (form) {
+    case KILN_PREFILL_MMA_64:
+        kernel = attn_prefill_kernel<D, 1, 64>, smem = pf_smem_bytes<D, 1, 64>(), rows = 64;
+        break;
+    case KILN_PREFILL_MMA_128:
+        kernel = attn_prefill_kernel<D, 2, 32>, smem = pf_smem_bytes<D, 2, 32>(), rows = 128;
+        break;
+    case KILN_PREFILL_MMA_128_WIDE:
+        kernel = attn_prefill_kernel<D, 2, 64>, smem = pf_smem_bytes<D, 2, 64>(), rows = 128;
+        break;
+    default:
         return cudaErrorInvalidValue;
+    }
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
     const int q_tiles = (a->n_tokens + rows - 1) / rows;

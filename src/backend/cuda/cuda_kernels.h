@@ -36,6 +36,19 @@ typedef struct kiln_cuda_kv {
 // attends to positions 0..pos[t] of that sequence (causal). q and out are
 // [n_tokens][n_heads][head_dim] float32; grouped-query: query head h reads kv
 // head h / (n_heads / n_kv_heads). out = softmax(q k^T * scale) v.
+// Prefill attention kernels: mma.sync (sm_80 on) with 4 warps of 16 query
+// rows and tiles of 64 positions, 4 warps of 32 rows and tiles of 32 (or of
+// 64, which spills registers); wgmma (sm_90a only) with 2 or 3 warpgroups of
+// 64 rows and tiles of 64.
+typedef enum kiln_cuda_prefill_form {
+    KILN_PREFILL_DEFAULT = 0,
+    KILN_PREFILL_MMA_64,
+    KILN_PREFILL_MMA_128,
+    KILN_PREFILL_MMA_128_WIDE,
+    KILN_PREFILL_WGMMA_128,
+    KILN_PREFILL_WGMMA_192,
+} kiln_cuda_prefill_form;
+
 typedef struct kiln_cuda_attention_args {
     kiln_cuda_kv kv;
     int n_tokens;
@@ -50,10 +63,9 @@ typedef struct kiln_cuda_attention_args {
     // before the first launch (kiln_cuda_attention_decode_counters_clear);
     // every launch leaves them zero, whatever its shape.
     int *counters;
-    // Prefill's form: query rows a block (64: 4 warps of 16, or 128: 4 warps
-    // of 32) and, with 128 rows, key positions a tile (32 or 64); 0 takes
-    // kiln_cuda_prefill_rows_default() / kiln_cuda_prefill_cols_default().
-    int prefill_rows, prefill_cols;
+    // Prefill: which kernel (0: kiln_cuda_prefill_form_default(portable)).
+    kiln_cuda_prefill_form prefill_form;
+    bool portable; // KILN_CUDA_PORTABLE: no Hopper-only kernel
 } kiln_cuda_attention_args;
 
 bool kiln_cuda_attention_supports(int head_dim);
@@ -78,9 +90,13 @@ cudaError_t kiln_cuda_attention_decode(cudaStream_t stream, const kiln_cuda_atte
 // may be > 0 when earlier chunks are already in the cache). Reads K and V of
 // all positions 0..pos[n-1] from the cache (the new ones were stored first).
 cudaError_t kiln_cuda_attention_prefill(cudaStream_t stream, const kiln_cuda_attention_args *a);
-// 128 unless KILN_CUDA_PREFILL_ROWS=64; 32 unless KILN_CUDA_PREFILL_COLS=64.
-int kiln_cuda_prefill_rows_default(void);
-int kiln_cuda_prefill_cols_default(void);
+// KILN_CUDA_PREFILL=mma64|mma128|mma128w|wgmma128|wgmma192 when it names one
+// this device runs (wgmma: sm_90 and not portable); else wgmma128 on Hopper
+// unless portable, mma128 elsewhere.
+kiln_cuda_prefill_form kiln_cuda_prefill_form_default(bool portable);
+// Whether this build has the wgmma kernels and the current device runs them
+// (compute capability 9.0).
+bool kiln_cuda_prefill_sm90_available(void);
 
 // ---- Sampling on the GPU (cuda_sample.cu) --------------------------------
 //

@@ -1,0 +1,98 @@
+// Device helpers shared by the attention kernels (cuda_attention.cu: decode
+// and the portable prefill; cuda_attention_sm90.cu: Hopper's prefill), and the
+// prefill kernels' parameters.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "backend/cuda/cuda_kernels.h"
+
+#define ATTN_LOG2E 1.4426950408889634f
+
+// ---- sm_80 PTX helpers ------------------------------------------------------
+
+static __device__ __forceinline__ uint32_t smem_u32(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+// 16-byte global -> shared copy; valid == false writes 16 zero bytes and
+// reads nothing (src must still be a global address).
+static __device__ __forceinline__ void cp_async_16(void *dst, const void *src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
+                 "r"(valid ? 16 : 0)
+                 : "memory");
+}
+
+static __device__ __forceinline__ void cp_async_commit(void) {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+// Waits until at most `pending` of this thread's committed groups are in flight.
+template <int pending> static __device__ __forceinline__ void cp_async_wait(void) {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(pending) : "memory");
+}
+
+static __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p))
+                 : "memory");
+}
+
+static __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p))
+                 : "memory");
+}
+
+// c += a (16x16, row) * b (16x8, col); f16 inputs, f32 accumulators.
+static __device__ __forceinline__ void mma_16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+static __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
+    __half2 h = __floats2half2_rn(lo, hi); // lo in the low 16 bits: the lower column of a fragment
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+
+// Element offset of (position p, kv head kvh) in a layer's K or V array.
+static __device__ __forceinline__ long long kv_row_offset(const int32_t *table, int p, int block_size, int n_kv,
+                                                          int kvh, int head_dim) {
+    const long long block = table[p / block_size];
+    return ((block * block_size + p % block_size) * n_kv + kvh) * head_dim;
+}
+
+// ---- prefill ----------------------------------------------------------------
+
+typedef struct pf_params {
+    const __half *k, *v;
+    const int32_t *block_tables;
+    int max_blocks, block_size, n_kv;
+    const int32_t *pos, *seq;
+    const float *q;
+    float *out;
+    int n_tokens, n_heads, group;
+    float qscale; // scale * log2(e)
+} pf_params;
+
+// Row offsets of tile `tile` (-1 past kv_end: that row is zero-filled).
+template <int COLS>
+static __device__ __forceinline__ void pf_tile_offsets(long long *row_off, const pf_params &p, const int32_t *table,
+                                                       int kvh, int head_dim, int tile, int kv_end) {
+    const int tid = threadIdx.x;
+    if (tid < COLS) {
+        const int pos = tile * COLS + tid;
+        row_off[tid] = pos < kv_end ? kv_row_offset(table, pos, p.block_size, p.n_kv, kvh, head_dim) : -1;
+    }
+}
+
+// Hopper's prefill (cuda_attention_sm90.cu; kiln_cuda_prefill_sm90_available()
+// in cuda_kernels.h): blocks of 2 or 3 warpgroups, 64 query rows each;
+// head_dim 64 or 128.
+cudaError_t kiln_cuda_prefill_sm90(cudaStream_t stream, const pf_params &p, int head_dim, int warpgroups);
