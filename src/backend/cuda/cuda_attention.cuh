@@ -56,6 +56,14 @@ static __device__ __forceinline__ void mma_16816(float c[4], const uint32_t a[4]
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// 2^x in one instruction (MUFU.EX2; denormal results flush to 0, -inf gives 0):
+// the softmax's arguments are <= 0.
+static __device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
 static __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
     __half2 h = __floats2half2_rn(lo, hi); // lo in the low 16 bits: the lower column of a fragment
     return *reinterpret_cast<uint32_t *>(&h);

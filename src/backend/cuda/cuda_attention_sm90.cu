@@ -17,8 +17,10 @@
 // kiln_cuda_prefill_sm90_available() is false.
 #include "backend/cuda/cuda_attention.cuh"
 
-// WGS warpgroups a block (64 query rows each): 2, or 3 (the registers of 2
-// blocks of 2 do not fit one multiprocessor; 3 in one do).
+// WGS warpgroups a block (64 query rows each): 1 (two blocks a multiprocessor,
+// each at its own pace), 2, or 3 (the registers of 2 blocks of 2 do not fit
+// one multiprocessor; 3 in one do). The warpgroups of a block meet at every
+// tile's barrier, so their wgmma and their softmax tend to coincide.
 #define PW_COLS 64 // key positions a tile
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -144,7 +146,7 @@ static __device__ __forceinline__ void pw_issue_tile(unsigned char *sK, unsigned
 
 #endif // KILN_SM90_WGMMA
 
-template <int D, int WGS> __global__ void __launch_bounds__(WGS * 128, 1) attn_prefill_sm90_kernel(const pf_params p) {
+template <int D, int WGS> __global__ void __launch_bounds__(WGS * 128, WGS == 1 ? 2 : 1) attn_prefill_sm90_kernel(const pf_params p) {
 #ifdef KILN_SM90_WGMMA
     constexpr int PW_THREADS = WGS * 128, PW_ROWS = WGS * 64;
     constexpr int NCOL = D / 8;
@@ -238,6 +240,8 @@ template <int D, int WGS> __global__ void __launch_bounds__(WGS * 128, 1) attn_p
             }
             // Online softmax; the 4 threads of a quad share a row. l_row keeps
             // this thread's share of the row sum (the quad adds them at the end).
+            float alpha[2];
+            bool rescale = false;
 #pragma unroll
             for (int r = 0; r < 2; r++) {
                 float mx = -INFINITY;
@@ -247,19 +251,23 @@ template <int D, int WGS> __global__ void __launch_bounds__(WGS * 128, 1) attn_p
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
                 const float m_new = fmaxf(m_row[r], mx);
                 const float m_use = m_new == -INFINITY ? 0.0f : m_new; // a row with nothing visible yet stays 0
-                const float alpha = exp2f(m_row[r] - m_use);
+                alpha[r] = fast_exp2(m_row[r] - m_use);
+                rescale |= alpha[r] != 1.0f;
                 m_row[r] = m_new;
                 float sum = 0.0f;
 #pragma unroll
                 for (int nt = 0; nt < PW_COLS / 8; nt++) {
-                    s[4 * nt + 2 * r] = exp2f(s[4 * nt + 2 * r] - m_use);
-                    s[4 * nt + 2 * r + 1] = exp2f(s[4 * nt + 2 * r + 1] - m_use);
+                    s[4 * nt + 2 * r] = fast_exp2(s[4 * nt + 2 * r] - m_use);
+                    s[4 * nt + 2 * r + 1] = fast_exp2(s[4 * nt + 2 * r + 1] - m_use);
                     sum += s[4 * nt + 2 * r] + s[4 * nt + 2 * r + 1];
                 }
-                l_row[r] = l_row[r] * alpha + sum;
-#pragma unroll
-                for (int dt = 0; dt < D / 8; dt++) o[4 * dt + 2 * r] *= alpha, o[4 * dt + 2 * r + 1] *= alpha;
+                l_row[r] = l_row[r] * alpha[r] + sum;
             }
+            if (__any_sync(0xffffffffu, rescale)) // once the row maxima settle, most tiles skip it
+#pragma unroll
+                for (int dt = 0; dt < D / 8; dt++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) o[4 * dt + e] *= alpha[e >> 1];
             // O += P V, k-steps of 16 positions: P's A fragments are S's
             // accumulators of position tiles 2 kk and 2 kk + 1.
             uint32_t pa[PW_COLS / 16][4];
@@ -330,6 +338,7 @@ template <int D, int WGS> static cudaError_t launch(cudaStream_t stream, const p
 }
 
 cudaError_t kiln_cuda_prefill_sm90(cudaStream_t stream, const pf_params &p, int head_dim, int warpgroups) {
+    if (warpgroups == 1) return head_dim == 128 ? launch<128, 1>(stream, p) : launch<64, 1>(stream, p);
     if (warpgroups == 2) return head_dim == 128 ? launch<128, 2>(stream, p) : launch<64, 2>(stream, p);
     if (warpgroups == 3) return head_dim == 128 ? launch<128, 3>(stream, p) : launch<64, 3>(stream, p);
     return cudaErrorInvalidValue;
