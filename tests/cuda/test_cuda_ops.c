@@ -1106,6 +1106,9 @@ static void test_rope_kv_store(void **state) {
         // Llama 3 8B's shape: more pairs than the block has threads.
         {.n_heads = 32, .n_kv_heads = 8, .head_dim = 128, .rot_dim = 128, .theta = 500000.0f, .freq_factors = true},
         {.n_heads = 32, .n_kv_heads = 8, .head_dim = 128, .rot_dim = 96, .theta = 10000.0f, .interleaved = true},
+        // Pair counts that are not multiples of 4: the kernel without 16-byte accesses.
+        {.n_heads = 6, .n_kv_heads = 2, .head_dim = 64, .rot_dim = 36, .theta = 10000.0f},
+        {.n_heads = 6, .n_kv_heads = 2, .head_dim = 64, .rot_dim = 36, .theta = 10000.0f, .interleaved = true},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_rope(&cases[i], 0x41000 + i);
 }

@@ -171,6 +171,72 @@ __global__ void rope_kv_kernel(const kiln_cuda_rope_kv_args a, int heads_per_blo
     pdl_allow_next();
 }
 
+// rope_kv_kernel with 16-byte accesses (a prompt chunk moves tens of MB
+// through it): each thread rotates 4 pairs of a head, from two float4 (the
+// halves' 4 consecutive dimensions, or 8 consecutive interleaved ones), and
+// stores k and v as 4 halves. Needs rot_dim / 2 and head_dim - rot_dim
+// multiples of 4 (every model kiln knows); otherwise rope_kv_kernel.
+static __device__ __forceinline__ uint2 pack_half4(float4 f) {
+    const __half2 lo = __floats2half2_rn(f.x, f.y), hi = __floats2half2_rn(f.z, f.w);
+    return make_uint2(*reinterpret_cast<const uint32_t *>(&lo), *reinterpret_cast<const uint32_t *>(&hi));
+}
+
+__global__ void rope_kv4_kernel(const kiln_cuda_rope_kv_args a, int heads_per_block) {
+    extern __shared__ float2 cos_sin[]; // [rot_dim / 2]
+    pdl_wait();
+    const int t = blockIdx.x, p = a.pos[t], half_rot = a.rot_dim / 2, hd = a.head_dim;
+    for (int i = threadIdx.x; i < half_rot; i += blockDim.x) {
+        double s, c;
+        sincos((double)p * a.inv_freq[i], &s, &c);
+        cos_sin[i] = make_float2((float)c, (float)s);
+    }
+    const int32_t block = a.block_tables[(size_t)a.seq[t] * a.max_blocks_per_seq + p / a.block_size];
+    const size_t slot = ((size_t)block * a.block_size + p % a.block_size) * (size_t)a.n_kv_heads * hd;
+    __half *kc = static_cast<__half *>(a.k_cache) + slot, *vc = static_cast<__half *>(a.v_cache) + slot;
+    float *q = a.q + (size_t)t * a.n_heads * hd, *k = a.k + (size_t)t * a.n_kv_heads * hd;
+    const float *v = a.v + (size_t)t * a.n_kv_heads * hd;
+    const int h0 = blockIdx.y * heads_per_block, h1 = min(h0 + heads_per_block, a.n_heads + a.n_kv_heads);
+    const int quads = half_rot / 4; // 4 pairs a thread
+    __syncthreads();                // cos_sin is complete
+    for (int j = threadIdx.x; j < (h1 - h0) * quads; j += blockDim.x) {
+        const int head = h0 + j / quads, i = (j % quads) * 4;
+        const bool is_q = head < a.n_heads;
+        const int kvh = head - a.n_heads;
+        float *x = is_q ? q + (size_t)head * hd : k + (size_t)kvh * hd;
+        // (xa, xb) of pairs i .. i + 3, and where they live
+        const int oa = a.interleaved ? 2 * i : i, ob = a.interleaved ? 2 * i + 4 : i + half_rot;
+        const float4 f0 = *reinterpret_cast<const float4 *>(x + oa), f1 = *reinterpret_cast<const float4 *>(x + ob);
+        float xa[4], xb[4];
+        if (a.interleaved)
+            xa[0] = f0.x, xb[0] = f0.y, xa[1] = f0.z, xb[1] = f0.w, xa[2] = f1.x, xb[2] = f1.y, xa[3] = f1.z, xb[3] = f1.w;
+        else
+            xa[0] = f0.x, xa[1] = f0.y, xa[2] = f0.z, xa[3] = f0.w, xb[0] = f1.x, xb[1] = f1.y, xb[2] = f1.z, xb[3] = f1.w;
+        float ra[4], rb[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const float2 cs = cos_sin[i + u];
+            ra[u] = xa[u] * cs.x - xb[u] * cs.y, rb[u] = xa[u] * cs.y + xb[u] * cs.x;
+        }
+        const float4 g0 = a.interleaved ? make_float4(ra[0], rb[0], ra[1], rb[1]) : make_float4(ra[0], ra[1], ra[2], ra[3]);
+        const float4 g1 = a.interleaved ? make_float4(ra[2], rb[2], ra[3], rb[3]) : make_float4(rb[0], rb[1], rb[2], rb[3]);
+        *reinterpret_cast<float4 *>(x + oa) = g0;
+        *reinterpret_cast<float4 *>(x + ob) = g1;
+        if (!is_q) {
+            *reinterpret_cast<uint2 *>(kc + (size_t)kvh * hd + oa) = pack_half4(g0);
+            *reinterpret_cast<uint2 *>(kc + (size_t)kvh * hd + ob) = pack_half4(g1);
+        }
+    }
+    // The slice's kv heads: dimensions past rot_dim are not rotated; V is stored as it is.
+    const int kv0 = max(h0 - a.n_heads, 0), kv1 = max(h1 - a.n_heads, 0), pass4 = (hd - a.rot_dim) / 4;
+    for (int j = threadIdx.x; j < (kv1 - kv0) * pass4; j += blockDim.x) {
+        const size_t e = (size_t)(kv0 + j / pass4) * hd + a.rot_dim + (j % pass4) * 4;
+        *reinterpret_cast<uint2 *>(kc + e) = pack_half4(*reinterpret_cast<const float4 *>(k + e));
+    }
+    for (int j = kv0 * hd / 4 + threadIdx.x; j < kv1 * hd / 4; j += blockDim.x)
+        *reinterpret_cast<uint2 *>(vc + 4 * (size_t)j) = pack_half4(reinterpret_cast<const float4 *>(v)[j]);
+    pdl_allow_next();
+}
+
 extern "C" cudaError_t kiln_cuda_rope_kv_store(cudaStream_t stream, const kiln_cuda_rope_kv_args *a) {
     if (a->n_tokens <= 0) return cudaSuccess;
     if (a->rot_dim % 2 || a->rot_dim > a->head_dim) return cudaErrorInvalidValue;
@@ -179,8 +245,12 @@ extern "C" cudaError_t kiln_cuda_rope_kv_store(cudaStream_t stream, const kiln_c
     const int heads = a->n_heads + a->n_kv_heads, slices = a->n_tokens < 64 ? (heads < 8 ? heads : 8) : 1;
     const int per_block = (heads + slices - 1) / slices;
     const size_t smem = sizeof(float2) * (size_t)(a->rot_dim / 2 > 0 ? a->rot_dim / 2 : 1);
-    launch_maybe_pdl(a->pdl, rope_kv_kernel, dim3((unsigned)a->n_tokens, (unsigned)((heads + per_block - 1) / per_block)),
-                     dim3(256), smem, stream, *a, per_block);
+    const bool aligned = (((uintptr_t)a->q | (uintptr_t)a->k | (uintptr_t)a->v) & 15) == 0 &&
+                         (((uintptr_t)a->k_cache | (uintptr_t)a->v_cache) & 7) == 0;
+    const bool vec = aligned && a->rot_dim > 0 && (a->rot_dim / 2) % 4 == 0 && (a->head_dim - a->rot_dim) % 4 == 0;
+    launch_maybe_pdl(a->pdl, vec ? rope_kv4_kernel : rope_kv_kernel,
+                     dim3((unsigned)a->n_tokens, (unsigned)((heads + per_block - 1) / per_block)), dim3(256), smem,
+                     stream, *a, per_block);
     return cudaGetLastError();
 }
 
