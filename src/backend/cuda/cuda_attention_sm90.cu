@@ -17,10 +17,8 @@
 // kiln_cuda_prefill_sm90_available() is false.
 #include "backend/cuda/cuda_attention.cuh"
 
-// WGS warpgroups a block (64 query rows each): 1 (two blocks a multiprocessor,
-// each at its own pace), 2, or 3 (the registers of 2 blocks of 2 do not fit
-// one multiprocessor; 3 in one do). The warpgroups of a block meet at every
-// tile's barrier, so their wgmma and their softmax tend to coincide.
+// WGS warpgroups a block (64 query rows each): 1, 2 or 3; one block a
+// multiprocessor (the K/V stages and Q take 113-146 KB of shared memory).
 #define PW_COLS 64 // key positions a tile
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -43,11 +41,6 @@ template <int D> static __device__ __forceinline__ uint32_t pw_offset(int r, int
     return (uint32_t)(((r >> 3) * (D / 8) + c) * 128 + (r & 7) * 16);
 }
 
-template <int D, int WGS> static constexpr size_t pw_smem_bytes(void) {
-    // K and V, two buffers each; Q; the row offsets of the two K/V buffers.
-    return (4 * (size_t)PW_COLS + 64 * WGS) * D * sizeof(__half) + 2 * (size_t)PW_COLS * sizeof(long long);
-}
-
 #ifdef KILN_SM90_WGMMA
 
 // Shared-memory matrix descriptor: start address, leading and stride byte
@@ -61,8 +54,9 @@ static __device__ __forceinline__ void wgmma_fence(void) { asm volatile("wgmma.f
 static __device__ __forceinline__ void wgmma_commit(void) {
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 }
-static __device__ __forceinline__ void wgmma_wait_all(void) {
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+// Waits until at most `pending` of the warpgroup's committed wgmma groups run.
+template <int pending> static __device__ __forceinline__ void wgmma_wait(void) {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(pending) : "memory");
 }
 // Writes through the generic proxy (st.shared, cp.async) before reads by
 // wgmma, which goes through the async proxy.
@@ -70,7 +64,7 @@ static __device__ __forceinline__ void fence_proxy_async(void) {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 // Keeps the compiler from moving reads or writes of an accumulator across
-// the wgmma that is still writing it (after wgmma_wait_all, before a wgmma).
+// the wgmma that is still writing it (after wgmma_wait, before a wgmma).
 template <int N> static __device__ __forceinline__ void fence_regs(float (&r)[N]) {
 #pragma unroll
     for (int i = 0; i < N; i++) asm volatile("" : "+f"(r[i])::"memory");
@@ -144,19 +138,104 @@ static __device__ __forceinline__ void pw_issue_tile(unsigned char *sK, unsigned
     }
 }
 
+// The scores of one tile (s, a warpgroup's 64 rows x PW_COLS positions from
+// kv0) -> P (the A fragments of O += P V) and each row's rescale factor for
+// O; m_row and l_row move on. Returns whether any factor of this thread's rows
+// differs from 1. The 4 threads of a quad share a row; l_row keeps this
+// thread's share of the row sum (the quad adds them at the end).
+static __device__ __forceinline__ bool pw_softmax(float (&s)[PW_COLS / 2], int kv0, int warp_first, int row_pos,
+                                                  int tig, float (&m_row)[2], float (&l_row)[2], float (&alpha)[2],
+                                                  uint32_t (&pa)[PW_COLS / 16][4]) {
+    if (kv0 + PW_COLS - 1 > warp_first) { // the tile crosses this warp's diagonal: causal mask
+#pragma unroll
+        for (int nt = 0; nt < PW_COLS / 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                if (kv0 + nt * 8 + tig * 2 + (e & 1) > row_pos + (e >> 1) * 8) s[4 * nt + e] = -INFINITY;
+    }
+    bool rescale = false;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < PW_COLS / 8; nt++) mx = fmaxf(mx, fmaxf(s[4 * nt + 2 * r], s[4 * nt + 2 * r + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(m_row[r], mx);
+        const float m_use = m_new == -INFINITY ? 0.0f : m_new; // a row with nothing visible yet stays 0
+        alpha[r] = fast_exp2(m_row[r] - m_use);
+        rescale |= alpha[r] != 1.0f;
+        m_row[r] = m_new;
+        float sum = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < PW_COLS / 8; nt++) {
+            s[4 * nt + 2 * r] = fast_exp2(s[4 * nt + 2 * r] - m_use);
+            s[4 * nt + 2 * r + 1] = fast_exp2(s[4 * nt + 2 * r + 1] - m_use);
+            sum += s[4 * nt + 2 * r] + s[4 * nt + 2 * r + 1];
+        }
+        l_row[r] = l_row[r] * alpha[r] + sum;
+    }
+    // P's A fragments of k-step kk: S's accumulators of position tiles 2 kk, 2 kk + 1.
+#pragma unroll
+    for (int kk = 0; kk < PW_COLS / 16; kk++) {
+        pa[kk][0] = pack_half2(s[8 * kk + 0], s[8 * kk + 1]);
+        pa[kk][1] = pack_half2(s[8 * kk + 2], s[8 * kk + 3]);
+        pa[kk][2] = pack_half2(s[8 * kk + 4], s[8 * kk + 5]);
+        pa[kk][3] = pack_half2(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+    return rescale;
+}
+
+// S = Q K^T of one tile into s (k-steps of 16 dims: two core matrices along k).
+template <int D>
+static __device__ __forceinline__ void pw_issue_scores(float (&s)[PW_COLS / 2], uint32_t q_addr, uint32_t k_addr) {
+    constexpr uint32_t ROW_GROUP = D * 16;
+#pragma unroll
+    for (int i = 0; i < PW_COLS / 2; i++) s[i] = 0.0f;
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++)
+        wgmma_m64n64k16_ss(s, pw_desc(q_addr + ks * 256, 128, ROW_GROUP), pw_desc(k_addr + ks * 256, 128, ROW_GROUP),
+                           ks > 0);
+    wgmma_commit();
+}
+
+// O += P V of one tile (k-steps of 16 positions: two core matrices along k).
+template <int D>
+static __device__ __forceinline__ void pw_issue_pv(float (&o)[D / 2], const uint32_t (&pa)[PW_COLS / 16][4],
+                                                   uint32_t v_addr) {
+    constexpr uint32_t ROW_GROUP = D * 16;
+#pragma unroll
+    for (int kk = 0; kk < PW_COLS / 16; kk++) wgmma_pv<D>(o, pa[kk], pw_desc(v_addr + kk * 2 * ROW_GROUP, ROW_GROUP, 128));
+    wgmma_commit();
+}
+
 #endif // KILN_SM90_WGMMA
 
-template <int D, int WGS> __global__ void __launch_bounds__(WGS * 128, WGS == 1 ? 2 : 1) attn_prefill_sm90_kernel(const pf_params p) {
+// K/V tiles in flight or resident: tile it + 1's scores are computed while
+// tile it's P V runs, and tile it + STAGES is loaded as soon as tile it is done.
+#define PW_STAGES 3
+
+template <int D, int WGS> static constexpr size_t pw_smem_bytes(void) {
+    // K and V, PW_STAGES buffers each; Q; the row offsets of the K/V buffers.
+    return (2 * PW_STAGES * (size_t)PW_COLS + 64 * WGS) * D * sizeof(__half) +
+           PW_STAGES * (size_t)PW_COLS * sizeof(long long);
+}
+
+// Each warpgroup overlaps its own tensor-core work with its softmax: with
+// tile it's P in registers, it issues the scores of tile it + 1 and then
+// P V of tile it, waits for the scores only, computes tile it + 1's softmax
+// while P V runs, then waits for P V and rescales O.
+template <int D, int WGS> __global__ void __launch_bounds__(WGS * 128, 1) attn_prefill_sm90_kernel(const pf_params p) {
 #ifdef KILN_SM90_WGMMA
-    constexpr int PW_THREADS = WGS * 128, PW_ROWS = WGS * 64;
+    constexpr int THREADS = WGS * 128, ROWS = WGS * 64;
     constexpr int NCOL = D / 8;
     constexpr int TILE_BYTES = PW_COLS * D * (int)sizeof(__half);
     constexpr uint32_t ROW_GROUP = D * 16; // bytes between 8-row groups
     extern __shared__ __align__(128) unsigned char smem[];
-    unsigned char *sK = smem;                                                // [2][TILE_BYTES]
-    unsigned char *sV = smem + 2 * TILE_BYTES;                               // [2][TILE_BYTES]
-    unsigned char *sQ = smem + 4 * TILE_BYTES;                               // PW_ROWS rows
-    long long *row_off = reinterpret_cast<long long *>(sQ + PW_ROWS * D * 2); // [2][PW_COLS]
+    unsigned char *sK = smem;                                             // [PW_STAGES][TILE_BYTES]
+    unsigned char *sV = smem + PW_STAGES * TILE_BYTES;                    // [PW_STAGES][TILE_BYTES]
+    unsigned char *sQ = smem + 2 * PW_STAGES * TILE_BYTES;                // ROWS rows
+    long long *row_off = reinterpret_cast<long long *>(sQ + ROWS * D * 2); // [PW_STAGES][PW_COLS]
 
     const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
     const int grp = lane >> 2, tig = lane & 3; // fragment coordinates: row group, thread in group
@@ -164,22 +243,29 @@ template <int D, int WGS> __global__ void __launch_bounds__(WGS * 128, WGS == 1 
     // query tile first, then the next longest, so the short ones fill the tail.
     const int h = blockIdx.x, kvh = h / p.group;
     const int qt = gridDim.y - 1 - blockIdx.y;
-    const int q0 = qt * PW_ROWS;
+    const int q0 = qt * ROWS;
     const int pos0 = p.pos[0];
     const int32_t *table = p.block_tables + (size_t)p.seq[0] * p.max_blocks;
     const int last_pos = pos0 + p.n_tokens - 1;
-    const int kv_end = pos0 + min(q0 + PW_ROWS, p.n_tokens); // positions the tile's last query sees
+    const int kv_end = pos0 + min(q0 + ROWS, p.n_tokens); // positions the tile's last query sees
     const int n_tiles = (kv_end + PW_COLS - 1) / PW_COLS;
 
-    pf_tile_offsets<PW_COLS>(row_off, p, table, kvh, D, 0, kv_end);
-    __syncthreads();
-    pw_issue_tile<D, PW_THREADS>(sK, sV, row_off, p);
-    cp_async_commit();
-
-    // Q tile -> f16 (scale and log2(e) folded in) while tile 0 is in flight.
+    // Tiles 0 .. PW_STAGES - 1 in flight, one cp.async group each (groups are
+    // committed even when empty: group j is always tile j).
 #pragma unroll
-    for (int it = 0; it < PW_ROWS * NCOL / PW_THREADS; it++) { // exact: PW_ROWS = 64 WGS, threads 128 WGS
-        const int i = tid + it * PW_THREADS;
+    for (int st = 0; st < PW_STAGES; st++)
+        if (st < n_tiles) pf_tile_offsets<PW_COLS>(row_off + st * PW_COLS, p, table, kvh, D, st, kv_end);
+    __syncthreads();
+#pragma unroll
+    for (int st = 0; st < PW_STAGES; st++) {
+        if (st < n_tiles) pw_issue_tile<D, THREADS>(sK + st * TILE_BYTES, sV + st * TILE_BYTES, row_off + st * PW_COLS, p);
+        cp_async_commit();
+    }
+
+    // Q tile -> f16 (scale and log2(e) folded in) while the tiles are in flight.
+#pragma unroll
+    for (int it = 0; it < ROWS * NCOL / THREADS; it++) { // exact: ROWS = 64 WGS, THREADS = 128 WGS
+        const int i = tid + it * THREADS;
         const int r = (i & 7) + ((i >> 3) / NCOL) * 8, c = (i >> 3) % NCOL, tok = q0 + r;
         uint4 packed = make_uint4(0, 0, 0, 0);
         if (tok < p.n_tokens) {
@@ -191,104 +277,76 @@ template <int D, int WGS> __global__ void __launch_bounds__(WGS * 128, WGS == 1 
         }
         *reinterpret_cast<uint4 *>(sQ + pw_offset<D>(r, c)) = packed;
     }
-    if (n_tiles > 1) pf_tile_offsets<PW_COLS>(row_off + PW_COLS, p, table, kvh, D, 1, kv_end);
-    fence_proxy_async();
+    cp_async_wait<PW_STAGES - 1>(); // tile 0
+    fence_proxy_async();            // Q's stores and tile 0, for wgmma
     __syncthreads();
 
     float o[D / 2]; // O's 64 x D accumulators of the warpgroup: rows grp, grp + 8 of the warp's 16
 #pragma unroll
     for (int i = 0; i < D / 2; i++) o[i] = 0.0f;
-    float m_row[2] = {-INFINITY, -INFINITY}, l_row[2] = {0.0f, 0.0f};
+    float m_row[2] = {-INFINITY, -INFINITY}, l_row[2] = {0.0f, 0.0f}, alpha[2];
     const int wg_first = pos0 + q0 + wg * 64;         // position of the warpgroup's first row
     const int wg_last = min(wg_first + 63, last_pos); // of its last real row
     const bool wg_active = wg_first <= last_pos;      // not all padding
     const int warp_first = wg_first + warp * 16;
     const int row_pos = warp_first + grp; // this thread's rows: row_pos, row_pos + 8
     const uint32_t q_addr = smem_u32(sQ) + wg * 8 * ROW_GROUP;
+    // Whether the warpgroup's rows see any position of tile t (uniform over
+    // the warpgroup, as wgmma requires; true for a prefix of the tiles).
+    auto needs = [&](int t) { return wg_active && t * PW_COLS <= wg_last; };
 
+    uint32_t pa[PW_COLS / 16][4]; // P of the current tile
+    float s[PW_COLS / 2];         // scores of the next tile: s[4 nt + e] = mma.sync's s[nt][e]
+    if (needs(0)) {
+        wgmma_fence();
+        pw_issue_scores<D>(s, q_addr, smem_u32(sK));
+        wgmma_wait<0>();
+        fence_regs(s);
+        pw_softmax(s, 0, warp_first, row_pos, tig, m_row, l_row, alpha, pa); // O is 0: nothing to rescale
+    }
     for (int it = 0; it < n_tiles; it++) {
-        const int buf = it & 1;
-        if (it + 1 < n_tiles) { // buffer buf ^ 1 was freed by the barrier that ended the last iteration
-            pw_issue_tile<D, PW_THREADS>(sK + (buf ^ 1) * TILE_BYTES, sV + (buf ^ 1) * TILE_BYTES, row_off + (buf ^ 1) * PW_COLS, p);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
+        const int buf = it % PW_STAGES, next_buf = (it + 1) % PW_STAGES;
+        const bool cur = needs(it), next = it + 1 < n_tiles && needs(it + 1);
+        if (it + 1 < n_tiles) {
+            // Groups committed: PW_STAGES + it; tile it + 1 is group it + 1.
+            cp_async_wait<PW_STAGES - 2>();
+            fence_proxy_async();
+            __syncthreads(); // tile it + 1 is visible to every warp, and to wgmma
         }
-        fence_proxy_async();
-        __syncthreads(); // tile `it` is visible to every warp, and to wgmma
-        const int kv0 = it * PW_COLS;
-        if (wg_active && kv0 <= wg_last) { // uniform over the warpgroup, as wgmma requires
-            const uint32_t k_addr = smem_u32(sK + buf * TILE_BYTES), v_addr = smem_u32(sV + buf * TILE_BYTES);
-            float s[PW_COLS / 2]; // S's 64 x 64: s[4 nt + e] = mma.sync's s[nt][e]
-#pragma unroll
-            for (int i = 0; i < PW_COLS / 2; i++) s[i] = 0.0f;
-            wgmma_fence();
-#pragma unroll
-            for (int ks = 0; ks < D / 16; ks++) // k-steps of 16 dims: two core matrices along k
-                wgmma_m64n64k16_ss(s, pw_desc(q_addr + ks * 256, 128, ROW_GROUP),
-                                   pw_desc(k_addr + ks * 256, 128, ROW_GROUP), ks > 0);
-            wgmma_commit();
-            wgmma_wait_all();
+        if (cur || next) wgmma_fence(); // O was rescaled and P rewritten since the last wgmma
+        if (next) pw_issue_scores<D>(s, q_addr, smem_u32(sK + next_buf * TILE_BYTES));
+        if (cur) pw_issue_pv<D>(o, pa, smem_u32(sV + buf * TILE_BYTES));
+        bool rescale = false;
+        uint32_t pn[PW_COLS / 16][4];
+        if (next) {
+            if (cur)
+                wgmma_wait<1>(); // the scores; P V may still run
+            else
+                wgmma_wait<0>();
             fence_regs(s);
-            if (kv0 + PW_COLS - 1 > warp_first) { // the tile crosses this warp's diagonal: causal mask
-#pragma unroll
-                for (int nt = 0; nt < PW_COLS / 8; nt++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++)
-                        if (kv0 + nt * 8 + tig * 2 + (e & 1) > row_pos + (e >> 1) * 8) s[4 * nt + e] = -INFINITY;
-            }
-            // Online softmax; the 4 threads of a quad share a row. l_row keeps
-            // this thread's share of the row sum (the quad adds them at the end).
-            float alpha[2];
-            bool rescale = false;
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                float mx = -INFINITY;
-#pragma unroll
-                for (int nt = 0; nt < PW_COLS / 8; nt++) mx = fmaxf(mx, fmaxf(s[4 * nt + 2 * r], s[4 * nt + 2 * r + 1]));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                const float m_new = fmaxf(m_row[r], mx);
-                const float m_use = m_new == -INFINITY ? 0.0f : m_new; // a row with nothing visible yet stays 0
-                alpha[r] = fast_exp2(m_row[r] - m_use);
-                rescale |= alpha[r] != 1.0f;
-                m_row[r] = m_new;
-                float sum = 0.0f;
-#pragma unroll
-                for (int nt = 0; nt < PW_COLS / 8; nt++) {
-                    s[4 * nt + 2 * r] = fast_exp2(s[4 * nt + 2 * r] - m_use);
-                    s[4 * nt + 2 * r + 1] = fast_exp2(s[4 * nt + 2 * r + 1] - m_use);
-                    sum += s[4 * nt + 2 * r] + s[4 * nt + 2 * r + 1];
-                }
-                l_row[r] = l_row[r] * alpha[r] + sum;
-            }
+            rescale = pw_softmax(s, (it + 1) * PW_COLS, warp_first, row_pos, tig, m_row, l_row, alpha, pn);
+        }
+        if (cur) {
+            wgmma_wait<0>();
+            fence_regs(o);
+        }
+        if (next) {
             if (__any_sync(0xffffffffu, rescale)) // once the row maxima settle, most tiles skip it
 #pragma unroll
                 for (int dt = 0; dt < D / 8; dt++)
 #pragma unroll
                     for (int e = 0; e < 4; e++) o[4 * dt + e] *= alpha[e >> 1];
-            // O += P V, k-steps of 16 positions: P's A fragments are S's
-            // accumulators of position tiles 2 kk and 2 kk + 1.
-            uint32_t pa[PW_COLS / 16][4];
 #pragma unroll
-            for (int kk = 0; kk < PW_COLS / 16; kk++) {
-                pa[kk][0] = pack_half2(s[8 * kk + 0], s[8 * kk + 1]);
-                pa[kk][1] = pack_half2(s[8 * kk + 2], s[8 * kk + 3]);
-                pa[kk][2] = pack_half2(s[8 * kk + 4], s[8 * kk + 5]);
-                pa[kk][3] = pack_half2(s[8 * kk + 6], s[8 * kk + 7]);
-            }
-            fence_regs(o);
-            wgmma_fence();
+            for (int kk = 0; kk < PW_COLS / 16; kk++)
 #pragma unroll
-            for (int kk = 0; kk < PW_COLS / 16; kk++) // two core matrices (16 positions) along k
-                wgmma_pv<D>(o, pa[kk], pw_desc(v_addr + kk * 2 * ROW_GROUP, ROW_GROUP, 128));
-            wgmma_commit();
-            wgmma_wait_all();
-            fence_regs(o);
+                for (int j = 0; j < 4; j++) pa[kk][j] = pn[kk][j];
         }
-        if (it + 2 < n_tiles) pf_tile_offsets<PW_COLS>(row_off + buf * PW_COLS, p, table, kvh, D, it + 2, kv_end);
-        __syncthreads(); // buffer buf is free for tile it + 2; its offsets are visible
+        // Tile it is done (its scores long ago, its P V now): its buffers take tile it + PW_STAGES.
+        const bool refill = it + PW_STAGES < n_tiles;
+        if (refill) pf_tile_offsets<PW_COLS>(row_off + buf * PW_COLS, p, table, kvh, D, it + PW_STAGES, kv_end);
+        __syncthreads(); // every warpgroup is done with buffer buf; its offsets are visible
+        if (refill) pw_issue_tile<D, THREADS>(sK + buf * TILE_BYTES, sV + buf * TILE_BYTES, row_off + buf * PW_COLS, p);
+        cp_async_commit();
     }
 
 #pragma unroll
