@@ -164,7 +164,7 @@ body_test() {
 body_variants() {
   [ -d "$build" ] || { key "no $build: run the build stage first"; return 1; }
   local rc=0 v
-  for v in ${KILN_VARIANTS:-KILN_CUDA_PORTABLE=1 KILN_CUDA_NORM_PREPARED=0 KILN_CUDA_MATVEC_PIPE=0 KILN_CUDA_MATVEC_PIPE=1 KILN_CUDA_GEMM_ADD_PASS=1 KILN_CUDA_PREFILL=mma64 KILN_CUDA_PREFILL=wgmma64 KILN_CUDA_PDL=1 KILN_CUDA_MLP16=0 KILN_CUDA_NORM_FUSED=0 KILN_DECODE_AHEAD=0}; do
+  for v in ${KILN_VARIANTS:-KILN_CUDA_PORTABLE=1 KILN_CUDA_NORM_PREPARED=0 KILN_CUDA_MATVEC_PIPE=0 KILN_CUDA_MATVEC_PIPE=1 KILN_CUDA_GEMM_ADD_PASS=1 KILN_CUDA_PREFILL=mma64 KILN_CUDA_PREFILL=wgmma128 KILN_CUDA_PDL=1 KILN_CUDA_MLP16=0 KILN_CUDA_NORM_FUSED=0 KILN_DECODE_AHEAD=0}; do
     echo "===== $v"
     # shellcheck disable=SC2086  # v: assignments joined by '+'
     env ${v//+/ } ctest --test-dir "$build" --output-on-failure -j"${KILN_CTEST_J:-4}" --timeout 240 -R test_cuda \
@@ -310,7 +310,7 @@ body_bench_ab() {
   [ -x "$build/kiln" ] || { key "no $build/kiln: run the build stage first"; return 1; }
   [ -f "$model_dir/model.safetensors.index.json" ] || { key "no $model_dir: run the model stage first"; return 1; }
   local rc=0 v t groups
-  IFS=';' read -r -a groups <<<"${KILN_AB_SETTINGS:-;KILN_CUDA_MATVEC_PIPE=0;KILN_CUDA_MATVEC_PIPE=1;KILN_CUDA_NORM_PREPARED=0;KILN_DECODE_AHEAD=0;KILN_CUDA_GEMM_TRIAL_ROUNDS=4;KILN_CUDA_PREFILL=mma128w;KILN_CUDA_PREFILL=wgmma64;KILN_CUDA_GEMM_ADD_PASS=1}"
+  IFS=';' read -r -a groups <<<"${KILN_AB_SETTINGS:-;KILN_CUDA_MATVEC_PIPE=0;KILN_CUDA_MATVEC_PIPE=1;KILN_CUDA_NORM_PREPARED=0;KILN_DECODE_AHEAD=0;KILN_CUDA_GEMM_TRIAL_ROUNDS=4;KILN_CUDA_PREFILL=mma128w;KILN_CUDA_PREFILL=wgmma128;KILN_CUDA_GEMM_ADD_PASS=1}"
   for v in "${groups[@]}"; do
     t=$(cap 90)
     [ "$t" -ge 20 ] || { key "settings: ${v:-default}: skipped (no time left)"; continue; }

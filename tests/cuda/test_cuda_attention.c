@@ -555,8 +555,8 @@ static const struct {
     const char *name;
     bool sm90;
 } PREFILL_FORMS[] = {{KILN_PREFILL_MMA_64, "mma64", false},         {KILN_PREFILL_MMA_128, "mma128", false},
-                     {KILN_PREFILL_MMA_128_WIDE, "mma128w", false}, {KILN_PREFILL_WGMMA_64, "wgmma64", true},
-                     {KILN_PREFILL_WGMMA_128, "wgmma128", true},    {KILN_PREFILL_WGMMA_192, "wgmma192", true}};
+                     {KILN_PREFILL_MMA_128_WIDE, "mma128w", false}, {KILN_PREFILL_WGMMA_128, "wgmma128", true},
+                     {KILN_PREFILL_WGMMA_192, "wgmma192", true}};
 
 static void check_prefill(geometry g, int bs, int pos0, int n, uint64_t seed) {
     uint64_t rng = seed;

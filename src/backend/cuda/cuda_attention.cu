@@ -738,15 +738,15 @@ cudaError_t kiln_cuda_attention_decode(cudaStream_t stream, const kiln_cuda_atte
 }
 
 // KILN_CUDA_PREFILL names a form (read once); else the 128-row mma.sync form
-// (measured fastest on the H100: 157 us a layer at 2048 tokens against 173
-// for 64 rows and 187-211 for wgmma with 3 or 2 warpgroups; 2026-11-26).
+// (measured fastest on the H100, 2026-11-26, ncu at 2048 tokens: 149 us a
+// layer against 173 for 64 rows and 194-223 for wgmma, 3 or 2 warpgroups).
 kiln_cuda_prefill_form kiln_cuda_prefill_form_default(bool portable) {
     static const struct {
         const char *name;
         kiln_cuda_prefill_form form;
     } names[] = {{"mma64", KILN_PREFILL_MMA_64},       {"mma128", KILN_PREFILL_MMA_128},
-                 {"mma128w", KILN_PREFILL_MMA_128_WIDE}, {"wgmma64", KILN_PREFILL_WGMMA_64},
-                 {"wgmma128", KILN_PREFILL_WGMMA_128}, {"wgmma192", KILN_PREFILL_WGMMA_192}};
+                 {"mma128w", KILN_PREFILL_MMA_128_WIDE}, {"wgmma128", KILN_PREFILL_WGMMA_128},
+                 {"wgmma192", KILN_PREFILL_WGMMA_192}};
     static int from_env = -1; // a form, or 0 for none named
     if (from_env < 0) {
         const char *env = getenv("KILN_CUDA_PREFILL");
@@ -757,7 +757,7 @@ kiln_cuda_prefill_form kiln_cuda_prefill_form_default(bool portable) {
     static int sm90 = -1;
     if (sm90 < 0) sm90 = kiln_cuda_prefill_sm90_available();
     if (from_env) {
-        const bool wgmma = from_env >= KILN_PREFILL_WGMMA_64;
+        const bool wgmma = from_env >= KILN_PREFILL_WGMMA_128;
         if (!wgmma || (sm90 && !portable)) return (kiln_cuda_prefill_form)from_env;
     }
     return KILN_PREFILL_MMA_128;
@@ -781,9 +781,9 @@ template <int D> static cudaError_t launch_prefill(cudaStream_t stream, const ki
     p.qscale = a->scale * ATTN_LOG2E;
 
     const kiln_cuda_prefill_form form = a->prefill_form ? a->prefill_form : kiln_cuda_prefill_form_default(a->portable);
-    if (form >= KILN_PREFILL_WGMMA_64 && form <= KILN_PREFILL_WGMMA_192) {
+    if (form == KILN_PREFILL_WGMMA_128 || form == KILN_PREFILL_WGMMA_192) {
         if (!kiln_cuda_prefill_sm90_available()) return cudaErrorInvalidValue;
-        return kiln_cuda_prefill_sm90(stream, p, D, 1 + (form - KILN_PREFILL_WGMMA_64));
+        return kiln_cuda_prefill_sm90(stream, p, D, form == KILN_PREFILL_WGMMA_128 ? 2 : 3);
     }
     void (*kernel)(pf_params);
     size_t smem;

@@ -1,11 +1,19 @@
 // Prefill attention on Hopper's warpgroup tensor-core instructions (wgmma,
 // sm_90a): the same FlashAttention-2 algorithm as the portable kernel in
 // cuda_attention.cu (causal, grouped-query, online softmax in float32 with
-// log2(e) folded into the scale, K/V tiles double-buffered through cp.async
-// from the paged cache), but each warpgroup of 4 warps multiplies 64 query
+// log2(e) folded into the scale, K/V tiles through cp.async from the paged
+// cache, three in flight), but each warpgroup of 4 warps multiplies 64 query
 // rows at once with operands read by the tensor cores straight from shared
 // memory. With mma.sync every warp loads each K and V fragment through
 // ldmatrix itself; here the warpgroup's one instruction reads it once.
+//
+// Not the default: correct (test_cuda_attention checks it on every sm_90
+// run), but slower than the mma.sync kernel on the H100 (2026-11-26, ncu at
+// 2048 tokens: 223 us a layer with 2 warpgroups, 194 with 3, against 149; the
+// unpipelined version took 211 and 187, issuing in 18% of cycles). Suspects,
+// unmeasured: the unswizzled layout (each row's 256 bytes arrive as four
+// 64-byte requests; the 128-byte swizzle is what cuBLAS's kernels use) and
+// one block a multiprocessor with both warpgroups meeting at every tile.
 //
 //   S (64 x 64 positions)  = Q (64 x D, shared) K^T (shared)      wgmma SS
 //   O (64 x D)            += P (64 x 64, registers) V (shared)    wgmma RS
@@ -17,8 +25,8 @@
 // kiln_cuda_prefill_sm90_available() is false.
 #include "backend/cuda/cuda_attention.cuh"
 
-// WGS warpgroups a block (64 query rows each): 1, 2 or 3; one block a
-// multiprocessor (the K/V stages and Q take 113-146 KB of shared memory).
+// WGS warpgroups a block (64 query rows each): 2 or 3; one block a
+// multiprocessor (the K/V stages and Q take 130-146 KB of shared memory).
 #define PW_COLS 64 // key positions a tile
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -396,7 +404,6 @@ template <int D, int WGS> static cudaError_t launch(cudaStream_t stream, const p
 }
 
 cudaError_t kiln_cuda_prefill_sm90(cudaStream_t stream, const pf_params &p, int head_dim, int warpgroups) {
-    if (warpgroups == 1) return head_dim == 128 ? launch<128, 1>(stream, p) : launch<64, 1>(stream, p);
     if (warpgroups == 2) return head_dim == 128 ? launch<128, 2>(stream, p) : launch<64, 2>(stream, p);
     if (warpgroups == 3) return head_dim == 128 ? launch<128, 3>(stream, p) : launch<64, 3>(stream, p);
     return cudaErrorInvalidValue;

@@ -38,14 +38,13 @@ typedef struct kiln_cuda_kv {
 // head h / (n_heads / n_kv_heads). out = softmax(q k^T * scale) v.
 // Prefill attention kernels: mma.sync (sm_80 on) with 4 warps of 16 query
 // rows and tiles of 64 positions, 4 warps of 32 rows and tiles of 32 (or of
-// 64, which spills registers); wgmma (sm_90a only) with 1, 2 or 3 warpgroups
-// of 64 rows and tiles of 64.
+// 64); wgmma (sm_90a only) with 2 or 3 warpgroups of 64 rows and tiles of 64
+// (correct, but measured slower than mma128 on the H100: not the default).
 typedef enum kiln_cuda_prefill_form {
     KILN_PREFILL_DEFAULT = 0,
     KILN_PREFILL_MMA_64,
     KILN_PREFILL_MMA_128,
     KILN_PREFILL_MMA_128_WIDE,
-    KILN_PREFILL_WGMMA_64,
     KILN_PREFILL_WGMMA_128,
     KILN_PREFILL_WGMMA_192,
 } kiln_cuda_prefill_form;
@@ -91,8 +90,8 @@ cudaError_t kiln_cuda_attention_decode(cudaStream_t stream, const kiln_cuda_atte
 // may be > 0 when earlier chunks are already in the cache). Reads K and V of
 // all positions 0..pos[n-1] from the cache (the new ones were stored first).
 cudaError_t kiln_cuda_attention_prefill(cudaStream_t stream, const kiln_cuda_attention_args *a);
-// KILN_CUDA_PREFILL=mma64|mma128|mma128w|wgmma64|wgmma128|wgmma192 when it
-// names one this device runs (wgmma: sm_90 and not portable); else mma128.
+// KILN_CUDA_PREFILL=mma64|mma128|mma128w|wgmma128|wgmma192 when it names one
+// this device runs (wgmma: sm_90 and not portable); else mma128.
 kiln_cuda_prefill_form kiln_cuda_prefill_form_default(bool portable);
 // Whether this build has the wgmma kernels and the current device runs them
 // (compute capability 9.0).
