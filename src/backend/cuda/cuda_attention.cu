@@ -407,9 +407,9 @@ template <int D> __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kern
 // memory feed two mma's instead of one: with 16 rows a warp, ldmatrix's
 // shared-memory traffic, not the tensor cores, set the pace. Its Q tile stays
 // in shared memory (the accumulators of 32 rows leave no room for Q in
-// registers), and its K/V tiles are COLS = 32 positions: at 64, 128-dim heads
-// need more than 255 registers (KILN_CUDA_PREFILL_COLS=64 spills some). MT =
-// 1 (64 rows, KILN_CUDA_PREFILL_ROWS=64) keeps Q in registers.
+// registers), and its K/V tiles are COLS = 32 positions (64,
+// KILN_CUDA_PREFILL=mma128w, measured no faster and takes all 255
+// registers). MT = 1 (64 rows, KILN_CUDA_PREFILL=mma64) keeps Q in registers.
 #define PF_WARPS 4
 #define PF_THREADS (PF_WARPS * 32)
 
