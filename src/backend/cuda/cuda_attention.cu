@@ -476,15 +476,7 @@ __global__ void __launch_bounds__(PF_THREADS, MT == 1 ? 1 : 2) attn_prefill_kern
 #pragma unroll
     for (int it = 0; it < ROWS * NCOL / PF_THREADS; it++) {
         const int i = tid + it * PF_THREADS, r = i / NCOL, c = i % NCOL, tok = q0 + r;
-        uint4 packed = make_uint4(0, 0, 0, 0);
-        if (tok < p.n_tokens) {
-            const float4 *src = reinterpret_cast<const float4 *>(p.q + ((size_t)tok * p.n_heads + h) * D + c * 8);
-            const float4 a = src[0], b = src[1];
-            const float s = p.qscale;
-            packed = make_uint4(pack_half2(a.x * s, a.y * s), pack_half2(a.z * s, a.w * s),
-                                pack_half2(b.x * s, b.y * s), pack_half2(b.z * s, b.w * s));
-        }
-        *reinterpret_cast<uint4 *>(q_row(r) + c * 8) = packed;
+        *reinterpret_cast<uint4 *>(q_row(r) + c * 8) = pf_q_chunk<D>(p, tok, h, c);
     }
     if (n_tiles > 1) pf_tile_offsets<COLS>(row_off + COLS, p, table, kvh, D, 1, kv_end);
     __syncthreads();

@@ -89,6 +89,17 @@ typedef struct pf_params {
     float qscale; // scale * log2(e)
 } pf_params;
 
+// Dimensions 8c .. 8c + 7 of query token tok, head h, times p.qscale, as 8
+// halves: a 16-byte row chunk of the staged Q tile (zero past n_tokens).
+template <int D> static __device__ __forceinline__ uint4 pf_q_chunk(const pf_params &p, int tok, int h, int c) {
+    if (tok >= p.n_tokens) return make_uint4(0, 0, 0, 0);
+    const float4 *src = reinterpret_cast<const float4 *>(p.q + ((size_t)tok * p.n_heads + h) * D + c * 8);
+    const float4 a = src[0], b = src[1];
+    const float s = p.qscale;
+    return make_uint4(pack_half2(a.x * s, a.y * s), pack_half2(a.z * s, a.w * s), pack_half2(b.x * s, b.y * s),
+                      pack_half2(b.z * s, b.w * s));
+}
+
 // Row offsets of tile `tile` (-1 past kv_end: that row is zero-filled).
 template <int COLS>
 static __device__ __forceinline__ void pf_tile_offsets(long long *row_off, const pf_params &p, const int32_t *table,

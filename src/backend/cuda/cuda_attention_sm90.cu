@@ -275,15 +275,7 @@ template <int D, int WGS> __global__ void __launch_bounds__(WGS * 128, 1) attn_p
     for (int it = 0; it < ROWS * NCOL / THREADS; it++) { // exact: ROWS = 64 WGS, THREADS = 128 WGS
         const int i = tid + it * THREADS;
         const int r = (i & 7) + ((i >> 3) / NCOL) * 8, c = (i >> 3) % NCOL, tok = q0 + r;
-        uint4 packed = make_uint4(0, 0, 0, 0);
-        if (tok < p.n_tokens) {
-            const float4 *src = reinterpret_cast<const float4 *>(p.q + ((size_t)tok * p.n_heads + h) * D + c * 8);
-            const float4 a = src[0], b = src[1];
-            const float s = p.qscale;
-            packed = make_uint4(pack_half2(a.x * s, a.y * s), pack_half2(a.z * s, a.w * s),
-                                pack_half2(b.x * s, b.y * s), pack_half2(b.z * s, b.w * s));
-        }
-        *reinterpret_cast<uint4 *>(sQ + pw_offset<D>(r, c)) = packed;
+        *reinterpret_cast<uint4 *>(sQ + pw_offset<D>(r, c)) = pf_q_chunk<D>(p, tok, h, c);
     }
     cp_async_wait<PW_STAGES - 1>(); // tile 0
     fence_proxy_async();            // Q's stores and tile 0, for wgmma

@@ -124,32 +124,51 @@ extern "C" cudaError_t kiln_cuda_get_rows(cudaStream_t stream, const void *table
     return cudaGetLastError();
 }
 
-// Grid (token, slice of heads): q heads then k heads, and the v rows of the
-// slice's kv heads. The rotation angles of the token are computed once per
-// block (in double, as on the CPU: long contexts keep their precision) and
-// shared by every head; then each pair of q and k is rotated, k and v stored
-// as f16 in the token's cache slot.
-__global__ void rope_kv_kernel(const kiln_cuda_rope_kv_args a, int heads_per_block) {
-    extern __shared__ float2 cos_sin[]; // [rot_dim / 2]
-    pdl_wait();
-    const int t = blockIdx.x, p = a.pos[t], half_rot = a.rot_dim / 2, hd = a.head_dim;
-    for (int i = threadIdx.x; i < half_rot; i += blockDim.x) {
+// What a block of the RoPE kernels works on: its token's rows of q, k and v,
+// the token's cache slot, and its slice [h0, h1) of the q heads then k heads.
+// rope_token_begin also fills cos_sin (the token's rotation angles, computed
+// in double as on the CPU: long contexts keep their precision) and waits
+// until every thread has it.
+typedef struct rope_token {
+    float *q, *k;
+    const float *v;
+    __half *kc, *vc;
+    int h0, h1;
+} rope_token;
+
+static __device__ __forceinline__ rope_token rope_token_begin(const kiln_cuda_rope_kv_args &a, int heads_per_block,
+                                                              float2 *cos_sin) {
+    const int t = blockIdx.x, p = a.pos[t], hd = a.head_dim;
+    for (int i = threadIdx.x; i < a.rot_dim / 2; i += blockDim.x) {
         double s, c;
         sincos((double)p * a.inv_freq[i], &s, &c);
         cos_sin[i] = make_float2((float)c, (float)s);
     }
     const int32_t block = a.block_tables[(size_t)a.seq[t] * a.max_blocks_per_seq + p / a.block_size];
     const size_t slot = ((size_t)block * a.block_size + p % a.block_size) * (size_t)a.n_kv_heads * hd;
-    __half *kc = static_cast<__half *>(a.k_cache) + slot, *vc = static_cast<__half *>(a.v_cache) + slot;
-    float *q = a.q + (size_t)t * a.n_heads * hd, *k = a.k + (size_t)t * a.n_kv_heads * hd;
-    const float *v = a.v + (size_t)t * a.n_kv_heads * hd;
-    const int h0 = blockIdx.y * heads_per_block, h1 = min(h0 + heads_per_block, a.n_heads + a.n_kv_heads);
+    rope_token r;
+    r.kc = static_cast<__half *>(a.k_cache) + slot, r.vc = static_cast<__half *>(a.v_cache) + slot;
+    r.q = a.q + (size_t)t * a.n_heads * hd, r.k = a.k + (size_t)t * a.n_kv_heads * hd;
+    r.v = a.v + (size_t)t * a.n_kv_heads * hd;
+    r.h0 = blockIdx.y * heads_per_block, r.h1 = min(r.h0 + heads_per_block, a.n_heads + a.n_kv_heads);
     __syncthreads(); // cos_sin is complete
-    for (int j = threadIdx.x; j < (h1 - h0) * half_rot; j += blockDim.x) {
-        const int head = h0 + j / half_rot, i = j % half_rot;
+    return r;
+}
+
+// Grid (token, slice of heads): q heads then k heads, and the v rows of the
+// slice's kv heads. The rotation angles of the token are computed once per
+// block and shared by every head; then each pair of q and k is rotated, k and
+// v stored as f16 in the token's cache slot.
+__global__ void rope_kv_kernel(const kiln_cuda_rope_kv_args a, int heads_per_block) {
+    extern __shared__ float2 cos_sin[]; // [rot_dim / 2]
+    pdl_wait();
+    const rope_token r = rope_token_begin(a, heads_per_block, cos_sin);
+    const int half_rot = a.rot_dim / 2, hd = a.head_dim;
+    for (int j = threadIdx.x; j < (r.h1 - r.h0) * half_rot; j += blockDim.x) {
+        const int head = r.h0 + j / half_rot, i = j % half_rot;
         const bool is_q = head < a.n_heads;
         const int kvh = head - a.n_heads;
-        float *x = is_q ? q + (size_t)head * hd : k + (size_t)kvh * hd;
+        float *x = is_q ? r.q + (size_t)head * hd : r.k + (size_t)kvh * hd;
         const int ia = a.interleaved ? 2 * i : i, ib = a.interleaved ? 2 * i + 1 : i + half_rot;
         const float2 cs = cos_sin[i];
         const float xa = x[ia], xb = x[ib];
@@ -157,17 +176,17 @@ __global__ void rope_kv_kernel(const kiln_cuda_rope_kv_args a, int heads_per_blo
         x[ia] = ra;
         x[ib] = rb;
         if (!is_q) {
-            kc[(size_t)kvh * hd + ia] = __float2half_rn(ra);
-            kc[(size_t)kvh * hd + ib] = __float2half_rn(rb);
+            r.kc[(size_t)kvh * hd + ia] = __float2half_rn(ra);
+            r.kc[(size_t)kvh * hd + ib] = __float2half_rn(rb);
         }
     }
     // The slice's kv heads: dimensions past rot_dim are not rotated; V is stored as it is.
-    const int kv0 = max(h0 - a.n_heads, 0), kv1 = max(h1 - a.n_heads, 0), pass = hd - a.rot_dim;
+    const int kv0 = max(r.h0 - a.n_heads, 0), kv1 = max(r.h1 - a.n_heads, 0), pass = hd - a.rot_dim;
     for (int j = threadIdx.x; j < (kv1 - kv0) * pass; j += blockDim.x) {
         const int head = kv0 + j / pass, d = a.rot_dim + j % pass;
-        kc[(size_t)head * hd + d] = __float2half_rn(k[(size_t)head * hd + d]);
+        r.kc[(size_t)head * hd + d] = __float2half_rn(r.k[(size_t)head * hd + d]);
     }
-    for (int j = kv0 * hd + threadIdx.x; j < kv1 * hd; j += blockDim.x) vc[j] = __float2half_rn(v[j]);
+    for (int j = kv0 * hd + threadIdx.x; j < kv1 * hd; j += blockDim.x) r.vc[j] = __float2half_rn(r.v[j]);
     pdl_allow_next();
 }
 
@@ -184,25 +203,14 @@ static __device__ __forceinline__ uint2 pack_half4(float4 f) {
 __global__ void rope_kv4_kernel(const kiln_cuda_rope_kv_args a, int heads_per_block) {
     extern __shared__ float2 cos_sin[]; // [rot_dim / 2]
     pdl_wait();
-    const int t = blockIdx.x, p = a.pos[t], half_rot = a.rot_dim / 2, hd = a.head_dim;
-    for (int i = threadIdx.x; i < half_rot; i += blockDim.x) {
-        double s, c;
-        sincos((double)p * a.inv_freq[i], &s, &c);
-        cos_sin[i] = make_float2((float)c, (float)s);
-    }
-    const int32_t block = a.block_tables[(size_t)a.seq[t] * a.max_blocks_per_seq + p / a.block_size];
-    const size_t slot = ((size_t)block * a.block_size + p % a.block_size) * (size_t)a.n_kv_heads * hd;
-    __half *kc = static_cast<__half *>(a.k_cache) + slot, *vc = static_cast<__half *>(a.v_cache) + slot;
-    float *q = a.q + (size_t)t * a.n_heads * hd, *k = a.k + (size_t)t * a.n_kv_heads * hd;
-    const float *v = a.v + (size_t)t * a.n_kv_heads * hd;
-    const int h0 = blockIdx.y * heads_per_block, h1 = min(h0 + heads_per_block, a.n_heads + a.n_kv_heads);
+    const rope_token r = rope_token_begin(a, heads_per_block, cos_sin);
+    const int half_rot = a.rot_dim / 2, hd = a.head_dim;
     const int quads = half_rot / 4; // 4 pairs a thread
-    __syncthreads();                // cos_sin is complete
-    for (int j = threadIdx.x; j < (h1 - h0) * quads; j += blockDim.x) {
-        const int head = h0 + j / quads, i = (j % quads) * 4;
+    for (int j = threadIdx.x; j < (r.h1 - r.h0) * quads; j += blockDim.x) {
+        const int head = r.h0 + j / quads, i = (j % quads) * 4;
         const bool is_q = head < a.n_heads;
         const int kvh = head - a.n_heads;
-        float *x = is_q ? q + (size_t)head * hd : k + (size_t)kvh * hd;
+        float *x = is_q ? r.q + (size_t)head * hd : r.k + (size_t)kvh * hd;
         // (xa, xb) of pairs i .. i + 3, and where they live
         const int oa = a.interleaved ? 2 * i : i, ob = a.interleaved ? 2 * i + 4 : i + half_rot;
         const float4 f0 = *reinterpret_cast<const float4 *>(x + oa), f1 = *reinterpret_cast<const float4 *>(x + ob);
@@ -222,18 +230,18 @@ __global__ void rope_kv4_kernel(const kiln_cuda_rope_kv_args a, int heads_per_bl
         *reinterpret_cast<float4 *>(x + oa) = g0;
         *reinterpret_cast<float4 *>(x + ob) = g1;
         if (!is_q) {
-            *reinterpret_cast<uint2 *>(kc + (size_t)kvh * hd + oa) = pack_half4(g0);
-            *reinterpret_cast<uint2 *>(kc + (size_t)kvh * hd + ob) = pack_half4(g1);
+            *reinterpret_cast<uint2 *>(r.kc + (size_t)kvh * hd + oa) = pack_half4(g0);
+            *reinterpret_cast<uint2 *>(r.kc + (size_t)kvh * hd + ob) = pack_half4(g1);
         }
     }
     // The slice's kv heads: dimensions past rot_dim are not rotated; V is stored as it is.
-    const int kv0 = max(h0 - a.n_heads, 0), kv1 = max(h1 - a.n_heads, 0), pass4 = (hd - a.rot_dim) / 4;
+    const int kv0 = max(r.h0 - a.n_heads, 0), kv1 = max(r.h1 - a.n_heads, 0), pass4 = (hd - a.rot_dim) / 4;
     for (int j = threadIdx.x; j < (kv1 - kv0) * pass4; j += blockDim.x) {
         const size_t e = (size_t)(kv0 + j / pass4) * hd + a.rot_dim + (j % pass4) * 4;
-        *reinterpret_cast<uint2 *>(kc + e) = pack_half4(*reinterpret_cast<const float4 *>(k + e));
+        *reinterpret_cast<uint2 *>(r.kc + e) = pack_half4(*reinterpret_cast<const float4 *>(r.k + e));
     }
     for (int j = kv0 * hd / 4 + threadIdx.x; j < kv1 * hd / 4; j += blockDim.x)
-        *reinterpret_cast<uint2 *>(vc + 4 * (size_t)j) = pack_half4(reinterpret_cast<const float4 *>(v)[j]);
+        *reinterpret_cast<uint2 *>(r.vc + 4 * (size_t)j) = pack_half4(reinterpret_cast<const float4 *>(r.v)[j]);
     pdl_allow_next();
 }
 
