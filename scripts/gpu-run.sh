@@ -11,8 +11,9 @@
 #              settings of one variant, e.g. KILN_CUDA_PDL=1+KILN_CUDA_GRAPH=0)
 #   sanitize   compute-sanitizer memcheck and racecheck on every tests/cuda binary
 #              (KILN_SANITIZE_TESTS: only these, e.g. "test_cuda_ops test_cuda_attention";
-#              KILN_SANITIZE_TOOLS: default "memcheck racecheck"; racecheck skips
-#              cuBLASLt's own kernels, KILN_RACECHECK_ARGS replaces that filter)
+#              KILN_SANITIZE_TOOLS: default "memcheck racecheck"; racecheck runs
+#              the cases racecheck_selection names unless KILN_TEST_ONLY or
+#              KILN_TEST_EXCLUDE is given; KILN_SANITIZE_TIMEOUT_S: a binary, default 150)
 #   model      tools/make_random_llama.py -> /tmp/llama8b-random (Llama 3 8B
 #              geometry, random BF16; kept when already there)
 #   bench      kiln bench --gpu-suite, then bench/torch_baseline.py
@@ -177,6 +178,26 @@ body_variants() {
   return "$rc"
 }
 
+# The cases racecheck runs in each binary (memcheck runs them all). Racecheck
+# instruments every shared-memory access, so its runs pick their cases:
+# - test_cuda_ops: not test_linear_qkv. Its cuBLASLt bias-epilogue GEMMs (nvjet
+#   *_bias_* kernels, not ours) report hazards when instrumented and raise
+#   "Internal Sanitizer Error ... hardware exception" when excluded by
+#   --kernel-name-exclude, which then fails every later test (H100, 2026-11-26).
+#   The other cuBLASLt kernels run clean.
+# - test_cuda_sample: the vocabulary sweeps take minutes each; the sampling
+#   kernels still run at vocab 128256 (greedy) and 32000 (graph replay).
+# - test_cuda_model: the tiny fixture models only (KILN_MODEL points at one so
+#   the program runs without SmolLM2); SmolLM2's 1,000-token teacher forcing
+#   does not finish. The same kernels run in all of them.
+racecheck_selection() {
+  case "$1" in
+    test_cuda_ops) echo "KILN_TEST_EXCLUDE=test_linear_qkv" ;;
+    test_cuda_sample) echo "KILN_TEST_ONLY=test_invalid_arguments,test_greedy,test_graph_replay" ;;
+    test_cuda_model) echo "KILN_TEST_ONLY=test_tiny_models KILN_MODEL=$root/tests/fixtures/tiny64/llama.gguf" ;;
+  esac
+}
+
 body_sanitize() {
   local tool_bin
   tool_bin=$(command -v compute-sanitizer || true)
@@ -190,27 +211,25 @@ body_sanitize() {
     if [ -n "$bin" ]; then bins+=("$bin"); else key "$name: binary not found under $build"; fi
   done
   [ ${#bins[@]} -gt 0 ] || { key "no tests/cuda binaries"; return 1; }
-  local failed=0 tool t rc summary
+  local failed=0 tool t rc summary selection
   # Every binary under memcheck first: it matters more than racecheck if time runs short.
-  # cuBLASLt's nvjet kernels are not ours and racecheck reports hazards inside
-  # them (and takes minutes on them): check our kernels only.
-  local racecheck_args="${KILN_RACECHECK_ARGS---kernel-name-exclude kns=nvjet}" extra
   for tool in ${KILN_SANITIZE_TOOLS:-memcheck racecheck}; do
-    extra=""
-    [ "$tool" = racecheck ] && extra=$racecheck_args
     for bin in "${bins[@]}"; do
-      t=$(cap 150)
+      t=$(cap "${KILN_SANITIZE_TIMEOUT_S:-150}")
       if [ "$t" -lt 15 ]; then
         key "$(basename "$bin") $tool: skipped (no time left)"
         failed=1
         continue
       fi
-      echo "===== $tool $extra $bin (timeout ${t}s)"
+      selection=""
+      [ "$tool" = racecheck ] && selection=$(racecheck_selection "$(basename "$bin")")
+      # KILN_TEST_ONLY / KILN_TEST_EXCLUDE from the caller win over the selection.
+      [ -n "${KILN_TEST_ONLY:-}${KILN_TEST_EXCLUDE:-}" ] && selection=""
+      echo "===== $tool $bin ${selection:+($selection) }(timeout ${t}s)"
       rc=0
-      # shellcheck disable=SC2086  # $extra: a list of words
-      KILN_FIXTURES="$root/tests/fixtures" KILN_TEST_GENERATIONS=10 timeout -k 5 "$t" "$tool_bin" --tool "$tool" \
-        --error-exitcode 99 $extra \
-        "$bin" >"$scratch/san.out" 2>&1 || rc=$?
+      # shellcheck disable=SC2086  # $selection: NAME=value words for env
+      env $selection KILN_FIXTURES="$root/tests/fixtures" KILN_TEST_GENERATIONS=10 timeout -k 5 "$t" \
+        "$tool_bin" --tool "$tool" --error-exitcode 99 "$bin" >"$scratch/san.out" 2>&1 || rc=$?
       cat "$scratch/san.out"
       summary=$(grep -E '========= (ERROR|RACECHECK) SUMMARY' "$scratch/san.out" | tail -n 1 | sed 's/^========= //' ||
         true)
@@ -221,7 +240,7 @@ body_sanitize() {
         99) failed=1 ;;
         *) summary="exit $rc ${summary}"; failed=1 ;;
       esac
-      key "$(basename "$bin") $tool: ${summary:-no summary line}"
+      key "$(basename "$bin") $tool${selection:+ (${selection%% KILN_MODEL=*})}: ${summary:-no summary line}"
     done
   done
   return "$failed"
@@ -351,7 +370,7 @@ stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(build test sanitize)
 stage_cap() {
   case "$1" in
-    build) echo 330 ;; test) echo 300 ;; variants) echo 300 ;; sanitize) echo 300 ;; model) echo 150 ;;
+    build) echo 330 ;; test) echo 300 ;; variants) echo 300 ;; sanitize) echo 540 ;; model) echo 150 ;;
     bench) echo 540 ;; bench-kiln) echo 300 ;; bench-torch) echo 330 ;; profile) echo 400 ;; bench-ab) echo 450 ;;
     read-patterns) echo 120 ;;
     *) echo 0 ;;

@@ -3,11 +3,53 @@
 #ifndef KILN_TEST_CUDA_UTIL_H
 #define KILN_TEST_CUDA_UTIL_H
 
+#include <fnmatch.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include <cmocka.h>
 #include <cuda_runtime.h>
+
+// Runs the tests named by KILN_TEST_ONLY (default all) less those named by
+// KILN_TEST_EXCLUDE: comma-separated globs. compute-sanitizer's racecheck is
+// slow enough that its runs pick their cases.
+static inline bool kiln_test_listed(const char *list, const char *name) {
+    char pattern[128];
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, ",");
+        if (n > 0 && n < sizeof pattern) {
+            memcpy(pattern, p, n);
+            pattern[n] = '\0';
+            if (fnmatch(pattern, name, 0) == 0) return true;
+        }
+        p += n + (p[n] == ',');
+    }
+    return false;
+}
+
+static inline int kiln_test_run_selected(const char *group, const struct CMUnitTest *tests, size_t count) {
+    const char *only = getenv("KILN_TEST_ONLY"), *exclude = getenv("KILN_TEST_EXCLUDE");
+    struct CMUnitTest *chosen = malloc(sizeof *chosen * (count ? count : 1));
+    if (!chosen) return 1;
+    size_t n = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (only && *only && !kiln_test_listed(only, tests[i].name)) continue;
+        if (exclude && *exclude && kiln_test_listed(exclude, tests[i].name)) continue;
+        chosen[n++] = tests[i];
+    }
+    if (n < count) printf("KILN_TEST_ONLY/KILN_TEST_EXCLUDE: %zu of %zu tests\n", n, count);
+    const int rc = _cmocka_run_group_tests(group, chosen, n, NULL, NULL);
+    free(chosen);
+    return rc;
+}
+
+#define KILN_RUN_TESTS(tests) kiln_test_run_selected(#tests, tests, sizeof(tests) / sizeof((tests)[0]))
 
 static inline void kiln_test_require_gpu(void) {
     // Unbuffered: a test killed under compute-sanitizer still shows how far it got.

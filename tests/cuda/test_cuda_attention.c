@@ -683,5 +683,5 @@ int main(void) {
         cmocka_unit_test(test_prefill_llama8b),     cmocka_unit_test(test_prefill_other_block_sizes),
         cmocka_unit_test(test_wide_group),          cmocka_unit_test(test_decode_workspace_reuse),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return KILN_RUN_TESTS(tests);
 }

@@ -309,5 +309,5 @@ int main(void) {
         cmocka_unit_test(test_tiny_models),
         cmocka_unit_test(test_memory_steady),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return KILN_RUN_TESTS(tests);
 }

@@ -1760,5 +1760,5 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_graph_matvec, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_graph_gemm, setup_backend, teardown_backend),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return KILN_RUN_TESTS(tests);
 }

@@ -540,5 +540,5 @@ int main(void) {
         cmocka_unit_test(test_vocab_128256),      cmocka_unit_test(test_frequencies),
         cmocka_unit_test(test_graph_replay),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return KILN_RUN_TESTS(tests);
 }
