@@ -101,6 +101,86 @@ void kiln_session_reset(kiln_session *session);
 // Drops tokens from position n on (n <= position), keeping the prefix cached.
 kiln_status kiln_session_truncate(kiln_session *session, int n);
 
+
+// ---- What the model's files say --------------------------------------------
+
+int32_t kiln_model_bos(const kiln_model *model); // -1: the model has none
+int32_t kiln_model_eos(const kiln_model *model); // -1: the model has none
+// Whether prompts should start with BOS (the model files say so).
+bool kiln_model_adds_bos(const kiln_model *model);
+// The chat template text from the model files, or NULL.
+const char *kiln_model_chat_template(const kiln_model *model);
+
+// ---- Chat templates ----------------------------------------------------------
+// kiln renders the well-known template families (ChatML, Llama 3, Llama 2,
+// Mistral, Gemma, Phi-3) byte for byte as transformers does, without Jinja.
+
+// role is "system", "user" or "assistant".
+typedef struct kiln_chat_message {
+    const char *role;
+    const char *content;
+} kiln_chat_message;
+
+// The family of the model's template ("chatml", "llama3", "llama2",
+// "mistral", "gemma", "phi3"), or NULL when it has none kiln recognises.
+const char *kiln_chat_template_family(const kiln_model *model);
+// Renders a conversation into *out (malloc'd, NUL-terminated; the caller
+// frees it). family NULL: the model's own template; else one of the names
+// above. With the model's own template and no system message first, the
+// template's default system prompt (if any) is included. add_assistant ends
+// the text with the assistant's turn opening, for generation.
+kiln_status kiln_chat_apply_template(const kiln_model *model, const char *family, const kiln_chat_message *msgs,
+                                     size_t n, bool add_assistant, char **out);
+
+// ---- Streaming detokenizer ---------------------------------------------------
+// Push generated ids one at a time; only complete UTF-8 comes out (a token
+// that ends inside a character waits for the next one; invalid bytes become
+// U+FFFD).
+typedef struct kiln_detokenizer kiln_detokenizer;
+kiln_status kiln_detokenizer_create(const kiln_model *model, kiln_detokenizer **out);
+void kiln_detokenizer_free(kiln_detokenizer *d);
+// The text this id completes (*len bytes, NUL-terminated), owned by d and
+// valid until its next call; "" when the id completes no character yet.
+const char *kiln_detokenizer_push(kiln_detokenizer *d, int32_t id, size_t *len);
+// What is still pending at the end of a generation (as U+FFFD), likewise.
+const char *kiln_detokenizer_flush(kiln_detokenizer *d, size_t *len);
+
+// ---- Sessions: more --------------------------------------------------------
+
+// The tokens the session holds (prompt and output so far): *tokens points
+// into the session, valid until its next call; returns their count.
+int kiln_session_tokens(const kiln_session *session, const int32_t **tokens);
+// Waits for the session's queued work and reports its errors.
+kiln_status kiln_session_sync(kiln_session *session);
+int kiln_session_context(const kiln_session *session); // its context length in tokens
+
+// ---- Generation ----------------------------------------------------------------
+
+// Receives text as it becomes final; return false to stop generating.
+typedef bool (*kiln_text_callback)(const char *text, size_t len, void *user);
+
+typedef struct kiln_generate_params {
+    int max_new_tokens;      // < 0: until end of generation or a full context; 0: none
+    const char *const *stop; // stop strings (not emitted), or NULL
+    int n_stop;
+    bool ignore_eos;         // keep going past end-of-generation tokens
+} kiln_generate_params;
+
+typedef struct kiln_generate_stats {
+    int n_prompt;            // tokens evaluated for the prompt
+    int n_generated;
+    double prefill_seconds;
+    double decode_seconds;
+    const char *stop_reason; // "eog", "stop string", "length", "context", "callback"
+} kiln_generate_stats;
+
+// Evaluates the prompt in the session (after what it holds), then samples and
+// streams text until an end-of-generation token, a stop string, the token
+// limit, a full context, or the callback returning false.
+kiln_status kiln_generate(kiln_session *session, const int32_t *prompt, size_t n_prompt,
+                          const kiln_sampling_params *sampling, const kiln_generate_params *params,
+                          kiln_text_callback on_text, void *user, kiln_generate_stats *stats);
+
 #ifdef __cplusplus
 }
 #endif

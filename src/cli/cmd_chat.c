@@ -132,8 +132,8 @@ int cmd_chat(int argc, char **argv) {
     if (interactive)
         fprintf(stderr, "kiln chat: %s template; /reset starts over, /exit or Ctrl-D quits\n",
                 raw ? "no" : kiln_chat_format_name(fmt));
-    kiln_generate_params gp = {.max_new_tokens = c.max_tokens, .stop = c.stop, .n_stop = c.n_stop,
-                               .ignore_eog = c.ignore_eos};
+    kiln_generate_params gp = {.max_new_tokens = c.max_tokens ? c.max_tokens : -1, .stop = c.stop, .n_stop = c.n_stop,
+                               .ignore_eos = c.ignore_eos};
     for (;;) {
         if (interactive) fprintf(stderr, "> ");
         ssize_t got = getline(&line, &line_cap, stdin);

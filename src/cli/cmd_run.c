@@ -80,8 +80,8 @@ int cmd_run(int argc, char **argv) {
     }
     fwrite(prompt, 1, strlen(prompt), stdout);
     fflush(stdout);
-    kiln_generate_params gp = {.max_new_tokens = c.max_tokens, .stop = c.stop, .n_stop = c.n_stop,
-                               .ignore_eog = c.ignore_eos};
+    kiln_generate_params gp = {.max_new_tokens = c.max_tokens ? c.max_tokens : -1, .stop = c.stop, .n_stop = c.n_stop,
+                               .ignore_eos = c.ignore_eos};
     kiln_generate_stats stats;
     if (kiln_generate(s, ids, n_ids, &c.sampling, &gp, write_text, NULL, &stats) != KILN_OK) {
         fprintf(stdout, "\n");

@@ -310,3 +310,12 @@ kiln_status kiln_session_truncate(kiln_session *s, int n) {
     s->have_logits = s->logits_on_host = s->ahead = false;
     return KILN_OK;
 }
+
+int kiln_session_tokens(const kiln_session *s, const int32_t **tokens) {
+    *tokens = s->history;
+    return s->n_history;
+}
+
+kiln_status kiln_session_sync(kiln_session *s) { return s->model->be->ops->sync(s->model->be); }
+
+int kiln_session_context(const kiln_session *s) { return s->n_ctx; }

@@ -33,11 +33,7 @@ typedef enum kiln_chat_format {
     KILN_CHAT_PHI3,
 } kiln_chat_format;
 
-// role is "system", "user" or "assistant".
-typedef struct kiln_chat_message {
-    const char *role;
-    const char *content;
-} kiln_chat_message;
+// kiln_chat_message is in kiln.h (the public API renders through these).
 
 // Recognises the family of a chat template (tokenizer.chat_template text);
 // KILN_CHAT_UNKNOWN for NULL or an unrecognised template.

@@ -28,7 +28,7 @@ static size_t held_suffix(const char *text, size_t len, const char *const *stop,
 
 // Emits what is final; returns false when a stop string was found or the
 // callback asked to stop.
-static bool flush_pending(kiln_strbuf *p, const kiln_generate_params *gp, kiln_text_fn on_text, void *user,
+static bool flush_pending(kiln_strbuf *p, const kiln_generate_params *gp, kiln_text_callback on_text, void *user,
                           bool *hit_stop) {
     size_t cut = p->len;
     *hit_stop = false;
@@ -48,7 +48,7 @@ static bool flush_pending(kiln_strbuf *p, const kiln_generate_params *gp, kiln_t
 }
 
 kiln_status kiln_generate(kiln_session *s, const int32_t *prompt, size_t n_prompt, const kiln_sampling_params *sp,
-                          const kiln_generate_params *gp, kiln_text_fn on_text, void *user,
+                          const kiln_generate_params *gp, kiln_text_callback on_text, void *user,
                           kiln_generate_stats *stats) {
     memset(stats, 0, sizeof *stats);
     stats->n_prompt = (int)n_prompt;
@@ -61,20 +61,20 @@ kiln_status kiln_generate(kiln_session *s, const int32_t *prompt, size_t n_promp
     double t1 = kiln_now_seconds();
     stats->prefill_seconds = t1 - t0;
 
-    kiln_detokenizer detok;
-    kiln_detokenizer_init(&detok, tok);
+    kiln_detok detok;
+    kiln_detok_init(&detok, tok);
     kiln_strbuf pending = {0};
     char piece[4096];
     stats->stop_reason = "length";
-    for (int i = 0; gp->max_new_tokens <= 0 || i < gp->max_new_tokens; i++) {
+    for (int i = 0; gp->max_new_tokens < 0 || i < gp->max_new_tokens; i++) {
         int32_t id;
         if ((st = kiln_session_sample(s, sp, &id)) != KILN_OK) break;
-        if (!gp->ignore_eog && kiln_tokenizer_is_eog(tok, id)) {
+        if (!gp->ignore_eos && kiln_tokenizer_is_eog(tok, id)) {
             stats->stop_reason = "eog";
             break;
         }
         stats->n_generated++;
-        size_t n = kiln_detokenizer_push(&detok, id, piece, sizeof piece);
+        size_t n = kiln_detok_push(&detok, id, piece, sizeof piece);
         bool hit_stop = false;
         if (!kiln_strbuf_append(&pending, piece, n)) {
             st = kiln_fail(KILN_ERR_NOMEM, "generate: out of memory");
@@ -92,7 +92,7 @@ kiln_status kiln_generate(kiln_session *s, const int32_t *prompt, size_t n_promp
         if ((st = kiln_session_eval(s, &id, 1, NULL)) != KILN_OK) break;
     }
     if (st == KILN_OK && strcmp(stats->stop_reason, "stop string") != 0 && strcmp(stats->stop_reason, "callback") != 0) {
-        size_t n = kiln_detokenizer_flush(&detok, piece, sizeof piece);
+        size_t n = kiln_detok_flush(&detok, piece, sizeof piece);
         // What is still held back never completed a stop string: it is final.
         if (kiln_strbuf_append(&pending, piece, n) && pending.len && on_text) on_text(pending.data, pending.len, user);
     }

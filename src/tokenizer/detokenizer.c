@@ -29,13 +29,13 @@ static size_t drain(const uint8_t *s, size_t n, size_t stop, char *out, size_t c
     return i;
 }
 
-void kiln_detokenizer_init(kiln_detokenizer *d, const kiln_tokenizer *tok) {
+void kiln_detok_init(kiln_detok *d, const kiln_tokenizer *tok) {
     memset(d, 0, sizeof *d);
     d->tok = tok;
     d->at_start = true;
 }
 
-size_t kiln_detokenizer_push(kiln_detokenizer *d, int32_t id, char *out, size_t cap) {
+size_t kiln_detok_push(kiln_detok *d, int32_t id, char *out, size_t cap) {
     const char *bytes;
     size_t n, w = 0;
     if (!kiln_tokenizer_token_bytes(d->tok, id, &bytes, &n)) return 0;
@@ -73,7 +73,7 @@ size_t kiln_detokenizer_push(kiln_detokenizer *d, int32_t id, char *out, size_t 
     return w;
 }
 
-size_t kiln_detokenizer_flush(kiln_detokenizer *d, char *out, size_t cap) {
+size_t kiln_detok_flush(kiln_detok *d, char *out, size_t cap) {
     size_t w = 0;
     if (d->n_pending > 0) put(out, cap, &w, replacement_char, 3);
     d->n_pending = 0;

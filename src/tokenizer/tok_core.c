@@ -270,3 +270,10 @@ bool kiln_tokenizer_token_bytes(const kiln_tokenizer *tok, int32_t id, const cha
     *len = tok->bytes_len[id];
     return true;
 }
+
+size_t kiln_tokenizer_max_token_bytes(const kiln_tokenizer *tok) {
+    size_t longest = 0;
+    for (int32_t id = 0; id < tok->n_vocab; id++)
+        if (tok->bytes_len[id] > longest) longest = tok->bytes_len[id];
+    return longest;
+}

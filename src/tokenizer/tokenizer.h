@@ -53,21 +53,23 @@ kiln_status kiln_tokenizer_encode(const kiln_tokenizer *tok, const char *text, s
 // "Ġ" becomes a space, "▁" a space, <0x41> the byte 0x41). Special tokens give
 // their text. Returns false for an id out of range.
 bool kiln_tokenizer_token_bytes(const kiln_tokenizer *tok, int32_t id, const char **bytes, size_t *len);
+// The longest token's bytes (sizes detokenizer output buffers).
+size_t kiln_tokenizer_max_token_bytes(const kiln_tokenizer *tok);
 
 // Streaming detokenizer: push ids one at a time, get back only complete UTF-8.
-typedef struct kiln_detokenizer {
+typedef struct kiln_detok {
     const kiln_tokenizer *tok;
     char pending[8]; // bytes of an incomplete UTF-8 sequence
     int n_pending;
     bool at_start;   // SentencePiece: drop the leading space of the first piece
-} kiln_detokenizer;
+} kiln_detok;
 
-void kiln_detokenizer_init(kiln_detokenizer *d, const kiln_tokenizer *tok);
+void kiln_detok_init(kiln_detok *d, const kiln_tokenizer *tok);
 // Appends the complete UTF-8 text this id finishes to out (at most cap bytes,
 // cap >= 64 + longest token); returns the number of bytes written. Invalid
 // byte sequences become U+FFFD, never a broken sequence.
-size_t kiln_detokenizer_push(kiln_detokenizer *d, int32_t id, char *out, size_t cap);
+size_t kiln_detok_push(kiln_detok *d, int32_t id, char *out, size_t cap);
 // Flushes what is pending at the end of generation (as U+FFFD).
-size_t kiln_detokenizer_flush(kiln_detokenizer *d, char *out, size_t cap);
+size_t kiln_detok_flush(kiln_detok *d, char *out, size_t cap);
 
 #endif

@@ -120,23 +120,23 @@ static void test_config(void **state) {
 static void test_detokenizer_streaming(void **state) {
     (void)state;
     kiln_tokenizer *tok = load_synth("synth_spm_prepend", false);
-    kiln_detokenizer d;
+    kiln_detok d;
     char out[256];
-    kiln_detokenizer_init(&d, tok);
+    kiln_detok_init(&d, tok);
     const char *emoji[] = {"<0xF0>", "<0x9F>", "<0x98>", "<0x80>"};
-    for (int i = 0; i < 3; i++) assert_int_equal(kiln_detokenizer_push(&d, kiln_tokenizer_find(tok, emoji[i]), out, sizeof out), 0);
-    assert_int_equal(kiln_detokenizer_push(&d, kiln_tokenizer_find(tok, emoji[3]), out, sizeof out), 4);
+    for (int i = 0; i < 3; i++) assert_int_equal(kiln_detok_push(&d, kiln_tokenizer_find(tok, emoji[i]), out, sizeof out), 0);
+    assert_int_equal(kiln_detok_push(&d, kiln_tokenizer_find(tok, emoji[3]), out, sizeof out), 4);
     assert_memory_equal(out, "\xF0\x9F\x98\x80", 4);
     // An interrupted sequence: U+FFFD, then the next character.
-    assert_int_equal(kiln_detokenizer_push(&d, kiln_tokenizer_find(tok, "<0xE4>"), out, sizeof out), 0);
-    size_t k = kiln_detokenizer_push(&d, kiln_tokenizer_find(tok, "<0x41>"), out, sizeof out);
+    assert_int_equal(kiln_detok_push(&d, kiln_tokenizer_find(tok, "<0xE4>"), out, sizeof out), 0);
+    size_t k = kiln_detok_push(&d, kiln_tokenizer_find(tok, "<0x41>"), out, sizeof out);
     assert_int_equal(k, 4);
     assert_memory_equal(out, "\xEF\xBF\xBD" "A", 4);
-    assert_int_equal(kiln_detokenizer_push(&d, kiln_tokenizer_find(tok, "<0xE4>"), out, sizeof out), 0);
-    assert_int_equal(kiln_detokenizer_flush(&d, out, sizeof out), 3);
+    assert_int_equal(kiln_detok_push(&d, kiln_tokenizer_find(tok, "<0xE4>"), out, sizeof out), 0);
+    assert_int_equal(kiln_detok_flush(&d, out, sizeof out), 3);
     assert_memory_equal(out, "\xEF\xBF\xBD", 3);
-    assert_int_equal(kiln_detokenizer_push(&d, kiln_tokenizer_find(tok, "<0xFF>"), out, sizeof out), 3);
-    assert_int_equal(kiln_detokenizer_push(&d, -1, out, sizeof out), 0);
+    assert_int_equal(kiln_detok_push(&d, kiln_tokenizer_find(tok, "<0xFF>"), out, sizeof out), 3);
+    assert_int_equal(kiln_detok_push(&d, -1, out, sizeof out), 0);
     kiln_tokenizer_free(tok);
 }
 

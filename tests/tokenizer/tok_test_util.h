@@ -87,13 +87,13 @@ static inline int tt_check_cases(const kiln_tokenizer *tok, const cJSON *expecte
 static inline char *tt_detokenize(const kiln_tokenizer *tok, const int32_t *ids, size_t n, size_t *out_len) {
     size_t cap = 64 + 4 * n * 64 + 1024, w = 0;
     char *out = malloc(cap), buf[4096];
-    kiln_detokenizer d;
-    kiln_detokenizer_init(&d, tok);
+    kiln_detok d;
+    kiln_detok_init(&d, tok);
     for (size_t i = 0; i < n; i++) {
-        size_t k = kiln_detokenizer_push(&d, ids[i], buf, sizeof buf);
+        size_t k = kiln_detok_push(&d, ids[i], buf, sizeof buf);
         if (w + k < cap) memcpy(out + w, buf, k), w += k;
     }
-    size_t k = kiln_detokenizer_flush(&d, buf, sizeof buf);
+    size_t k = kiln_detok_flush(&d, buf, sizeof buf);
     memcpy(out + w, buf, k);
     w += k;
     out[w] = '\0';
