@@ -76,6 +76,8 @@ int kiln_model_vocab_size(const kiln_model *model);
 int kiln_model_context_length(const kiln_model *model);
 // "cpu" or "cuda"
 const char *kiln_model_device(const kiln_model *model);
+// The device in words: "2 threads, avx512-vnni kernels", "NVIDIA H200".
+const char *kiln_model_device_info(const kiln_model *model);
 // Memory the model takes and one session of n_ctx tokens (0: the default) would take.
 void kiln_model_memory(const kiln_model *model, int n_ctx, kiln_memory_info *out);
 
@@ -101,6 +103,90 @@ void kiln_session_reset(kiln_session *session);
 // Drops tokens from position n on (n <= position), keeping the prefix cached.
 kiln_status kiln_session_truncate(kiln_session *session, int n);
 
+
+// ---- The engine ---------------------------------------------------------------
+// One engine serves many sequences from one paged KV pool: each call of
+// kiln_engine_step runs one forward pass over a batch of tokens that may
+// belong to several sequences at different positions (prompt chunks and
+// decode steps mixed). Sessions (below) are a thin client of it.
+
+typedef struct kiln_engine kiln_engine;
+
+typedef enum kiln_kv_type {
+    KILN_KV_AUTO = 0, // the backend's own: F32 on the CPU, F16 on CUDA
+    KILN_KV_F16,
+    KILN_KV_F32,
+} kiln_kv_type;
+
+// One-token matrix-vector products on CUDA: which form (both give
+// bitwise-identical results; the faster depends on the card).
+typedef enum kiln_matvec_form {
+    KILN_MATVEC_TIMED = 0, // each shape timed once at its first use, the faster kept
+    KILN_MATVEC_PLAIN,
+    KILN_MATVEC_PIPELINED,
+} kiln_matvec_form;
+
+// Kernel choices of the backend. Zero means the default; those marked timed
+// are decided by timing on the card at first use until the engine builder
+// records them. They apply to the model's backend, which every engine of the
+// model shares: the last engine created sets them.
+typedef struct kiln_kernel_options {
+    kiln_matvec_form matvec_form;
+    int gemm_trial_rounds;       // cuBLASLt candidates timed in this many interleaved rounds (0: 1)
+    int matvec_max_input_bytes;  // 2 to 8 tokens take the matrix-vector kernel while their float inputs total at most this (0: 16384)
+    bool portable;               // CUDA: none of the Hopper-only paths (what Ampere and Ada run)
+} kiln_kernel_options;
+
+typedef struct kiln_engine_options {
+    int max_seqs;        // sequences, ids 0..max_seqs-1 (0: 1)
+    int max_seq_len;     // tokens of the longest sequence (0: min(trained context, 4096))
+    int max_step_tokens; // tokens in one step (0: 512 on the CPU, 2048 on CUDA; never more than the pool)
+    int kv_pool_tokens;  // token slots of the KV pool, shared by every sequence (0: max_seqs * max_seq_len)
+    int max_logit_rows;  // tokens of one step whose logits may be asked for (0: max_seqs)
+    kiln_kv_type kv_type;
+    kiln_kernel_options kernels;
+} kiln_engine_options;
+
+// A step's tokens. The tokens of one sequence are contiguous and at
+// consecutive positions; the first may start anywhere up to the sequence's
+// length (earlier: the positions from there on are replaced).
+typedef struct kiln_batch {
+    int n_tokens;
+    const int32_t *tokens; // [n_tokens]
+    const int32_t *pos;    // [n_tokens] position of each token in its sequence
+    const int32_t *seq;    // [n_tokens] sequence of each token
+    const bool *logits;    // [n_tokens] which tokens' logits to compute; NULL: the last token's only
+} kiln_batch;
+
+// Memory an engine of these options takes on the model's device, in bytes:
+// the KV pool and the work space (activations, logits).
+void kiln_engine_memory(const kiln_model *model, const kiln_engine_options *options, uint64_t *kv_pool,
+                        uint64_t *workspace);
+// options NULL: every default. Refused before anything is allocated when the
+// KV pool and work space do not fit the device's free memory (or, on the
+// CPU, the memory the machine has available), with the numbers and the
+// largest sequence length that would fit.
+kiln_status kiln_engine_create(kiln_model *model, const kiln_engine_options *options, kiln_engine **out);
+void kiln_engine_free(kiln_engine *engine);
+// The options in force, with every default filled in.
+void kiln_engine_get_options(const kiln_engine *engine, kiln_engine_options *out);
+// Runs one forward pass. On a GPU it may return before the work is done;
+// kiln_engine_logits, kiln_engine_sync and sampling wait for it.
+kiln_status kiln_engine_step(kiln_engine *engine, const kiln_batch *batch);
+// The logits of the i-th token that asked for them in the last step, in
+// batch order: vocab floats owned by the engine, valid until its next step.
+kiln_status kiln_engine_logits(kiln_engine *engine, int i, const float **logits);
+kiln_status kiln_engine_sync(kiln_engine *engine);
+// Tokens the sequence holds (0 for an unused one).
+int kiln_engine_seq_length(const kiln_engine *engine, int seq);
+// Keeps positions [0, n) of seq (0: empties it); its other blocks go back to the pool.
+kiln_status kiln_engine_seq_truncate(kiln_engine *engine, int seq, int n);
+// dst (emptied first) takes src's first n positions by sharing their KV
+// blocks (a shared prompt is stored once); each copies a shared block only
+// when it writes into it.
+kiln_status kiln_engine_seq_share(kiln_engine *engine, int src, int dst, int n);
+// Free token slots in the KV pool.
+int kiln_engine_free_slots(const kiln_engine *engine);
 
 // ---- What the model's files say --------------------------------------------
 

@@ -125,6 +125,8 @@ typedef struct kiln_backend_memory {
 
 typedef struct kiln_backend_ops {
     const char *name;
+    // The device in words ("2 threads, avx512-vnni kernels", the GPU's name).
+    const char *(*describe)(kiln_backend *be);
     void (*destroy)(kiln_backend *be);
 
     void *(*alloc)(kiln_backend *be, size_t bytes); // zeroed; NULL on failure
@@ -182,13 +184,17 @@ typedef struct kiln_backend_ops {
     kiln_status (*graph_end)(kiln_backend *be, void **graph);
     kiln_status (*graph_launch)(kiln_backend *be, void *graph);
     void (*graph_free)(kiln_backend *be, void *graph);
+    // Applies the engine's kernel choices (kiln_kernel_options in kiln.h);
+    // a backend without choices leaves it NULL.
+    kiln_status (*configure)(kiln_backend *be, const kiln_kernel_options *k);
 } kiln_backend_ops;
 
+// What every backend states about its device; its own settings (threads,
+// streams, handles) live behind impl.
 struct kiln_backend {
     const kiln_backend_ops *ops;
-    int n_threads;
-    bool precise;       // float activations in matrix products (no 8-bit rounding)
-    kiln_dtype kv_dtype; // what this backend's KV cache stores
+    kiln_dtype kv_dtype; // what its KV cache stores
+    int step_tokens;     // tokens a prompt step should carry for its matrix products to reach their rate
     void *impl;
 };
 

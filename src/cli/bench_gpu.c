@@ -7,7 +7,6 @@
 
 #include "cli/bench_gpu.h"
 #include "cli/cli.h"
-#include "runtime/batch.h"
 #include "runtime/generate.h"
 #include "runtime/session.h"
 
@@ -84,7 +83,7 @@ static bool bench_decode(kiln_model *m, const int32_t *ids, int ctx, int reps, c
     for (int r = 0; r < reps; r++) {
         kiln_session_reset(s);
         int32_t id;
-        if (kiln_session_eval(s, ids, (size_t)ctx, NULL) != KILN_OK || m->be->ops->sync(m->be) != KILN_OK) goto fail;
+        if (kiln_session_eval(s, ids, (size_t)ctx, NULL) != KILN_OK || kiln_session_sync(s) != KILN_OK) goto fail;
         double t0 = kiln_now_seconds();
         for (int i = 0; i < DECODE_STEPS; i++)
             if (kiln_session_sample(s, &greedy, &id) != KILN_OK || kiln_session_eval(s, &id, 1, NULL) != KILN_OK)
@@ -113,7 +112,7 @@ static bool bench_prefill(kiln_model *m, const int32_t *ids, int n, int reps, co
         kiln_session_reset(s);
         double t0 = kiln_now_seconds();
         // eval only queues the work on a GPU: wait for it inside the timing.
-        if (kiln_session_eval(s, ids, (size_t)n, NULL) != KILN_OK || m->be->ops->sync(m->be) != KILN_OK) {
+        if (kiln_session_eval(s, ids, (size_t)n, NULL) != KILN_OK || kiln_session_sync(s) != KILN_OK) {
             fprintf(stderr, "kiln bench: prefill %d failed: %s\n", n, kiln_last_error());
             kiln_session_free(s);
             return false;
@@ -128,29 +127,48 @@ static bool bench_prefill(kiln_model *m, const int32_t *ids, int n, int reps, co
     return true;
 }
 
+// Batched decode through the engine: n_seqs sequences each prefilled with
+// ctx tokens, then BATCH_STEPS steps of one token per sequence.
 static bool bench_batched(kiln_model *m, const int32_t *ids, int n_seqs, int ctx, int reps) {
-    kiln_batch *b = NULL;
-    if (kiln_batch_create(m, n_seqs, ctx + BATCH_STEPS * reps + 1, &b) != KILN_OK) goto fail;
-    for (int s = 0; s < n_seqs; s++)
-        if (kiln_batch_prefill(b, s, ids + s, ctx) != KILN_OK) goto fail;
-    int32_t step_ids[4096];
+    kiln_engine *e = NULL;
+    const kiln_engine_options o = {.max_seqs = n_seqs, .max_seq_len = ctx + BATCH_STEPS * reps + 1};
+    int32_t pos[4096], seq[4096], step_ids[4096];
     double times[16];
+    if (n_seqs > 4096 || kiln_engine_create(m, &o, &e) != KILN_OK) goto fail;
+    kiln_engine_options got;
+    kiln_engine_get_options(e, &got);
+    for (int s = 0; s < n_seqs; s++)
+        for (int done = 0; done < ctx;) {
+            const int chunk = ctx - done < got.max_step_tokens ? ctx - done : got.max_step_tokens;
+            int32_t *p = malloc(sizeof(int32_t) * (size_t)chunk * 2);
+            if (!p) goto fail;
+            for (int i = 0; i < chunk; i++) p[i] = done + i, p[chunk + i] = s;
+            const kiln_batch b = {.n_tokens = chunk, .tokens = ids + s + done, .pos = p, .seq = p + chunk};
+            const kiln_status st = kiln_engine_step(e, &b);
+            free(p);
+            if (st != KILN_OK) goto fail;
+            done += chunk;
+        }
+    if (kiln_engine_sync(e) != KILN_OK) goto fail;
+    bool all[4096];
+    for (int s = 0; s < n_seqs; s++) seq[s] = s, all[s] = true;
     for (int r = 0; r < reps; r++) {
         double t0 = kiln_now_seconds();
         for (int i = 0; i < BATCH_STEPS; i++) {
-            for (int s = 0; s < n_seqs; s++) step_ids[s] = ids[(s + i) % ctx];
-            if (kiln_batch_decode(b, step_ids) != KILN_OK) goto fail;
+            for (int s = 0; s < n_seqs; s++) step_ids[s] = ids[(s + i) % ctx], pos[s] = kiln_engine_seq_length(e, s);
+            const kiln_batch b = {.n_tokens = n_seqs, .tokens = step_ids, .pos = pos, .seq = seq, .logits = all};
+            if (kiln_engine_step(e, &b) != KILN_OK) goto fail;
         }
-        if (m->be->ops->sync(m->be) != KILN_OK) goto fail;
+        if (kiln_engine_sync(e) != KILN_OK) goto fail;
         times[r] = kiln_now_seconds() - t0;
     }
     double t = cli_median(times, reps) / BATCH_STEPS;
     printf("| batched decode %-3d  | %9.1f tok/s | %.3f ms/step (context %d) |\n", n_seqs, n_seqs / t, t * 1e3, ctx);
-    kiln_batch_free(b);
+    kiln_engine_free(e);
     return true;
 fail:
     fprintf(stderr, "kiln bench: batched decode of %d failed: %s\n", n_seqs, kiln_last_error());
-    kiln_batch_free(b);
+    kiln_engine_free(e);
     return false;
 }
 

@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/cpu/cpu_matmul.h"
 #include "cli/bench_gpu.h"
 #include "cli/cli.h"
 #include "runtime/generate.h"
@@ -132,8 +131,8 @@ int cmd_bench(int argc, char **argv) {
     }
     cli_fill_tokens(ids, max_prefill + n_decode + 16, vocab);
     if (strcmp(kiln_model_device(model), "cpu") == 0)
-        printf("kiln bench: %s, %d threads, %s kernels%s, %d repetitions\n", c.model, model->be->n_threads,
-               kiln_cpu_simd_name(), c.precise ? " (precise)" : "", reps);
+        printf("kiln bench: %s, %s%s, %d repetitions\n", c.model, kiln_model_device_info(model),
+               c.precise ? " (precise)" : "", reps);
     else
         printf("kiln bench: %s on %s, %d repetitions\n", c.model, kiln_model_device(model), reps);
     // One untimed pass warms caches and the page mapping of the weights.
@@ -143,7 +142,7 @@ int cmd_bench(int argc, char **argv) {
             kiln_session_reset(s);
             double t0 = kiln_now_seconds();
             // eval only queues the work on a GPU: wait for it inside the timing.
-            if (kiln_session_eval(s, ids, (size_t)sizes[i], NULL) != KILN_OK || model->be->ops->sync(model->be))
+            if (kiln_session_eval(s, ids, (size_t)sizes[i], NULL) != KILN_OK || kiln_session_sync(s))
                 goto fail;
             times[r] = kiln_now_seconds() - t0;
         }
@@ -153,11 +152,11 @@ int cmd_bench(int argc, char **argv) {
     if (n_decode > 0) {
         for (int r = 0; r < reps; r++) {
             kiln_session_reset(s);
-            if (kiln_session_eval(s, ids, 16, NULL) != KILN_OK || model->be->ops->sync(model->be)) goto fail;
+            if (kiln_session_eval(s, ids, 16, NULL) != KILN_OK || kiln_session_sync(s)) goto fail;
             double t0 = kiln_now_seconds();
             for (int k = 0; k < n_decode; k++)
                 if (kiln_session_eval(s, &ids[16 + k], 1, NULL) != KILN_OK) goto fail;
-            if (model->be->ops->sync(model->be) != KILN_OK) goto fail;
+            if (kiln_session_sync(s) != KILN_OK) goto fail;
             times[r] = kiln_now_seconds() - t0;
         }
         printf("kiln decode %d: %.1f tok/s\n", n_decode, n_decode / cli_median(times, reps));

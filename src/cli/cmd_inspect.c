@@ -4,7 +4,7 @@
 
 #include "cli/cli.h"
 #include "model/forward.h"
-#include "runtime/kv_cache.h"
+#include "runtime/engine.h"
 #include "runtime/session.h"
 
 static void inspect_help(FILE *out) {

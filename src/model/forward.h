@@ -25,39 +25,23 @@ kiln_status kiln_activations_create(kiln_backend *be, const kiln_hparams *hp, in
 void kiln_activations_free(kiln_backend *be, kiln_activations *a);
 uint64_t kiln_activations_bytes(const kiln_hparams *hp, int max_tokens);
 
-typedef struct kiln_forward_args {
-    int n_tokens;          // <= activations.max_tokens
-    // The caller already put tokens, positions and sequences into the
-    // activations' ids, pos and seq (kiln_forward_upload_inputs), as a
-    // captured decode step needs; tokens must still be given for validation.
-    bool inputs_ready;
-    // The tokens are already in the activations' ids (put there on the
-    // device, e.g. by the sampler): tokens is not read, only positions and
-    // sequences are copied.
-    bool ids_on_device;
-    const int32_t *tokens; // [n_tokens] host
-    const int32_t *pos;    // [n_tokens] host
-    const int32_t *seq;    // [n_tokens] host
+// One step's batch as the forward pass sees it: the inputs are in the
+// activations already (ids, pos, seq; the engine puts them there), tokens of
+// one sequence contiguous at consecutive positions (kiln_batch_layout).
+typedef struct kiln_forward_step {
+    int n_tokens;               // <= activations.max_tokens
+    bool one_seq;               // every token of one sequence (a prompt chunk)
     const kiln_kv_view *kv;
     const kiln_kv_layer *kv_layers; // [n_layers]
     int n_logits;               // rows of the batch whose logits are wanted
-    const int32_t *logit_rows;  // [n_logits] host, indices into the batch
+    const int32_t *logit_rows;  // [n_logits] host, increasing indices into the batch
     float *logits;              // [n_logits][vocab] backend memory
-} kiln_forward_args;
+} kiln_forward_step;
 
-// Runs the batch through the model with weights `w` (bound to backend `be` by
-// kiln_weights_bind); logits land in args->logits.
+// Queues the batch through the model with weights `w` (bound to backend `be`
+// by kiln_weights_bind); logits land in step->logits. Only the engine calls it
+// (runtime/engine_step.c), which checks the batch first.
 kiln_status kiln_llama_forward(const kiln_llm *m, const kiln_weights *w, kiln_backend *be, kiln_activations *a,
-                               const kiln_forward_args *args);
-// The same step through a graph (backends with graph_begin): copies the
-// inputs in front, captures the step into *graph when that is NULL, replays
-// it. The graph stays valid while a, the KV cache and args' shape (tokens,
-// logit rows, logits buffer) stay the same: only the inputs' values change.
-// Run one step uncaptured first, so that workspaces reach their final size.
-kiln_status kiln_llama_forward_replay(const kiln_llm *m, const kiln_weights *w, kiln_backend *be, kiln_activations *a,
-                                      const kiln_forward_args *args, void **graph);
-// Checks the token ids and copies tokens, positions and sequences into a.
-kiln_status kiln_forward_upload_inputs(const kiln_llm *m, kiln_backend *be, kiln_activations *a,
-                                       const kiln_forward_args *args);
+                               const kiln_forward_step *step);
 
 #endif

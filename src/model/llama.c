@@ -45,41 +45,12 @@ void kiln_activations_free(kiln_backend *be, kiln_activations *a) {
 
 static const float *bias_of(const kiln_tensor *bias) { return bias->data; } // NULL when absent (only Qwen 2 has them)
 
-kiln_status kiln_forward_upload_inputs(const kiln_llm *m, kiln_backend *be, kiln_activations *a,
-                                       const kiln_forward_args *args) {
-    const int n = args->n_tokens;
-    if (n <= 0 || n > a->max_tokens || args->n_logits < 0 || args->n_logits > n)
-        return kiln_fail(KILN_ERR_INVALID_ARG, "forward: %d tokens, %d logit rows (at most %d tokens)", n,
-                         args->n_logits, a->max_tokens);
-    if (!args->ids_on_device) {
-        for (int t = 0; t < n; t++)
-            if (args->tokens[t] < 0 || args->tokens[t] >= m->hp.vocab)
-                return kiln_fail(KILN_ERR_INVALID_ARG, "forward: token id %d out of range [0, %d)", args->tokens[t],
-                                 m->hp.vocab);
-        be->ops->from_host(be, a->ids, args->tokens, sizeof(int32_t) * (size_t)n);
-    }
-    be->ops->from_host(be, a->pos, args->pos, sizeof(int32_t) * (size_t)n);
-    be->ops->from_host(be, a->seq, args->seq, sizeof(int32_t) * (size_t)n);
-    return KILN_OK;
-}
-
-static bool is_one_sequence(const kiln_forward_args *args) {
-    for (int t = 1; t < args->n_tokens; t++)
-        if (args->seq[t] != args->seq[0] || args->pos[t] != args->pos[0] + t) return false;
-    return true;
-}
-
 kiln_status kiln_llama_forward(const kiln_llm *m, const kiln_weights *wts, kiln_backend *be, kiln_activations *a,
-                               const kiln_forward_args *args) {
+                               const kiln_forward_step *args) {
     const kiln_hparams *hp = &m->hp;
     const kiln_backend_ops *op = be->ops;
     const int n = args->n_tokens, dim = hp->dim;
-    kiln_status st;
-    if (!args->inputs_ready && (st = kiln_forward_upload_inputs(m, be, a, args)) != KILN_OK) return st;
-    for (int i = 0; i < args->n_logits; i++)
-        if (args->logit_rows[i] < 0 || args->logit_rows[i] >= n)
-            return kiln_fail(KILN_ERR_INVALID_ARG, "forward: logit row %d out of range", args->logit_rows[i]);
-    const kiln_batch_layout batch = {.n_tokens = n, .pos = a->pos, .seq = a->seq, .one_seq = is_one_sequence(args)};
+    const kiln_batch_layout batch = {.n_tokens = n, .pos = a->pos, .seq = a->seq, .one_seq = args->one_seq};
     const float scale = 1.0f / sqrtf((float)hp->head_dim);
 
     // Logits only for the rows asked for (usually the last of each sequence);
@@ -121,20 +92,4 @@ kiln_status kiln_llama_forward(const kiln_llm *m, const kiln_weights *wts, kiln_
                                            .norm_eps = hp->norm_eps}); // logits [n_logits][vocab] from RMSNorm(rows)
     }
     return KILN_OK;
-}
-
-kiln_status kiln_llama_forward_replay(const kiln_llm *m, const kiln_weights *w, kiln_backend *be, kiln_activations *a,
-                                      const kiln_forward_args *args, void **graph) {
-    kiln_status st = kiln_forward_upload_inputs(m, be, a, args);
-    if (st != KILN_OK) return st;
-    kiln_forward_args ready = *args;
-    ready.inputs_ready = true;
-    if (!*graph) {
-        if ((st = be->ops->graph_begin(be)) != KILN_OK) return st;
-        kiln_status forward_st = kiln_llama_forward(m, w, be, a, &ready);
-        st = be->ops->graph_end(be, graph);
-        if (forward_st != KILN_OK) return forward_st;
-        if (st != KILN_OK) return st;
-    }
-    return be->ops->graph_launch(be, *graph);
 }

@@ -394,15 +394,6 @@ static void test_decode_other_block_sizes(void **state) {
     check_decode(SMOLLM, 24, 5, 0x5eed0008);
 }
 
-// Programmatic dependent launch where the GPU has it (sm_90), as the backend
-// launches decode there.
-static bool pdl_available(void) {
-    int dev = 0, major = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    return major >= 9;
-}
-
 // Captured once, replayed after the positions (device memory) moved on: the
 // captured launch configuration must still cover them. The workspace is
 // cleared once, before the capture: each replay must leave its counters at
@@ -422,7 +413,6 @@ static void test_decode_graph_replay(void **state) {
     const size_t ws = kiln_cuda_attention_decode_workspace(N, g.n_heads, g.head_dim, max_blocks);
     batch b = batch_create(&g, q, pos[0], seq, N, ws);
     kiln_cuda_attention_args a = batch_args(&c, &b);
-    a.pdl = pdl_available();
 
     cudaStream_t stream;
     cudaGraph_t graph;
@@ -465,7 +455,7 @@ static void test_decode_graph_replay(void **state) {
 // of one launch resets the counters for the next. A long sequence (20001
 // positions: 157 live chunks) and a table 60 blocks larger than needed (more
 // chunks than are ever live). Each round launches twice back to back on one
-// stream (with programmatic dependent launch where available), the first
+// stream, the first
 // into a second output buffer, and checks both outputs: the second launch
 // starts on the counters the first just reset.
 static void check_decode_reuse(geometry g, uint64_t seed) {
@@ -492,7 +482,6 @@ static void check_decode_reuse(geometry g, uint64_t seed) {
     CUDA_CHECK(cudaMalloc((void **)&dout2, cap_elems * sizeof(float)));
     cudaStream_t stream;
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    const bool pdl = pdl_available();
     double *ref = malloc(cap_elems * sizeof(double));
     float *got2 = malloc(cap_elems * sizeof(float));
     assert_true(ref && got2);
@@ -504,7 +493,6 @@ static void check_decode_reuse(geometry g, uint64_t seed) {
         CUDA_CHECK(cudaMemset(dout2, 0xff, cap_elems * sizeof(float)));
         CUDA_CHECK(cudaDeviceSynchronize());
         kiln_cuda_attention_args a = batch_args(&c, &b);
-        a.pdl = pdl;
         a.out = dout2;
         CUDA_CHECK(kiln_cuda_attention_decode(stream, &a, b.dws));
         a.out = b.dout;

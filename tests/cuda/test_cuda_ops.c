@@ -229,11 +229,11 @@ typedef struct linear_case {
 // cuda_linear.c's dispatch, needed only to know whether the input was
 // rounded to the weights' 16-bit type (the cuBLASLt path) or used as float
 // (the matrix-vector kernel): one token, or up to KILN_MATVEC_MAX_TOKENS
-// whose inputs fit kiln_cuda_matvec_x_limit(); k % 8 == 0, one device type
+// whose inputs fit KILN_CUDA_MATVEC_X_LIMIT_DEFAULT; k % 8 == 0, one device type
 // for all weights, and no GLU with biases.
 static bool takes_gemm(const linear_case *lc) {
     if (lc->n > KILN_MATVEC_MAX_TOKENS || lc->k % 8 != 0) return true;
-    if (lc->n > 1 && (size_t)lc->n * (size_t)lc->k * sizeof(float) > kiln_cuda_matvec_x_limit()) return true;
+    if (lc->n > 1 && (size_t)lc->n * (size_t)lc->k * sizeof(float) > KILN_CUDA_MATVEC_X_LIMIT_DEFAULT) return true;
     for (int i = 1; i < lc->count; i++)
         if (device_form(lc->src[i], lc->rows[i]) != device_form(lc->src[0], lc->rows[0])) return true;
     return lc->glu && lc->bias;
@@ -848,7 +848,7 @@ static void run_rmsnorm(kiln_backend *be, int n, int dim, float eps, kiln_dtype 
     // The kernel alone (the backend asks for it through linear's norm): on
     // the default stream, after the backend's uploads have landed.
     sync_ok(be, "upload");
-    CUDA_CHECK(kiln_cuda_rmsnorm(0, dx, g.dev.data, dy, n, dim, eps, false));
+    CUDA_CHECK(kiln_cuda_rmsnorm(0, dx, g.dev.data, dy, n, dim, eps));
     CUDA_CHECK(cudaDeviceSynchronize());
     float *got = host_download(be, dy, sizeof(float) * elems);
     double *ref = malloc(sizeof(double) * elems), *bound = malloc(sizeof(double) * elems);

@@ -126,11 +126,11 @@ void kiln_cpu_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer 
     const int d = kv->head_dim, group = n_heads / kv->n_kv_heads;
     // Heads per work item: a whole group shares each K/V load, unless that
     // leaves too few items to keep every thread busy (decode of one token).
-    const int per_item = batch->n_tokens * kv->n_kv_heads >= 4 * be->n_threads ? group : 1;
+    const int per_item = batch->n_tokens * kv->n_kv_heads >= 4 * kiln_cpu_threads(be) ? group : 1;
     const int items_per_token = n_heads / per_item, n_items = batch->n_tokens * items_per_token;
     int max_len = 1;
     for (int t = 0; t < batch->n_tokens; t++) max_len = batch->pos[t] + 1 > max_len ? batch->pos[t] + 1 : max_len;
-#pragma omp parallel num_threads(be->n_threads)
+#pragma omp parallel num_threads(kiln_cpu_threads(be))
     {
         // Scores of one item: [heads][positions].
         float *scores = malloc(sizeof(float) * (size_t)per_item * (size_t)max_len);

@@ -1,17 +1,13 @@
 // The CPU backend: host memory, OpenMP threads, SIMD kernels.
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/cpu/cpu_matmul.h"
 #include "backend/cpu/cpu_ops.h"
+#include "core/host_memory.h"
 
-typedef struct cpu_impl {
-    float *scratch; // products awaiting a residual add
-    size_t scratch_floats;
-    float *normed;  // RMS-normalised inputs
-    size_t normed_floats;
-} cpu_impl;
 
 // Grows *buf to at least n floats; the forward pass cannot report a failure
 // here, and sizes are bounded by the activations, so running out aborts.
@@ -73,9 +69,9 @@ static void cpu_linear(kiln_backend *be, const kiln_linear_args *a) {
         x = normed;
     }
     if (a->count == 1)
-        kiln_cpu_matmul_ex(a->w[0], x, a->n, ys[0], rows0, be->n_threads, be->precise);
+        kiln_cpu_matmul_ex(a->w[0], x, a->n, ys[0], rows0, kiln_cpu_threads(be), kiln_cpu_of(be)->precise);
     else
-        kiln_cpu_matmul_multi(a->w, ys, a->count, x, a->n, be->n_threads, be->precise);
+        kiln_cpu_matmul_multi(a->w, ys, a->count, x, a->n, kiln_cpu_threads(be), kiln_cpu_of(be)->precise);
     for (int i = 0; i < a->count; i++)
         if (a->bias[i]) kiln_cpu_add_bias(be, ys[i], a->bias[i], a->n, (int)a->w[i]->ne[1]);
     if (a->accumulate) kiln_cpu_add(be, a->y[0], ys[0], (size_t)a->n * (size_t)rows0);
@@ -127,9 +123,12 @@ static kiln_status cpu_done(kiln_backend *be) {
     return KILN_OK;
 }
 
+// Host memory: what the machine (or its cgroup) still has, so that an engine
+// too large for it is refused before its KV cache is touched.
 static void cpu_memory(kiln_backend *be, kiln_backend_memory *out) {
     (void)be;
     *out = (kiln_backend_memory){0};
+    kiln_host_memory(&out->free, &out->total);
 }
 
 static void cpu_copy(kiln_backend *be, void *dst, const void *src, size_t n) {
@@ -137,8 +136,16 @@ static void cpu_copy(kiln_backend *be, void *dst, const void *src, size_t n) {
     memcpy(dst, src, n);
 }
 
+static const char *cpu_describe(kiln_backend *be) {
+    cpu_impl *impl = kiln_cpu_of(be);
+    snprintf(impl->description, sizeof impl->description, "%d threads, %s kernels", impl->n_threads,
+             kiln_cpu_simd_name());
+    return impl->description;
+}
+
 static const kiln_backend_ops cpu_ops = {
     .name = "cpu",
+    .describe = cpu_describe,
     .destroy = cpu_destroy,
     .alloc = cpu_alloc,
     .free = cpu_free,
@@ -171,8 +178,9 @@ kiln_status kiln_backend_cpu_create(int n_threads, bool precise, kiln_backend **
     be->impl = impl;
     be->ops = &cpu_ops;
     be->kv_dtype = KILN_F32;
-    be->n_threads = n_threads > 0 ? n_threads : omp_get_num_procs();
-    be->precise = precise;
+    be->step_tokens = 512;
+    impl->n_threads = n_threads > 0 ? n_threads : omp_get_num_procs();
+    impl->precise = precise;
     *out = be;
     return KILN_OK;
 }

@@ -20,7 +20,7 @@ KILN_CLONES static void scale_mul(const float *x, const float *w, float scale, f
 }
 
 void kiln_cpu_rmsnorm(kiln_backend *be, const float *x, const float *weight, float *y, int n, int dim, float eps) {
-#pragma omp parallel for num_threads(be->n_threads) if (n > 1) schedule(static)
+#pragma omp parallel for num_threads(kiln_cpu_threads(be)) if (n > 1) schedule(static)
     for (int t = 0; t < n; t++) {
         const float *xt = x + (size_t)t * dim;
         float ms = sum_squares(xt, dim) / (float)dim;
@@ -53,7 +53,7 @@ KILN_CLONES static void swiglu_vec(const float *gate, const float *up, float *ou
 void kiln_cpu_swiglu(kiln_backend *be, const float *gate, const float *up, float *out, size_t n) {
     const size_t chunk = 4096;
     size_t n_chunks = (n + chunk - 1) / chunk;
-#pragma omp parallel for num_threads(be->n_threads) if (n_chunks > 1) schedule(static)
+#pragma omp parallel for num_threads(kiln_cpu_threads(be)) if (n_chunks > 1) schedule(static)
     for (size_t c = 0; c < n_chunks; c++) {
         size_t begin = c * chunk, len = n - begin < chunk ? n - begin : chunk;
         swiglu_vec(gate + begin, up + begin, out + begin, len);
@@ -63,7 +63,7 @@ void kiln_cpu_swiglu(kiln_backend *be, const float *gate, const float *up, float
 void kiln_cpu_rope(kiln_backend *be, float *x, int n, int n_heads, int head_dim, const int32_t *pos,
                    const kiln_rope_params *rope) {
     const int half = rope->rot_dim / 2;
-#pragma omp parallel for num_threads(be->n_threads) if (n > 1) schedule(static)
+#pragma omp parallel for num_threads(kiln_cpu_threads(be)) if (n > 1) schedule(static)
     for (int t = 0; t < n; t++) {
         float cos_sin[2 * 512]; // rot_dim <= 1024 is checked at model load
         for (int i = 0; i < half; i++) {

@@ -5,6 +5,19 @@
 
 #include "backend/backend.h"
 
+typedef struct cpu_impl {
+    int n_threads;
+    bool precise;   // float activations in matrix products (no 8-bit rounding)
+    float *scratch; // products awaiting a residual add
+    size_t scratch_floats;
+    float *normed;  // RMS-normalised inputs
+    size_t normed_floats;
+    char description[64];
+} cpu_impl;
+
+static inline cpu_impl *kiln_cpu_of(kiln_backend *be) { return (cpu_impl *)be->impl; }
+static inline int kiln_cpu_threads(kiln_backend *be) { return kiln_cpu_of(be)->n_threads; }
+
 void kiln_cpu_rmsnorm(kiln_backend *be, const float *x, const float *weight, float *y, int n, int dim, float eps);
 void kiln_cpu_add(kiln_backend *be, float *y, const float *x, size_t n);
 void kiln_cpu_add_bias(kiln_backend *be, float *y, const float *bias, int n, int dim);

@@ -25,7 +25,6 @@
 
 #include "backend/cuda/cuda_attention.cuh"
 #include "backend/cuda/cuda_kernels.h"
-#include "backend/cuda/cuda_pdl.cuh"
 
 // ---- decode -----------------------------------------------------------------
 //
@@ -218,10 +217,6 @@ static __device__ __forceinline__ void dec_partials(const dec_params &p, unsigne
         }
     }
 
-    // Dependents may be scheduled from here on: earlier, they would hold SM
-    // slots while the K/V loop still needs them (measured slower).
-    pdl_allow_next();
-
     // Merge the warps: each leaves (max, sum, output) per head; a warp that saw
     // no position has max -inf and output 0 and drops out with weight 0.
 #pragma unroll
@@ -365,7 +360,6 @@ static __device__ __forceinline__ void dec_combine(const dec_params &p, unsigned
 template <int D> __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(const dec_params p) {
     extern __shared__ __align__(16) unsigned char smem[];
     __shared__ int s_last;
-    pdl_wait(); // q, positions, block tables, the new K/V and the workspace come from the kernels before
 
     const int kvh = blockIdx.x / p.n_hgroups, hg = blockIdx.x % p.n_hgroups;
     const int t = blockIdx.y, chunk = blockIdx.z;
@@ -374,10 +368,9 @@ template <int D> __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kern
     const int pos = p.pos[t], seq = p.seq[t]; // both loads in flight together
     const int chunk_len = DEC_CHUNK_BLOCKS * p.block_size;
     const int c0 = chunk * chunk_len;
-    if (c0 <= pos)
-        dec_partials<D>(p, smem, t, chunk, kvh, h0, nh, pos, seq, c0, chunk_len);
-    else // past the token: nothing to write (the combine reads live chunks only), but it still counts
-        pdl_allow_next();
+    // A chunk past the token writes nothing (the combine reads live chunks
+    // only), but it still counts.
+    if (c0 <= pos) dec_partials<D>(p, smem, t, chunk, kvh, h0, nh, pos, seq, c0, chunk_len);
 
     // Count the block (as cooperative groups' grid barrier does): the barrier
     // orders every thread's partial writes before thread 0's fence, the fence
@@ -717,8 +710,7 @@ template <int D> static cudaError_t launch_decode(cudaStream_t stream, const kil
     cudaError_t e = cudaFuncSetAttribute(attn_decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
     const dim3 grid(a->kv.n_kv_heads * p.n_hgroups, a->n_tokens, p.n_chunks); // chunks slowest: live ones start first
-    e = launch_maybe_pdl(a->pdl, attn_decode_kernel<D>, grid, dim3(DEC_THREADS), smem, stream, p);
-    if (e != cudaSuccess) return e;
+    attn_decode_kernel<D><<<grid, dim3(DEC_THREADS), smem, stream>>>(p);
     return cudaGetLastError();
 }
 

@@ -47,7 +47,7 @@ static void cuda_destroy(kiln_backend *be) {
         cudaSetDevice(c->device);
         if (c->stream) cudaStreamSynchronize(c->stream);
         cuda_staging_free(c);
-        cuda_scratch *scratch[] = {&c->gemm_input,         &c->gemm_trial, &c->gemm_out, &c->attention_ws,
+        cuda_scratch *scratch[] = {&c->gemm_input,         &c->gemm_trial, &c->attention_ws,
                                    &c->attention_counters, &c->sample_ws,  &c->norm_buf,
                                    &c->prep_x,             &c->prep_ss};
         for (size_t i = 0; i < sizeof scratch / sizeof scratch[0]; i++) cuda_scratch_release(scratch[i]);
@@ -108,7 +108,7 @@ static void cuda_get_rows(kiln_backend *be, const kiln_tensor *table, const int3
     cuda_prepared_forget(cuda_of(be)); // see cuda_linear.c
     cuda_impl *c = cuda_of(be);
     cuda_note(c, kiln_cuda_get_rows(c->stream, table->data, kiln_cuda_type_of(table->dtype), (int)table->ne[0], ids, n,
-                                    out, (c->pdl & CUDA_PDL_OTHER) != 0),
+                                    out),
               "get_rows");
 }
 
@@ -168,7 +168,7 @@ void cuda_rope_kv_store(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer 
                                 .interleaved = rope->interleaved != 0, .inv_freq = inv_freq, .pos = batch->pos,
                                 .seq = batch->seq, .k_cache = layer.k, .v_cache = layer.v,
                                 .block_tables = kv->block_tables, .max_blocks_per_seq = kv->max_blocks_per_seq,
-                                .block_size = kv->block_size, .pdl = (c->pdl & CUDA_PDL_OTHER) != 0};
+                                .block_size = kv->block_size};
     cuda_note(c, kiln_cuda_rope_kv_store(c->stream, &a), "rope_kv_store");
 }
 
@@ -181,7 +181,7 @@ static void cuda_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_lay
                .max_blocks_per_seq = kv->max_blocks_per_seq, .block_size = kv->block_size,
                .n_kv_heads = kv->n_kv_heads, .head_dim = kv->head_dim},
         .n_tokens = batch->n_tokens, .pos = batch->pos, .seq = batch->seq, .q = q, .out = out, .n_heads = n_heads,
-        .scale = scale, .pdl = (c->pdl & CUDA_PDL_ATTENTION) != 0, .portable = c->portable};
+        .scale = scale, .portable = c->portable};
     // A prompt chunk of one sequence goes to the tensor-core kernel; single
     // tokens (decode, batched decode) to the split-K one.
     if (batch->one_seq && batch->n_tokens > 1) {
@@ -327,8 +327,30 @@ static bool cuda_supports_head_dim(kiln_backend *be, int head_dim) {
     return kiln_cuda_attention_supports(head_dim);
 }
 
+// The engine's kernel choices. A change of the matrix-vector form forgets
+// the forms timed so far (they were timed for the old setting).
+static kiln_status cuda_configure(kiln_backend *be, const kiln_kernel_options *k) {
+    cuda_impl *c = cuda_of(be);
+    if (k->matvec_form < KILN_MATVEC_TIMED || k->matvec_form > KILN_MATVEC_PIPELINED || k->gemm_trial_rounds < 0 ||
+        k->gemm_trial_rounds > 8 || k->matvec_max_input_bytes < 0)
+        return kiln_fail(KILN_ERR_INVALID_ARG,
+                         "cuda: kernel options out of range (matvec form %d, %d GEMM trial rounds: 0 to 8, matvec "
+                         "input bound %d bytes)",
+                         (int)k->matvec_form, k->gemm_trial_rounds, k->matvec_max_input_bytes);
+    const int pipe = k->matvec_form == KILN_MATVEC_PLAIN ? 0 : k->matvec_form == KILN_MATVEC_PIPELINED ? 1 : -1;
+    if (pipe != c->matvec_pipe_mode || k->portable != c->portable) c->n_matvec_choices = 0;
+    c->matvec_pipe_mode = pipe;
+    c->portable = k->portable;
+    c->gemm_trial_rounds = k->gemm_trial_rounds ? k->gemm_trial_rounds : 1;
+    c->matvec_x_limit = k->matvec_max_input_bytes ? (size_t)k->matvec_max_input_bytes : KILN_CUDA_MATVEC_X_LIMIT_DEFAULT;
+    return KILN_OK;
+}
+
+static const char *cuda_describe(kiln_backend *be) { return cuda_of(be)->prop.name; }
+
 static const kiln_backend_ops cuda_ops = {
     .name = "cuda",
+    .describe = cuda_describe,
     .destroy = cuda_destroy,
     .alloc = cuda_alloc,
     .free = cuda_free,
@@ -355,23 +377,8 @@ static const kiln_backend_ops cuda_ops = {
     .graph_end = cuda_graph_end,
     .graph_launch = cuda_graph_launch,
     .graph_free = cuda_graph_free,
+    .configure = cuda_configure,
 };
-
-// KILN_CUDA_PDL's value: "1" (every kind) or a comma list of kinds; an
-// unknown word counts for nothing (it is a setting for A/B runs).
-static unsigned cuda_pdl_kinds(const char *v) {
-    if (strcmp(v, "1") == 0) return CUDA_PDL_MATVEC | CUDA_PDL_ATTENTION | CUDA_PDL_OTHER;
-    unsigned kinds = 0;
-    static const struct { const char *name; unsigned kind; } names[] = {
-        {"matvec", CUDA_PDL_MATVEC}, {"attention", CUDA_PDL_ATTENTION}, {"other", CUDA_PDL_OTHER}};
-    for (const char *p = v; *p;) {
-        size_t len = strcspn(p, ",");
-        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-            if (strlen(names[i].name) == len && strncmp(p, names[i].name, len) == 0) kinds |= names[i].kind;
-        p += len + (p[len] == ',');
-    }
-    return kinds;
-}
 
 int kiln_cuda_device_count(void) {
     int n = 0;
@@ -399,15 +406,10 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
         free(c);
         return kiln_fail(KILN_ERR_NOMEM, "cuda backend: out of memory");
     }
-    // Decode replays a captured graph unless KILN_CUDA_GRAPH=0 (for A/B runs:
-    // the steps are then launched kernel by kernel).
-    c->ops = cuda_ops;
-    const char *graph = getenv("KILN_CUDA_GRAPH");
-    if (graph && strcmp(graph, "0") == 0)
-        c->ops.graph_begin = NULL, c->ops.graph_end = NULL, c->ops.graph_launch = NULL, c->ops.graph_free = NULL;
-    be->ops = &c->ops;
+    be->ops = &cuda_ops;
     be->impl = c;
     be->kv_dtype = KILN_F16;
+    be->step_tokens = 2048; // matrix-matrix products need many rows to reach the tensor cores' rate
     c->device = device;
     cudaError_t e = cudaSetDevice(device);
     if (e == cudaSuccess) e = cudaGetDeviceProperties(&c->prop, device);
@@ -425,40 +427,9 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
     if (e == cudaSuccess) e = cudaMallocHost((void **)&c->sampled_host, sizeof(int32_t));
     if (e == cudaSuccess) e = cudaEventCreateWithFlags(&c->sampled_ready, cudaEventDisableTiming);
     c->lt_workspace_bytes = LT_WORKSPACE_BYTES;
-    // Programmatic dependent launch of kiln's own kernels: Hopper only, and
-    // off until measured (KILN_CUDA_PDL=1 turns it on). KILN_CUDA_PORTABLE=1
-    // keeps every Hopper-only path off, so a Hopper card also runs (and the
-    // tests check) what Ampere and Ada run.
-    const char *pdl = getenv("KILN_CUDA_PDL"), *portable = getenv("KILN_CUDA_PORTABLE");
-    c->portable = portable && strcmp(portable, "1") == 0;
-    if (c->prop.major >= 9 && pdl && !c->portable) c->pdl = cuda_pdl_kinds(pdl);
-    // One token's products with pipelined rounds or not: the faster per
-    // shape on this card (cuda_matvec_tune.c) unless KILN_CUDA_MATVEC_PIPE
-    // is 0 or 1 (A/B runs, tests of each form).
-    const char *pipe = getenv("KILN_CUDA_MATVEC_PIPE");
-    c->matvec_pipe_mode = pipe && strcmp(pipe, "0") == 0 ? 0 : pipe && strcmp(pipe, "1") == 0 ? 1 : -1;
-    // 16-bit feed-forward intermediates on prompt chunks: on by default since
-    // measured (+4% prefill, H200, 2026-11-26); KILN_CUDA_MLP16=0 for A/B runs.
-    const char *mlp16 = getenv("KILN_CUDA_MLP16");
-    c->mlp16 = !(mlp16 && strcmp(mlp16, "0") == 0);
-    // RMSNorm inside the matrix-vector kernel (decode): on by default since
-    // measured (+0.7% decode, H200); KILN_CUDA_NORM_FUSED=0 for A/B runs.
-    const char *norm_fused = getenv("KILN_CUDA_NORM_FUSED");
-    c->norm_fused = !(norm_fused && strcmp(norm_fused, "0") == 0);
-    // Twice the loads in flight for one token's plain products: on since
-    // measured (+0.5% decode, H200); KILN_CUDA_MATVEC_DEEP=0 for A/B runs.
-    const char *deep = getenv("KILN_CUDA_MATVEC_DEEP");
-    c->matvec_deep = !(deep && strcmp(deep, "0") == 0);
-    // The residual GEMMs (O, down) with beta = 0 into scratch, then an add:
-    // cuBLASLt's beta = 1 kernels ran at 420-450 TFLOP/s against 590 for the
-    // same shapes without (H200 profile, 2048 tokens). Off until measured.
-    // Decode's residual products prepare the next RMSNorm (its input times
-    // the weights, and sums of squares), so that the next product starts on
-    // its weights at once: KILN_CUDA_NORM_PREPARED=0 for A/B runs.
-    const char *prepared = getenv("KILN_CUDA_NORM_PREPARED");
-    c->prepare_norm = !(prepared && strcmp(prepared, "0") == 0);
-    const char *add_pass = getenv("KILN_CUDA_GEMM_ADD_PASS");
-    c->gemm_add_pass = add_pass && strcmp(add_pass, "1") == 0;
+    c->matvec_pipe_mode = -1;
+    c->gemm_trial_rounds = 1;
+    c->matvec_x_limit = KILN_CUDA_MATVEC_X_LIMIT_DEFAULT;
     if (e != cudaSuccess) {
         cuda_destroy(be);
         return kiln_fail(KILN_ERR_IO, "cuda: cannot set up device %d: %s", device, cudaGetErrorString(e));

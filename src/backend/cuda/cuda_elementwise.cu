@@ -5,7 +5,6 @@
 #include <cuda_fp16.h>
 
 #include "backend/cuda/cuda_ops.h"
-#include "backend/cuda/cuda_pdl.cuh"
 
 static __device__ __forceinline__ float block_sum(float v, float *shared32) {
 #pragma unroll
@@ -48,7 +47,6 @@ __device__ __forceinline__ void store4<__nv_bfloat16>(__nv_bfloat16 *p, float a,
 template <typename T, bool VEC>
 __global__ void rmsnorm_kernel(const float *x, const float *weight, T *y, int dim, float eps) {
     __shared__ float partial[32];
-    pdl_wait();
     const float *row = x + (size_t)blockIdx.x * dim;
     T *out = y + (size_t)blockIdx.x * dim;
     float ss = 0.0f;
@@ -71,33 +69,32 @@ __global__ void rmsnorm_kernel(const float *x, const float *weight, T *y, int di
     } else {
         for (int i = threadIdx.x; i < dim; i += blockDim.x) out[i] = from_f<T>(row[i] * inv * weight[i]);
     }
-    pdl_allow_next(); // late: dependents launched early would hold SM slots while they wait
 }
 
 template <typename T>
 static cudaError_t launch_rmsnorm(cudaStream_t stream, const float *x, const float *weight, T *y, int n, int dim,
-                                  float eps, bool pdl) {
+                                  float eps) {
     if (n <= 0 || dim <= 0) return cudaSuccess;
     // Many rows (a prompt chunk): 256 threads each, several blocks per SM;
     // one row (decode): up to 1024 threads, so that one SM finishes sooner.
     const int per_thread_items = dim % 4 == 0 ? dim / 4 : dim, cap = n >= 64 ? 256 : 1024;
     const int threads = per_thread_items >= cap ? cap : ((per_thread_items + 31) / 32) * 32;
     if (dim % 4 == 0 && ((uintptr_t)x | (uintptr_t)weight | (uintptr_t)y) % 16 == 0)
-        launch_maybe_pdl(pdl, rmsnorm_kernel<T, true>, dim3(n), dim3(threads), 0, stream, x, weight, y, dim, eps);
+        rmsnorm_kernel<T, true><<<dim3(n), dim3(threads), 0, stream>>>(x, weight, y, dim, eps);
     else
-        launch_maybe_pdl(pdl, rmsnorm_kernel<T, false>, dim3(n), dim3(threads), 0, stream, x, weight, y, dim, eps);
+        rmsnorm_kernel<T, false><<<dim3(n), dim3(threads), 0, stream>>>(x, weight, y, dim, eps);
     return cudaGetLastError();
 }
 
 extern "C" cudaError_t kiln_cuda_rmsnorm(cudaStream_t stream, const float *x, const float *weight, float *y, int n,
-                                         int dim, float eps, bool pdl) {
-    return launch_rmsnorm(stream, x, weight, y, n, dim, eps, pdl);
+                                         int dim, float eps) {
+    return launch_rmsnorm(stream, x, weight, y, n, dim, eps);
 }
 
 extern "C" cudaError_t kiln_cuda_rmsnorm16(cudaStream_t stream, const float *x, const float *weight, void *y,
-                                           kiln_cuda_type type, int n, int dim, float eps, bool pdl) {
-    if (type == KILN_CUDA_BF16) return launch_rmsnorm(stream, x, weight, static_cast<__nv_bfloat16 *>(y), n, dim, eps, pdl);
-    if (type == KILN_CUDA_F16) return launch_rmsnorm(stream, x, weight, static_cast<__half *>(y), n, dim, eps, pdl);
+                                           kiln_cuda_type type, int n, int dim, float eps) {
+    if (type == KILN_CUDA_BF16) return launch_rmsnorm(stream, x, weight, static_cast<__nv_bfloat16 *>(y), n, dim, eps);
+    if (type == KILN_CUDA_F16) return launch_rmsnorm(stream, x, weight, static_cast<__half *>(y), n, dim, eps);
     return cudaErrorInvalidValue;
 }
 
@@ -110,17 +107,15 @@ static __device__ __forceinline__ float load_as_float(const void *p, size_t i, k
 }
 
 __global__ void get_rows_kernel(const void *table, kiln_cuda_type type, int dim, const int32_t *ids, float *out) {
-    pdl_wait();
     const size_t base = (size_t)ids[blockIdx.x] * dim;
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
         out[(size_t)blockIdx.x * dim + i] = load_as_float(table, base + i, type);
-    pdl_allow_next();
 }
 
 extern "C" cudaError_t kiln_cuda_get_rows(cudaStream_t stream, const void *table, kiln_cuda_type type, int dim,
-                                          const int32_t *ids, int n, float *out, bool pdl) {
+                                          const int32_t *ids, int n, float *out) {
     if (n <= 0) return cudaSuccess;
-    launch_maybe_pdl(pdl, get_rows_kernel, dim3(n), dim3(256), 0, stream, table, type, dim, ids, out);
+    get_rows_kernel<<<dim3(n), dim3(256), 0, stream>>>(table, type, dim, ids, out);
     return cudaGetLastError();
 }
 
@@ -161,7 +156,6 @@ static __device__ __forceinline__ rope_token rope_token_begin(const kiln_cuda_ro
 // v stored as f16 in the token's cache slot.
 __global__ void rope_kv_kernel(const kiln_cuda_rope_kv_args a, int heads_per_block) {
     extern __shared__ float2 cos_sin[]; // [rot_dim / 2]
-    pdl_wait();
     const rope_token r = rope_token_begin(a, heads_per_block, cos_sin);
     const int half_rot = a.rot_dim / 2, hd = a.head_dim;
     for (int j = threadIdx.x; j < (r.h1 - r.h0) * half_rot; j += blockDim.x) {
@@ -187,7 +181,6 @@ __global__ void rope_kv_kernel(const kiln_cuda_rope_kv_args a, int heads_per_blo
         r.kc[(size_t)head * hd + d] = __float2half_rn(r.k[(size_t)head * hd + d]);
     }
     for (int j = kv0 * hd + threadIdx.x; j < kv1 * hd; j += blockDim.x) r.vc[j] = __float2half_rn(r.v[j]);
-    pdl_allow_next();
 }
 
 // rope_kv_kernel with 16-byte accesses (a prompt chunk moves tens of MB
@@ -202,7 +195,6 @@ static __device__ __forceinline__ uint2 pack_half4(float4 f) {
 
 __global__ void rope_kv4_kernel(const kiln_cuda_rope_kv_args a, int heads_per_block) {
     extern __shared__ float2 cos_sin[]; // [rot_dim / 2]
-    pdl_wait();
     const rope_token r = rope_token_begin(a, heads_per_block, cos_sin);
     const int half_rot = a.rot_dim / 2, hd = a.head_dim;
     const int quads = half_rot / 4; // 4 pairs a thread
@@ -242,7 +234,6 @@ __global__ void rope_kv4_kernel(const kiln_cuda_rope_kv_args a, int heads_per_bl
     }
     for (int j = kv0 * hd / 4 + threadIdx.x; j < kv1 * hd / 4; j += blockDim.x)
         *reinterpret_cast<uint2 *>(r.vc + 4 * (size_t)j) = pack_half4(reinterpret_cast<const float4 *>(r.v)[j]);
-    pdl_allow_next();
 }
 
 extern "C" cudaError_t kiln_cuda_rope_kv_store(cudaStream_t stream, const kiln_cuda_rope_kv_args *a) {
@@ -256,9 +247,11 @@ extern "C" cudaError_t kiln_cuda_rope_kv_store(cudaStream_t stream, const kiln_c
     const bool aligned = (((uintptr_t)a->q | (uintptr_t)a->k | (uintptr_t)a->v) & 15) == 0 &&
                          (((uintptr_t)a->k_cache | (uintptr_t)a->v_cache) & 7) == 0;
     const bool vec = aligned && a->rot_dim > 0 && (a->rot_dim / 2) % 4 == 0 && (a->head_dim - a->rot_dim) % 4 == 0;
-    launch_maybe_pdl(a->pdl, vec ? rope_kv4_kernel : rope_kv_kernel,
-                     dim3((unsigned)a->n_tokens, (unsigned)((heads + per_block - 1) / per_block)), dim3(256), smem,
-                     stream, *a, per_block);
+    const dim3 grid((unsigned)a->n_tokens, (unsigned)((heads + per_block - 1) / per_block));
+    if (vec)
+        rope_kv4_kernel<<<grid, dim3(256), smem, stream>>>(*a, per_block);
+    else
+        rope_kv_kernel<<<grid, dim3(256), smem, stream>>>(*a, per_block);
     return cudaGetLastError();
 }
 

@@ -1,6 +1,7 @@
 // Dense products through cuBLASLt. For each new shape the heuristic's
-// candidate algorithms are timed once on the real operands and the fastest is
-// kept for the life of the backend.
+// candidate algorithms are timed on the real operands (in
+// kiln_kernel_options.gemm_trial_rounds interleaved rounds, keeping each
+// candidate's best) and the fastest is kept for the life of the backend.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,20 +10,6 @@
 
 #define GEMM_CANDIDATES 8
 #define GEMM_TRIAL_RUNS 3
-
-// Rounds over the candidates: 1 (default) times each candidate once, one
-// after the other; KILN_CUDA_GEMM_TRIAL_ROUNDS=N (up to 8) interleaves N
-// rounds and keeps each candidate's best, for A/B runs of whether the
-// choice, made once per process, is what moves prefill between runs.
-static int trial_rounds(void) {
-    static int rounds;
-    if (!rounds) {
-        const char *env = getenv("KILN_CUDA_GEMM_TRIAL_ROUNDS");
-        const long v = env ? strtol(env, NULL, 10) : 1;
-        rounds = v >= 1 && v <= 8 ? (int)v : 1;
-    }
-    return rounds;
-}
 
 typedef struct gemm_key {
     int m, n, k;
@@ -127,13 +114,13 @@ static cublasStatus_t choose_algo(cuda_impl *c, gemm_entry *e, const void *w, co
         return s;
     }
     float times[GEMM_CANDIDATES];
-    bool usable[GEMM_CANDIDATES];
+    bool usable[GEMM_CANDIDATES] = {false};
+    for (int i = 0; i < GEMM_CANDIDATES; i++) times[i] = 1e30f;
     for (int i = 0; i < n_found; i++) {
-        times[i] = 1e30f;
         usable[i] = found[i].state == CUBLAS_STATUS_SUCCESS &&
                     run(c, e, &found[i].algo, w, x, c->gemm_trial.ptr, bias, false) == CUBLAS_STATUS_SUCCESS;
     }
-    for (int round = 0; round < trial_rounds(); round++)
+    for (int round = 0; round < c->gemm_trial_rounds; round++)
         for (int i = 0; i < n_found; i++) {
             if (!usable[i]) continue;
             cudaEventRecord(start, c->stream);

@@ -63,7 +63,6 @@ typedef struct cuda_impl {
     cuda_gemm_cache *gemm_cache;
     cuda_scratch gemm_input;      // 16-bit copy of a GEMM's input
     cuda_scratch gemm_trial;      // output of the algorithm trials
-    cuda_scratch gemm_out;        // a residual GEMM's product before its add (gemm_add_pass)
     cuda_scratch attention_ws;    // split-K partial results
     cuda_scratch attention_counters; // split-K arrival counters: zeroed when allocated, left zero by every launch
     cuda_scratch sample_ws;
@@ -83,25 +82,18 @@ typedef struct cuda_impl {
     int n_retired;
     const char *gemm_error;       // cuBLASLt's status of the last failure
     bool capturing;
-    bool portable;                // KILN_CUDA_PORTABLE: no Hopper-only paths at all
-    unsigned pdl;                 // CUDA_PDL_* kinds of kiln's kernels launched as programmatic dependent launches
-    int matvec_pipe_mode;         // KILN_CUDA_MATVEC_PIPE: 0 or 1 for every shape; -1 (unset): timed per shape
+    // The engine's kernel choices (cuda_configure, kiln_kernel_options).
+    bool portable;                // no Hopper-only paths at all
+    int matvec_pipe_mode;         // 0 or 1 for every shape; -1: timed per shape
+    int gemm_trial_rounds;        // cuBLASLt candidates timed in this many interleaved rounds
+    size_t matvec_x_limit;        // 2 to 8 tokens take the matrix-vector kernel while their inputs total at most this
     cuda_matvec_choice matvec_choices[CUDA_MATVEC_CHOICES];
     int n_matvec_choices;
-    kiln_backend_ops ops;         // cuda_ops, less the graph entries under KILN_CUDA_GRAPH=0
-    bool mlp16;                   // mlp on prompt chunks with 16-bit intermediates
-    bool norm_fused;              // the matrix-vector kernel normalises its own input
-    bool matvec_deep;             // more loads in flight for one token's plain products (KILN_CUDA_MATVEC_DEEP=0: off)
-    bool gemm_add_pass;           // KILN_CUDA_GEMM_ADD_PASS=1: residual GEMMs with beta 0, then an add (off until measured)
     cuda_scratch norm_buf;        // RMS-normalised inputs for the other paths
-    bool prepare_norm;            // residual products prepare the next RMSNorm (KILN_CUDA_NORM_PREPARED=0: off)
     cuda_prepared_norm prepared;
     cuda_scratch prep_x, prep_ss;
 } cuda_impl;
 
-// Kinds of kernels KILN_CUDA_PDL may launch as programmatic dependent launches
-// (it takes "1" for all, or a comma list of matvec, attention, other).
-enum { CUDA_PDL_MATVEC = 1, CUDA_PDL_ATTENTION = 2, CUDA_PDL_OTHER = 4 };
 
 static inline cuda_impl *cuda_of(kiln_backend *be) { return (cuda_impl *)be->impl; }
 
@@ -142,8 +134,8 @@ cudaError_t cuda_gemm(cuda_impl *c, kiln_cuda_type type, const void *w, const vo
 cudaError_t cuda_gemm_ex(cuda_impl *c, kiln_cuda_type type, const void *w, const void *x, void *d, bool out16,
                          const float *bias, int m, int n, int k, bool accumulate);
 void cuda_mlp(kiln_backend *be, const kiln_mlp_args *a);
-// Whether a's product (one token) runs pipelined: KILN_CUDA_MATVEC_PIPE, or
-// the form timed fastest for its shape (timed on the first uncaptured call).
+// Whether a's product (one token) runs pipelined: as configured, or the form
+// timed fastest for its shape (timed on the first uncaptured call).
 bool cuda_matvec_pipe_for(cuda_impl *c, const kiln_cuda_matvec_args *a);
 // KILN_CUDA_TUNE_LOG=1: the timed choices (matrix-vector forms, cuBLASLt
 // algorithms) are printed to stderr.

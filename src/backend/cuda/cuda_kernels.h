@@ -58,7 +58,6 @@ typedef struct kiln_cuda_attention_args {
     float *out;
     int n_heads;
     float scale;
-    bool pdl; // decode: launched as programmatic dependent launches (sm_90; see cuda_pdl.cuh)
     // Decode: kiln_cuda_attention_decode_counters() bytes of counters, zero
     // before the first launch (kiln_cuda_attention_decode_counters_clear);
     // every launch leaves them zero, whatever its shape.

@@ -10,21 +10,11 @@
 // do not. Measured on the H200 (2026-11-26, Llama 3 8B geometry): batched
 // decode of 8 ran 776 tok/s through the kernel with 8 tokens against 1407
 // through cuBLASLt. So several tokens take the kernel only while their inputs
-// total 16 KB (small models); one token always does. KILN_MATVEC_X_BYTES
-// overrides the bound for measurements.
-size_t kiln_cuda_matvec_x_limit(void) {
-    static size_t limit;
-    if (!limit) {
-        const char *env = getenv("KILN_MATVEC_X_BYTES");
-        long v = env ? strtol(env, NULL, 10) : 0;
-        limit = v > 0 ? (size_t)v : (size_t)16 << 10;
-    }
-    return limit;
-}
-
-static bool matvec_fits(const kiln_linear_args *a, kiln_cuda_type type) {
+// total c->matvec_x_limit (16 KB by default: small models); one token always
+// does.
+static bool matvec_fits(const cuda_impl *c, const kiln_linear_args *a, kiln_cuda_type type) {
     if (a->n > KILN_MATVEC_MAX_TOKENS || type == KILN_CUDA_F32 || a->w[0]->ne[0] % 8 != 0) return false;
-    if (a->n > 1 && (size_t)a->n * (size_t)a->w[0]->ne[0] * sizeof(float) > kiln_cuda_matvec_x_limit()) return false;
+    if (a->n > 1 && (size_t)a->n * (size_t)a->w[0]->ne[0] * sizeof(float) > c->matvec_x_limit) return false;
     for (int i = 1; i < a->count; i++)
         if (a->w[i]->dtype != a->w[0]->dtype) return false;
     return !(a->glu && (a->bias[0] || a->bias[1]));
@@ -60,7 +50,7 @@ static bool take_prepared(cuda_impl *c, const cuda_prepared_norm *prev, const ki
 }
 
 static bool give_prepared(cuda_impl *c, const kiln_linear_args *a, kiln_cuda_matvec_args *mv) {
-    if (!c->prepare_norm || !a->next_norm || !a->accumulate || a->count != 1 || a->glu || a->rope ||
+    if (!a->next_norm || !a->accumulate || a->count != 1 || a->glu || a->rope ||
         a->n > KILN_MATVEC_NORM_MAX_TOKENS)
         return false;
     const size_t rows = (size_t)a->w[0]->ne[1];
@@ -78,8 +68,7 @@ static void linear_matvec(cuda_impl *c, const cuda_prepared_norm *prev, const ki
                           kiln_cuda_type type) {
     kiln_cuda_matvec_args mv = {.count = a->count, .type = type, .k = (int)a->w[0]->ne[0], .x = a->x,
                                 .n_tokens = a->n, .accumulate = a->accumulate, .glu = a->glu,
-                                .pdl = (c->pdl & CUDA_PDL_MATVEC) != 0,
-                                .norm = a->norm, .norm_eps = a->norm_eps, .deep_loads = c->matvec_deep};
+                                .norm = a->norm, .norm_eps = a->norm_eps, .deep_loads = true};
     if (a->rope) { // rope_fusable(a) holds
         const kiln_linear_rope *r = a->rope;
         const double *inv_freq = cuda_rope_inv_freq(c, r->params);
@@ -111,15 +100,10 @@ static void linear_matvec(cuda_impl *c, const cuda_prepared_norm *prev, const ki
         c->prepared = (cuda_prepared_norm){.y = a->y[0], .norm = a->next_norm, .n = a->n, .k = (int)a->w[0]->ne[1]};
 }
 
-// d[n][m] += x w^T (+ bias): in cuBLASLt's epilogue (beta = 1), or with
-// KILN_CUDA_GEMM_ADD_PASS=1 as a beta = 0 product into scratch and an add.
+// d[n][m] += x w^T (+ bias), in cuBLASLt's epilogue (beta = 1).
 static cudaError_t gemm_residual(cuda_impl *c, kiln_cuda_type type, const void *w, const void *x, float *d,
                                  const float *bias, int m, int n, int k) {
-    if (!c->gemm_add_pass) return cuda_gemm_ex(c, type, w, x, d, false, bias, m, n, k, true);
-    const size_t elems = (size_t)n * (size_t)m;
-    if (!cuda_scratch_reserve(c, &c->gemm_out, sizeof(float) * elems)) return cudaErrorMemoryAllocation;
-    cudaError_t e = cuda_gemm_ex(c, type, w, x, c->gemm_out.ptr, false, bias, m, n, k, false);
-    return e != cudaSuccess ? e : kiln_cuda_add(c->stream, d, c->gemm_out.ptr, elems);
+    return cuda_gemm_ex(c, type, w, x, d, false, bias, m, n, k, true);
 }
 
 static void linear_gemm(cuda_impl *c, const kiln_linear_args *a) {
@@ -139,8 +123,7 @@ static void linear_gemm(cuda_impl *c, const kiln_linear_args *a) {
         if (type != converted) {
             if (a->norm) // RMSNorm straight into the 16-bit input
                 cuda_note(c,
-                          kiln_cuda_rmsnorm16(c->stream, a->x, a->norm, c->gemm_input.ptr, type, a->n, k, a->norm_eps,
-                                              (c->pdl & CUDA_PDL_OTHER) != 0),
+                          kiln_cuda_rmsnorm16(c->stream, a->x, a->norm, c->gemm_input.ptr, type, a->n, k, a->norm_eps),
                           "rmsnorm");
             else
                 cuda_note(c, kiln_cuda_convert(c->stream, a->x, c->gemm_input.ptr, type, in_elems), "convert");
@@ -164,7 +147,7 @@ static const float *normalised(cuda_impl *c, const float *x, const float *norm, 
         cuda_note(c, cudaErrorMemoryAllocation, "rmsnorm buffer");
         return NULL;
     }
-    cuda_note(c, kiln_cuda_rmsnorm(c->stream, x, norm, c->norm_buf.ptr, n, k, eps, (c->pdl & CUDA_PDL_OTHER) != 0), "rmsnorm");
+    cuda_note(c, kiln_cuda_rmsnorm(c->stream, x, norm, c->norm_buf.ptr, n, k, eps), "rmsnorm");
     return c->norm_buf.ptr;
 }
 
@@ -173,7 +156,7 @@ void cuda_linear(kiln_backend *be, const kiln_linear_args *a) {
     const cuda_prepared_norm prev = c->prepared;
     cuda_prepared_forget(c);
     const kiln_cuda_type type = kiln_cuda_type_of(a->w[0]->dtype);
-    const bool matvec = matvec_fits(a, type);
+    const bool matvec = matvec_fits(c, a, type);
     const bool prepared = matvec && prepared_for(&prev, a);
     // RoPE and the cache write: in the matrix-vector kernel's epilogue
     // (decode), else as their own kernel after the products.
@@ -187,9 +170,9 @@ void cuda_linear(kiln_backend *be, const kiln_linear_args *a) {
     }
     kiln_linear_args plain;
     // The GEMM path normalises straight into its 16-bit input; the
-    // matrix-vector kernel normalises its own input for decode's 1 or 2 tokens
-    // (KILN_CUDA_NORM_FUSED=0 turns that off); otherwise a separate RMSNorm first.
-    if (a->norm && matvec && !prepared && !(c->norm_fused && a->n <= KILN_MATVEC_NORM_MAX_TOKENS)) {
+    // matrix-vector kernel normalises its own input for decode's 1 or 2
+    // tokens; otherwise a separate RMSNorm first.
+    if (a->norm && matvec && !prepared && a->n > KILN_MATVEC_NORM_MAX_TOKENS) {
         plain = *a;
         plain.norm = NULL;
         if (!(plain.x = normalised(c, a->x, a->norm, a->norm_eps, a->n, (int)a->w[0]->ne[0]))) return;
@@ -206,7 +189,7 @@ void cuda_linear(kiln_backend *be, const kiln_linear_args *a) {
 // and up come out of cuBLASLt already in the weights' 16-bit type, SwiGLU
 // works in place on them, and that is the down projection's input: the
 // [n][ffn] intermediates cross memory in 16 bits, once each, instead of as
-// floats plus a conversion pass (+4% prefill, H200; KILN_CUDA_MLP16=0 turns it off).
+// floats plus a conversion pass (+4% prefill, H200).
 void cuda_mlp(kiln_backend *be, const kiln_mlp_args *a) {
     cuda_impl *c = cuda_of(be);
     const kiln_linear_args gate_up = {.count = 2, .w = {a->w_gate, a->w_up}, .y = {a->gate, a->up}, .x = a->h,
@@ -215,7 +198,7 @@ void cuda_mlp(kiln_backend *be, const kiln_mlp_args *a) {
                                    .accumulate = true, .next_norm = a->next_norm};
     const kiln_cuda_type type = kiln_cuda_type_of(a->w_gate->dtype);
     const bool same_types = a->w_up->dtype == a->w_gate->dtype && a->w_down->dtype == a->w_gate->dtype;
-    if (!c->mlp16 || matvec_fits(&gate_up, type) || !same_types || type == KILN_CUDA_F32) {
+    if (matvec_fits(c, &gate_up, type) || !same_types || type == KILN_CUDA_F32) {
         cuda_linear(be, &gate_up);
         cuda_linear(be, &down);
         return;
@@ -229,8 +212,7 @@ void cuda_mlp(kiln_backend *be, const kiln_mlp_args *a) {
     }
     // gate and up are float buffers of mid_elems: room for 16-bit values.
     if (a->norm)
-        cuda_note(c, kiln_cuda_rmsnorm16(c->stream, a->h, a->norm, c->gemm_input.ptr, type, a->n, dim, a->norm_eps,
-                                         (c->pdl & CUDA_PDL_OTHER) != 0),
+        cuda_note(c, kiln_cuda_rmsnorm16(c->stream, a->h, a->norm, c->gemm_input.ptr, type, a->n, dim, a->norm_eps),
                   "rmsnorm");
     else
         cuda_note(c, kiln_cuda_convert(c->stream, a->h, c->gemm_input.ptr, type, in_elems), "convert");

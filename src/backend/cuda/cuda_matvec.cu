@@ -6,7 +6,6 @@
 // block; the epilogues add bias and residual, apply SwiGLU, or rotate and
 // write the KV cache.
 #include "backend/cuda/cuda_matvec.cuh"
-#include "backend/cuda/cuda_pdl.cuh"
 
 #define LOADS_IN_FLIGHT 4
 
@@ -317,7 +316,8 @@ __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MO
     __shared__ float s_inv[NT];        // NK_PREPARED: warp 0's inverse RMS for the others
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int u0 = (blockIdx.x * WARPS_PER_BLOCK + warp) * per_warp, u1 = min(u0 + per_warp, units);
-    if ((a.pdl || NK == NK_STAGED) && u0 < u1) {
+    // The first weights are on their way while the block stages its input.
+    if (NK == NK_STAGED && u0 < u1) {
         int i, ra, rb, pair;
         unit_rows<MODE>(a, u0, i, ra, rb, pair);
         const size_t row_chunks = (size_t)a.k / 8;
@@ -325,7 +325,6 @@ __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MO
         if (MODE != MV_PLAIN)
             prefetch_row(static_cast<const uint4 *>(a.w[MODE == MV_GLU ? 1 : i]) + (size_t)rb * row_chunks, a.k, lane);
     }
-    pdl_wait();
     const float *x = a.x;
     float inv[NT];
     bool have_inv = NK != NK_PREPARED;
@@ -347,9 +346,6 @@ __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MO
     matvec_units<NT, BF16, MODE, NK, matvec_loads<MODE, DEEP, PIPE>(), PIPE>(a, u0, u1, x, inv, have_inv, s_inv, lane,
                                                                               next_ss);
     if (!have_inv) asm volatile("bar.sync 1, %0;" ::"n"(WARPS_PER_BLOCK * 32) : "memory"); // a warp without units
-    // Late: dependents launched at the start would hold SM slots while they
-    // wait (measured slower on the H200).
-    pdl_allow_next();
     if (MODE == MV_PLAIN && NT <= KILN_MATVEC_NORM_MAX_TOKENS && a.next_x) { // block-uniform
         __shared__ float s_ss[WARPS_PER_BLOCK][NT];
         if (lane < NT) s_ss[warp][lane] = next_ss;
@@ -394,8 +390,8 @@ static cudaError_t launch_form(cudaStream_t stream, const kiln_cuda_matvec_args 
                                                 (KILN_MATVEC_SS_PARTS * WARPS_PER_BLOCK));
     const int per_block = per_warp * WARPS_PER_BLOCK;
     const dim3 grid((unsigned)((units + per_block - 1) / per_block)), block(WARPS_PER_BLOCK * 32);
-    return launch_maybe_pdl(a->pdl, matvec_kernel<NT, BF16, MODE, NK, DEEP, PIPE>, grid, block, smem, stream, *a, units,
-                            per_warp);
+    matvec_kernel<NT, BF16, MODE, NK, DEEP, PIPE><<<grid, block, smem, stream>>>(*a, units, per_warp);
+    return cudaGetLastError();
 }
 
 // The normalising forms take decode's 1 or 2 tokens (kiln_cuda_matvec

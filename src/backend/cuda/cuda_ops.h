@@ -59,7 +59,6 @@ typedef struct kiln_cuda_matvec_args {
     int n_tokens;
     bool accumulate; // y_0 += (count 1)
     bool glu;
-    bool pdl;        // launched as a programmatic dependent launch (sm_90; see cuda_pdl.cuh)
     // The input is RMSNorm(x) * norm: each block stages x * norm in shared
     // memory and computes the tokens' inverse RMS itself. At most
     // KILN_MATVEC_NORM_MAX_TOKENS tokens.
@@ -89,16 +88,17 @@ cudaError_t kiln_cuda_matvec(cudaStream_t stream, const kiln_cuda_matvec_args *a
 
 
 // Largest float input (n_tokens * k * 4 bytes) for which the CUDA backend's
-// linear sends more than one token to kiln_cuda_matvec (cuda_linear.c).
-size_t kiln_cuda_matvec_x_limit(void);
+// linear sends more than one token to kiln_cuda_matvec by default
+// (kiln_kernel_options.matvec_max_input_bytes; cuda_linear.c says why).
+#define KILN_CUDA_MATVEC_X_LIMIT_DEFAULT ((size_t)16 << 10)
 
 // y[t] = x[t] * rsqrt(mean(x[t]^2) + eps) * weight, for n rows of dim; y may alias x.
 cudaError_t kiln_cuda_rmsnorm(cudaStream_t stream, const float *x, const float *weight, float *y, int n, int dim,
-                              float eps, bool pdl);
+                              float eps);
 
 // out[t][:] = row ids[t] of table [vocab][dim] (f16, bf16 or f32) as float.
 cudaError_t kiln_cuda_get_rows(cudaStream_t stream, const void *table, kiln_cuda_type type, int dim,
-                               const int32_t *ids, int n, float *out, bool pdl);
+                               const int32_t *ids, int n, float *out);
 
 // RoPE on q [n][n_heads][head_dim] and k [n][n_kv_heads][head_dim] (in place)
 // at positions pos[t], with inv_freq [rot_dim / 2] (theta^(-2i/rot_dim) /
@@ -122,14 +122,13 @@ typedef struct kiln_cuda_rope_kv_args {
     const int32_t *block_tables;
     int max_blocks_per_seq;
     int block_size;
-    bool pdl;
 } kiln_cuda_rope_kv_args;
 
 cudaError_t kiln_cuda_rope_kv_store(cudaStream_t stream, const kiln_cuda_rope_kv_args *a);
 
 // The same, written as `type` (F16 or BF16) into y: a GEMM's input.
 cudaError_t kiln_cuda_rmsnorm16(cudaStream_t stream, const float *x, const float *weight, void *y,
-                                kiln_cuda_type type, int n, int dim, float eps, bool pdl);
+                                kiln_cuda_type type, int n, int dim, float eps);
 
 // out[i] = silu(gate[i]) * up[i]
 cudaError_t kiln_cuda_swiglu(cudaStream_t stream, const float *gate, const float *up, float *out, size_t n);
