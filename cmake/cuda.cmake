@@ -25,7 +25,7 @@ if(KILN_CUDA AND CMAKE_CUDA_COMPILER)
     $<$<COMPILE_LANGUAGE:CUDA>:${KILN_CUDA_GENCODE} -Werror=all-warnings -Xcompiler=-Wall,-Wextra,-Werror
     --expt-relaxed-constexpr -lineinfo>)
   target_compile_definitions(kiln_backend_cuda PUBLIC KILN_HAVE_CUDA=1)
-  target_link_libraries(kiln_backend_cuda PUBLIC kiln_core CUDA::cudart_static CUDA::cublasLt OpenMP::OpenMP_C)
+  target_link_libraries(kiln_backend_cuda PUBLIC kiln_core CUDA::cudart_static ${CMAKE_DL_LIBS} OpenMP::OpenMP_C)
   set(KILN_CUDA_LIBS kiln_backend_cuda)
   message(STATUS "kiln: CUDA backend ON (nvcc ${CMAKE_CUDA_COMPILER_VERSION}; sm_80, sm_89, sm_90a)")
 else()

@@ -434,6 +434,11 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
         cuda_destroy(be);
         return kiln_fail(KILN_ERR_IO, "cuda: cannot set up device %d: %s", device, cudaGetErrorString(e));
     }
+    const char *lt_missing = cuda_cublaslt_load();
+    if (lt_missing) {
+        cuda_destroy(be);
+        return kiln_fail(KILN_ERR_UNSUPPORTED, "cuda: %s", lt_missing);
+    }
     c->gemm_cache = cuda_gemm_cache_create();
     if (!c->gemm_cache || cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS) {
         cuda_destroy(be);

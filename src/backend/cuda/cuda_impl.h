@@ -108,6 +108,9 @@ static inline void cuda_note(cuda_impl *c, cudaError_t e, const char *where) {
 }
 
 kiln_cuda_type kiln_cuda_type_of(kiln_dtype dtype);
+// Loads cuBLASLt (cuda_cublaslt_loader.c) on first use: NULL once loaded,
+// else a message that says what is missing.
+const char *cuda_cublaslt_load(void);
 // Makes s hold at least bytes (contents not kept); false on failure.
 bool cuda_scratch_reserve(cuda_impl *c, cuda_scratch *s, size_t bytes);
 void cuda_scratch_release(cuda_scratch *s);
