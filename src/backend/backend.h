@@ -84,10 +84,14 @@ typedef struct kiln_linear_args {
     const float *norm;                  // [w[0]->ne[0]] or NULL
     float norm_eps;
     const kiln_linear_rope *rope;       // or NULL
-    // A hint, for accumulate: the next operation reads y[0] through RMSNorm
-    // with these weights ([w[0]->ne[1]]); a backend may prepare that read now
-    // (the CUDA backend does so for decode) or ignore it.
+    // Hand-offs between neighbouring operations, set only by the backend's
+    // plan for the step (`plan`, backend/step.c), never by model code:
+    // next_norm: the next operation reads y[0] (accumulate) through RMSNorm
+    // with these weights ([w[0]->ne[1]]), so this one may prepare that read;
+    // prepared_input: this operation is that next one (it may take what the
+    // previous one prepared, if it did).
     const float *next_norm;
+    bool prepared_input;
 } kiln_linear_args;
 
 // The SwiGLU feed-forward block with its residual add:
@@ -103,7 +107,8 @@ typedef struct kiln_mlp_args {
     int n;
     const float *norm; // [dim] or NULL
     float norm_eps;
-    const float *next_norm; // the hint of kiln_linear_args, for x
+    const float *next_norm; // the hand-offs of kiln_linear_args: for x (the down projection's output)
+    bool prepared_input;    // for h (the gate and up products' input)
 } kiln_mlp_args;
 
 // Sampling done by the backend next to the logits (see kiln_cuda_sample):
@@ -122,6 +127,45 @@ typedef struct kiln_backend_memory {
     uint64_t free;      // bytes the device still has (0: not known)
     uint64_t total;     // device memory (0: not known)
 } kiln_backend_memory;
+
+// One operation of a step as the model issued it, recorded so that the
+// backend's plan sees the whole step before any of it runs (backend/step.c).
+typedef enum kiln_op_kind {
+    KILN_OP_GET_ROWS,
+    KILN_OP_LINEAR,
+    KILN_OP_MLP,
+    KILN_OP_ATTENTION,
+    KILN_OP_COPY,
+} kiln_op_kind;
+
+typedef struct kiln_op {
+    kiln_op_kind kind;
+    union {
+        struct {
+            const kiln_tensor *table;
+            const int32_t *ids;
+            int n;
+            float *out;
+        } get_rows;
+        kiln_linear_args linear; // .rope points at `rope` below
+        kiln_mlp_args mlp;
+        struct {
+            const kiln_kv_view *kv;
+            kiln_kv_layer layer;
+            const float *q;
+            int n_heads;
+            float scale;
+            float *out;
+        } attention;             // its batch is `batch` below
+        struct {
+            void *dst;
+            const void *src;
+            size_t n;
+        } copy;
+    };
+    kiln_linear_rope rope;       // copies of what the arguments pointed at
+    kiln_batch_layout batch;
+} kiln_op;
 
 typedef struct kiln_backend_ops {
     const char *name;
@@ -184,6 +228,11 @@ typedef struct kiln_backend_ops {
     kiln_status (*graph_end)(kiln_backend *be, void **graph);
     kiln_status (*graph_launch)(kiln_backend *be, void *graph);
     void (*graph_free)(kiln_backend *be, void *graph);
+    // Optional: the backend's plan for a step, given all its operations in
+    // order before any runs; it may set their hand-off fields (next_norm,
+    // prepared_input). Backends with a plan get their steps recorded
+    // (kiln_step_begin in backend/step.h).
+    void (*plan)(kiln_backend *be, kiln_op *ops, int n);
     // Applies the engine's kernel choices (kiln_kernel_options in kiln.h);
     // a backend without choices leaves it NULL.
     kiln_status (*configure)(kiln_backend *be, const kiln_kernel_options *k);

@@ -71,16 +71,11 @@ kiln_status kiln_llama_forward(const kiln_llm *m, const kiln_weights *wts, kiln_
         // q [n][n_heads][hd], k, v [n][n_kv_heads][hd] from RMSNorm(x); q, k rotated; cache <- k, v
         op->attention(be, args->kv, args->kv_layers[l], &batch, a->q, hp->n_heads, scale, a->att); // att [n][n_heads * hd]
         op->linear(be, &(kiln_linear_args){.count = 1, .w = {&w->wo}, .y = {a->x}, .x = a->att, .n = n,
-                                           .accumulate = true, .next_norm = w->ffn_norm.data}); // x += Wo att
+                                           .accumulate = true}); // x += Wo att
         // Feed-forward block (SwiGLU).
-        // The next reader of x: the next layer's attention norm, or the
-        // output norm when the logits read x in place.
-        const float *next_norm = l + 1 < hp->n_layers ? wts->layers[l + 1].attn_norm.data
-                                 : all_rows && args->n_logits > 0 ? wts->out_norm.data
-                                                                  : NULL;
         op->mlp(be, &(kiln_mlp_args){.w_gate = &w->w_gate, .w_up = &w->w_up, .w_down = &w->w_down, .h = a->x,
                                      .x = a->x, .gate = a->gate, .up = a->up, .n = n, .norm = w->ffn_norm.data,
-                                     .norm_eps = hp->norm_eps, .next_norm = next_norm});
+                                     .norm_eps = hp->norm_eps});
         // x += Wd (silu(Wg h) * (Wu h)), h = RMSNorm(x), via [n][ffn]
     }
     for (int i = 0; !all_rows && i < args->n_logits; i++)

@@ -159,6 +159,7 @@ void kiln_engine_free(kiln_engine *e) {
     for (int i = 0; i < e->n_graphs; i++)
         if (e->graphs[i].graph) be->ops->graph_free(be, e->graphs[i].graph);
     free(e->graphs);
+    kiln_step_recorder_free(&e->recorder);
     kiln_kv_pool_free(e->kv);
     kiln_activations_free(be, &e->act);
     for (int i = 0; i < 2; i++)

@@ -5,6 +5,7 @@
 #ifndef KILN_RUNTIME_ENGINE_H
 #define KILN_RUNTIME_ENGINE_H
 
+#include "backend/step.h"
 #include "model/bind.h"
 #include "model/forward.h"
 #include "runtime/kv_pool.h"
@@ -40,6 +41,7 @@ struct kiln_engine {
     int32_t *pos, *seq, *rows; // [max_step_tokens] host scratch
     kiln_step_graph *graphs;
     int n_graphs;
+    kiln_step_recorder recorder; // a step's operations, for the backend's plan
     // The step of a token drawn on the device, queued before the host read
     // the token (kiln_engine_sample_ahead): its logits go to logits[!cur];
     // a kiln_engine_step of exactly that token takes them.

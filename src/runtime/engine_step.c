@@ -60,18 +60,26 @@ static kiln_step_graph *graph_for(kiln_engine *e, int n_tokens, int buf) {
 // decode). Such a graph stays valid while the inputs' values change: every
 // kernel reads positions and block tables from device memory, and the
 // attention grid follows the table row length, fixed for the engine.
+// The forward pass issued into the backend's plan for the step, then run.
+static kiln_status run_forward(kiln_engine *e, const kiln_forward_step *step) {
+    const kiln_model *m = e->model;
+    kiln_backend *be = kiln_step_begin(&e->recorder, e->be);
+    kiln_status st = kiln_llama_forward(m->llm, &m->weights.w, be, &e->act, step);
+    kiln_status ran = kiln_step_end(&e->recorder);
+    return st != KILN_OK ? st : ran;
+}
+
 static kiln_status forward(kiln_engine *e, const kiln_forward_step *step, bool distinct_seqs, int buf) {
     kiln_backend *be = e->be;
-    const kiln_model *m = e->model;
     const bool decode_shape = distinct_seqs && step->n_logits == step->n_tokens && be->ops->graph_begin;
     kiln_step_graph *g = decode_shape ? graph_for(e, step->n_tokens, buf) : NULL;
     // The first run of a shape goes uncaptured: workspaces reach their size
     // and timed kernel choices are made outside any capture.
-    if (!g || g->runs++ == 0) return kiln_llama_forward(m->llm, &m->weights.w, be, &e->act, step);
+    if (!g || g->runs++ == 0) return run_forward(e, step);
     if (!g->graph) {
         kiln_status st = be->ops->graph_begin(be);
         if (st != KILN_OK) return st;
-        kiln_status fwd = kiln_llama_forward(m->llm, &m->weights.w, be, &e->act, step);
+        kiln_status fwd = run_forward(e, step);
         st = be->ops->graph_end(be, &g->graph);
         if (fwd != KILN_OK) return fwd;
         if (st != KILN_OK) return st;

@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "backend/backend.h"
+#include "backend/step.h"
 #include "backend/cuda/cuda_ops.h"
 #include "core/dtype.h"
 #include "core/quant.h"
@@ -671,22 +672,19 @@ static void run_linear_norm(kiln_backend *be, kiln_dtype src, int n, int count, 
     free(h);
 }
 
-static bool prepared_norm_on(void) {
-    const char *env = getenv("KILN_CUDA_NORM_PREPARED");
-    return !(env && strcmp(env, "0") == 0);
-}
-
 // Between the residual product and its reader: nothing; a copy through the
-// backend that rewrites the residual (the backend forgets the preparation:
-// the reader must normalise the new values itself); or the same rewrite
-// behind the backend's back (a reader that took the preparation still sees
-// the residual as the product left it: this shows the preparation is used).
+// backend that rewrites the residual (the step's plan then pairs nothing: the
+// reader must normalise the new values itself); or the same rewrite behind
+// the backend's back, with the hand-off set as the plan sets it (a reader
+// that took the preparation still sees the residual as the product left it:
+// this shows the preparation is used).
 enum { BETWEEN_NOTHING, BETWEEN_COPY, BETWEEN_RAW_COPY };
 
-// A residual product told the next RMSNorm (next_norm) prepares it, and the
-// product that next reads the residual through that norm takes the prepared
-// input (cuda_linear.c; up to KILN_MATVEC_NORM_MAX_TOKENS tokens): both
-// outputs against float64. Plain reader (count 1), two weights, or SwiGLU.
+// A residual product followed by a product that reads the residual through
+// RMSNorm: the step's plan (cuda_plan.c, through backend/step.c) makes the
+// first prepare the norm and the second take it (cuda_linear.c; up to
+// KILN_MATVEC_NORM_MAX_TOKENS tokens): both outputs against float64. Plain
+// reader (count 1), two weights, or SwiGLU.
 static void run_prepared_norm(kiln_backend *be, kiln_dtype src, int n, int count, bool glu, int between,
                               uint64_t seed) {
     enum { DIM = 264, IN = 136, OUT = 72 };
@@ -701,19 +699,31 @@ static void run_prepared_norm(kiln_backend *be, kiln_dtype src, int n, int count
     float *datt = dev_upload(be, att, sizeof(float) * (size_t)n * IN), *dy = dev_upload(be, y0, sizeof(float) * ny),
           *dother = dev_upload(be, other, sizeof(float) * ny), *dg = dev_upload(be, g, sizeof(float) * DIM), *dz[2];
     for (int i = 0; i < count; i++) dz[i] = dev_nan(be, nz);
-    be->ops->linear(be, &(kiln_linear_args){.count = 1, .w = {&wo.dev}, .y = {dy}, .x = datt, .n = n,
-                                            .accumulate = true, .next_norm = dg});
-    if (between == BETWEEN_COPY) be->ops->copy(be, dy, dother, sizeof(float) * ny);
+    const kiln_linear_args residual = {.count = 1, .w = {&wo.dev}, .y = {dy}, .x = datt, .n = n, .accumulate = true};
+    kiln_linear_args reader = {.count = count, .x = dy, .n = n, .glu = glu, .norm = dg, .norm_eps = eps};
+    for (int i = 0; i < count; i++) reader.w[i] = &w2[i].dev, reader.y[i] = dz[i];
     if (between == BETWEEN_RAW_COPY) {
+        kiln_linear_args producer = residual;
+        producer.next_norm = dg;
+        reader.prepared_input = true;
+        be->ops->linear(be, &producer);
         sync_ok(be, "residual product");
         CUDA_CHECK(cudaMemcpy(dy, dother, sizeof(float) * ny, cudaMemcpyDeviceToDevice));
+        be->ops->linear(be, &reader);
+    } else {
+        kiln_step_recorder rec = {0};
+        kiln_backend *step = kiln_step_begin(&rec, be);
+        assert_ptr_not_equal(step, be); // the CUDA backend plans its steps
+        step->ops->linear(step, &residual);
+        if (between == BETWEEN_COPY) step->ops->copy(step, dy, dother, sizeof(float) * ny);
+        step->ops->linear(step, &reader);
+        assert_int_equal(rec.n_ops, between == BETWEEN_COPY ? 3 : 2);
+        assert_int_equal(kiln_step_end(&rec), KILN_OK);
+        kiln_step_recorder_free(&rec);
     }
     // What the reader normalises: the new residual, unless it took the
     // preparation made before the raw rewrite.
     const bool reads_other = between == BETWEEN_COPY || (between == BETWEEN_RAW_COPY && n > KILN_MATVEC_NORM_MAX_TOKENS);
-    kiln_linear_args reader = {.count = count, .x = dy, .n = n, .glu = glu, .norm = dg, .norm_eps = eps};
-    for (int i = 0; i < count; i++) reader.w[i] = &w2[i].dev, reader.y[i] = dz[i];
-    be->ops->linear(be, &reader);
     char what[128];
     static const char *const betweens[] = {"", ", residual rewritten", ", residual rewritten behind the backend"};
     snprintf(what, sizeof what, "prepared norm %s n=%d count %d%s%s", kiln_dtype_name(src), n, count,
@@ -779,13 +789,43 @@ static void test_prepared_norm(void **state) {
         run_prepared_norm(be, KILN_BF16, n, 2, false, BETWEEN_NOTHING, 0x4321 + n);
         run_prepared_norm(be, KILN_BF16, n, 1, false, BETWEEN_COPY, 0x4331 + n);
         run_prepared_norm(be, KILN_F16, n, 2, true, BETWEEN_COPY, 0x4341 + n);
-        // Only where the preparation is on (the default; the variant with
-        // KILN_CUDA_NORM_PREPARED=0 reads the rewritten residual).
-        if (prepared_norm_on()) {
-            run_prepared_norm(be, KILN_BF16, n, 1, false, BETWEEN_RAW_COPY, 0x4351 + n);
-            run_prepared_norm(be, KILN_F16, n, 2, true, BETWEEN_RAW_COPY, 0x4361 + n);
-        }
+        run_prepared_norm(be, KILN_BF16, n, 1, false, BETWEEN_RAW_COPY, 0x4351 + n);
+        run_prepared_norm(be, KILN_F16, n, 2, true, BETWEEN_RAW_COPY, 0x4361 + n);
     }
+}
+
+// The plan's rule alone: a residual product (linear with accumulate, or the
+// feed-forward block) hands its RMSNorm to the very next operation when that
+// reads the residual through a norm, and to nothing else.
+static void test_step_plan(void **state) {
+    kiln_backend *be = *state;
+    float x[4], other[4], att[4], gate[4], up[4], norm1[4], norm2[4];
+    const kiln_tensor w = {0};
+    kiln_op ops[] = {
+        {.kind = KILN_OP_LINEAR, .linear = {.count = 1, .w = {&w}, .y = {x}, .x = att, .n = 1, .accumulate = true}},
+        {.kind = KILN_OP_MLP, .mlp = {.h = x, .x = x, .gate = gate, .up = up, .n = 1, .norm = norm1}},
+        {.kind = KILN_OP_LINEAR, .linear = {.count = 3, .x = x, .n = 1, .norm = norm2}},    // next block's Q/K/V
+        {.kind = KILN_OP_ATTENTION},
+        {.kind = KILN_OP_LINEAR, .linear = {.count = 1, .y = {x}, .x = att, .n = 1, .accumulate = true}},
+        {.kind = KILN_OP_COPY},                                                                 // in between
+        {.kind = KILN_OP_MLP, .mlp = {.h = x, .x = x, .n = 1, .norm = norm1}},
+        {.kind = KILN_OP_LINEAR, .linear = {.count = 1, .x = other, .n = 1, .norm = norm2}}, // another buffer
+        {.kind = KILN_OP_LINEAR, .linear = {.count = 1, .y = {x}, .x = att, .n = 1, .accumulate = true}},
+        {.kind = KILN_OP_LINEAR, .linear = {.count = 1, .x = x, .n = 1}},                    // no norm
+    };
+    const int n = (int)(sizeof ops / sizeof ops[0]);
+    assert_non_null(be->ops->plan);
+    be->ops->plan(be, ops, n);
+    assert_ptr_equal(ops[0].linear.next_norm, norm1);
+    assert_true(ops[1].mlp.prepared_input);
+    assert_ptr_equal(ops[1].mlp.next_norm, norm2);
+    assert_true(ops[2].linear.prepared_input);
+    assert_null(ops[4].linear.next_norm);
+    assert_false(ops[6].mlp.prepared_input);
+    assert_null(ops[6].mlp.next_norm);
+    assert_false(ops[7].linear.prepared_input);
+    assert_null(ops[8].linear.next_norm);
+    assert_false(ops[9].linear.prepared_input);
 }
 
 static void test_linear_norm(void **state) {
@@ -1749,6 +1789,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_mlp, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_linear_norm, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_prepared_norm, setup_backend, teardown_backend),
+        cmocka_unit_test_setup_teardown(test_step_plan, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_rmsnorm, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_get_rows, setup_backend, teardown_backend),
         cmocka_unit_test_setup_teardown(test_convert_swiglu16, setup_backend, teardown_backend),

@@ -74,7 +74,6 @@ static void cuda_destroy(kiln_backend *be) {
 #define ALLOC_HEADER 256
 
 static void *cuda_alloc(kiln_backend *be, size_t bytes) {
-    cuda_prepared_forget(cuda_of(be)); // see cuda_linear.c
     cuda_impl *c = cuda_of(be);
     char *p = NULL;
     if (bytes > SIZE_MAX - ALLOC_HEADER || cudaMalloc((void **)&p, bytes + ALLOC_HEADER) != cudaSuccess) {
@@ -94,7 +93,6 @@ static void *cuda_alloc(kiln_backend *be, size_t bytes) {
 }
 
 static void cuda_free(kiln_backend *be, void *ptr) {
-    cuda_prepared_forget(cuda_of(be)); // see cuda_linear.c
     cuda_impl *c = cuda_of(be);
     if (!ptr) return;
     char *p = (char *)ptr - ALLOC_HEADER;
@@ -105,7 +103,6 @@ static void cuda_free(kiln_backend *be, void *ptr) {
 }
 
 static void cuda_get_rows(kiln_backend *be, const kiln_tensor *table, const int32_t *ids, int n, float *out) {
-    cuda_prepared_forget(cuda_of(be)); // see cuda_linear.c
     cuda_impl *c = cuda_of(be);
     cuda_note(c, kiln_cuda_get_rows(c->stream, table->data, kiln_cuda_type_of(table->dtype), (int)table->ne[0], ids, n,
                                     out),
@@ -152,7 +149,6 @@ const double *cuda_rope_inv_freq(cuda_impl *c, const kiln_rope_params *rope) {
 void cuda_rope_kv_store(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer layer,
                                const kiln_batch_layout *batch, float *q, int n_heads, float *k, const float *v,
                                const kiln_rope_params *rope) {
-    cuda_prepared_forget(cuda_of(be)); // see cuda_linear.c
     cuda_impl *c = cuda_of(be);
     const double *inv_freq = cuda_rope_inv_freq(c, rope);
     if (!inv_freq) {
@@ -174,7 +170,6 @@ void cuda_rope_kv_store(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer 
 
 static void cuda_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer layer,
                            const kiln_batch_layout *batch, const float *q, int n_heads, float scale, float *out) {
-    cuda_prepared_forget(cuda_of(be)); // see cuda_linear.c
     cuda_impl *c = cuda_of(be);
     kiln_cuda_attention_args a = {
         .kv = {.k = layer.k, .v = layer.v, .block_tables = kv->block_tables,
@@ -207,7 +202,6 @@ static void cuda_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_lay
 }
 
 static void cuda_copy(kiln_backend *be, void *dst, const void *src, size_t n) {
-    cuda_prepared_forget(cuda_of(be)); // see cuda_linear.c
     cuda_impl *c = cuda_of(be);
     cuda_note(c, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, c->stream), "copy");
 }
@@ -219,7 +213,6 @@ static void cuda_to_host(kiln_backend *be, void *dst, const void *src, size_t n)
 }
 
 static void cuda_from_host(kiln_backend *be, void *dst, const void *src, size_t n) {
-    cuda_prepared_forget(cuda_of(be)); // see cuda_linear.c
     cuda_impl *c = cuda_of(be);
     cuda_note(c, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, c->stream), "from_host");
 }
@@ -254,7 +247,6 @@ static void cuda_memory(kiln_backend *be, kiln_backend_memory *out) {
 
 static kiln_status cuda_sample_start(kiln_backend *be, const float *logits, int vocab,
                                      const kiln_backend_sample_args *a, int32_t *dev_id) {
-    cuda_prepared_forget(cuda_of(be)); // see cuda_linear.c
     cuda_impl *c = cuda_of(be);
     if (!cuda_scratch_reserve(c, &c->sample_ws, kiln_cuda_sample_workspace(vocab)))
         return kiln_fail(KILN_ERR_NOMEM, "cuda: cannot allocate the sampler's workspace");
@@ -285,7 +277,6 @@ static kiln_status cuda_sample(kiln_backend *be, const float *logits, int vocab,
 }
 
 static kiln_status cuda_graph_begin(kiln_backend *be) {
-    cuda_prepared_forget(cuda_of(be)); // see cuda_linear.c
     cuda_impl *c = cuda_of(be);
     kiln_status st = report(c);
     if (st != KILN_OK) return st;
@@ -377,6 +368,7 @@ static const kiln_backend_ops cuda_ops = {
     .graph_end = cuda_graph_end,
     .graph_launch = cuda_graph_launch,
     .graph_free = cuda_graph_free,
+    .plan = cuda_plan,
     .configure = cuda_configure,
 };
 

@@ -40,8 +40,8 @@ typedef struct cuda_matvec_choice {
 
 // What the last residual product left prepared for the next RMSNorm
 // (kiln_cuda_matvec_args.next_norm): prep_x holds y * norm, prep_ss its
-// per-block sums of squares. y NULL: nothing; every operation but the one
-// that uses it forgets it (cuda_linear.c).
+// per-block sums of squares. y NULL: nothing. Only the operation the step's
+// plan made its reader takes it (cuda_plan.c); every linear and mlp clears it.
 typedef struct cuda_prepared_norm {
     const float *y;
     const float *norm;
@@ -97,7 +97,6 @@ typedef struct cuda_impl {
 
 static inline cuda_impl *cuda_of(kiln_backend *be) { return (cuda_impl *)be->impl; }
 
-static inline void cuda_prepared_forget(cuda_impl *c) { c->prepared.y = NULL; }
 
 // Records the first CUDA failure; sync() reports it.
 static inline void cuda_note(cuda_impl *c, cudaError_t e, const char *where) {
@@ -127,6 +126,10 @@ uint64_t cuda_weight_bytes(kiln_backend *be, const kiln_tensor *src);
 kiln_status cuda_weight_load(kiln_backend *be, const kiln_tensor *src, void *dst, kiln_tensor *out);
 kiln_status cuda_weights_done(kiln_backend *be);
 void cuda_staging_free(cuda_impl *c);
+
+// The plan for a step (cuda_plan.c): which residual product prepares the
+// next product's RMSNorm.
+void cuda_plan(kiln_backend *be, kiln_op *ops, int n);
 
 // Dense products (cuda_linear.c, cuda_gemm.c).
 void cuda_linear(kiln_backend *be, const kiln_linear_args *a);

@@ -28,13 +28,13 @@ static bool rope_fusable(const kiln_linear_args *a) {
            a->w[0]->ne[1] == (int64_t)r->n_heads * r->kv->head_dim;
 }
 
-// Decode's RMSNorm, prepared by the product before: a residual product told
-// the next norm (a->next_norm) also writes y * norm and per-block sums of
-// squares (kiln_cuda_matvec_args.next_norm); the next product, when it reads
-// that y through that norm, takes them (ss) and starts on its weights at
-// once instead of staging and reducing its input first. `prev` is what was
-// prepared before this call (cuda_linear forgets it on entry; so does every
-// other operation).
+// Decode's RMSNorm, prepared by the product before: when the step's plan
+// (cuda_plan.c) found a residual product followed by a product that reads its
+// output through RMSNorm, the first (a->next_norm) also writes y * norm and
+// per-block sums of squares (kiln_cuda_matvec_args.next_norm), and the second
+// (a->prepared_input) takes them (ss) and starts on its weights at once
+// instead of staging and reducing its input first. `prev` is what the
+// operation before prepared, when this is its reader.
 static bool prepared_for(const cuda_prepared_norm *prev, const kiln_linear_args *a) {
     return a->norm && prev->y && prev->y == a->x && prev->norm == a->norm && prev->n == a->n &&
            prev->k == (int)a->w[0]->ne[0];
@@ -153,8 +153,8 @@ static const float *normalised(cuda_impl *c, const float *x, const float *norm, 
 
 void cuda_linear(kiln_backend *be, const kiln_linear_args *a) {
     cuda_impl *c = cuda_of(be);
-    const cuda_prepared_norm prev = c->prepared;
-    cuda_prepared_forget(c);
+    const cuda_prepared_norm prev = a->prepared_input ? c->prepared : (cuda_prepared_norm){0};
+    c->prepared = (cuda_prepared_norm){0};
     const kiln_cuda_type type = kiln_cuda_type_of(a->w[0]->dtype);
     const bool matvec = matvec_fits(c, a, type);
     const bool prepared = matvec && prepared_for(&prev, a);
@@ -193,7 +193,8 @@ void cuda_linear(kiln_backend *be, const kiln_linear_args *a) {
 void cuda_mlp(kiln_backend *be, const kiln_mlp_args *a) {
     cuda_impl *c = cuda_of(be);
     const kiln_linear_args gate_up = {.count = 2, .w = {a->w_gate, a->w_up}, .y = {a->gate, a->up}, .x = a->h,
-                                      .n = a->n, .glu = true, .norm = a->norm, .norm_eps = a->norm_eps};
+                                      .n = a->n, .glu = true, .norm = a->norm, .norm_eps = a->norm_eps,
+                                      .prepared_input = a->prepared_input};
     const kiln_linear_args down = {.count = 1, .w = {a->w_down}, .y = {a->x}, .x = a->gate, .n = a->n,
                                    .accumulate = true, .next_norm = a->next_norm};
     const kiln_cuda_type type = kiln_cuda_type_of(a->w_gate->dtype);
@@ -203,7 +204,7 @@ void cuda_mlp(kiln_backend *be, const kiln_mlp_args *a) {
         cuda_linear(be, &down);
         return;
     }
-    cuda_prepared_forget(c);
+    c->prepared = (cuda_prepared_norm){0};
     const int dim = (int)a->w_gate->ne[0], ffn = (int)a->w_gate->ne[1];
     const size_t in_elems = (size_t)a->n * (size_t)dim, mid_elems = (size_t)a->n * (size_t)ffn;
     if (!cuda_scratch_reserve(c, &c->gemm_input, 2 * in_elems)) {
