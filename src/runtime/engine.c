@@ -2,6 +2,7 @@
 // anything is allocated, then every step through one function.
 #include "runtime/engine.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,6 +89,13 @@ static int longest_fitting(const kiln_model *m, const kiln_engine_options *given
     return lo;
 }
 
+// Room left for everything else the process and the device need: a tenth
+// of what is free, at most 1 GiB.
+static uint64_t usable(uint64_t free_bytes) {
+    const uint64_t reserve = free_bytes / 10 < (1ull << 30) ? free_bytes / 10 : (1ull << 30);
+    return free_bytes - reserve;
+}
+
 // Refuses, before allocating anything, an engine the device (or the host,
 // for the CPU) cannot hold, with the numbers and what would fit.
 static kiln_status check_fits(const kiln_model *m, const kiln_engine_options *o) {
@@ -96,16 +104,17 @@ static kiln_status check_fits(const kiln_model *m, const kiln_engine_options *o)
     if (!mem.total) return KILN_OK;
     uint64_t kv, work;
     memory_of(m, o, &kv, &work);
-    if (kv + work <= mem.free) return KILN_OK;
+    if (kv + work <= usable(mem.free)) return KILN_OK;
     const double gib = 1u << 30;
-    const int fits = longest_fitting(m, o, mem.free);
+    const int fits = longest_fitting(m, o, usable(mem.free));
+    char seqs[32] = "";
+    if (o->max_seqs > 1) snprintf(seqs, sizeof seqs, " for %d sequences", o->max_seqs);
     const char *where = mem.weights || strcmp(m->be->ops->name, "cpu") ? "device" : "machine";
     if (fits > 0)
         return kiln_fail(KILN_ERR_NOMEM,
-                         "a context of %d tokens (%d sequences) needs a KV cache of %.2f GiB and %.2f GiB of work "
-                         "space, but the %s has %.2f GiB of %.2f GiB free; the largest context that fits is %d "
-                         "(-c %d)",
-                         o->max_seq_len, o->max_seqs, kv / gib, work / gib, where, mem.free / gib, mem.total / gib,
+                         "a context of %d tokens%s needs a KV cache of %.2f GiB and %.2f GiB of work space, but "
+                         "the %s has %.2f GiB of %.2f GiB free; the largest context that fits is %d (-c %d)",
+                         o->max_seq_len, seqs, kv / gib, work / gib, where, mem.free / gib, mem.total / gib,
                          fits, fits);
     return kiln_fail(KILN_ERR_NOMEM,
                      "a context of %d tokens needs a KV cache of %.2f GiB and %.2f GiB of work space, but the %s has "

@@ -279,6 +279,14 @@ static void test_options(void **state) {
     assert_int_equal(kiln_engine_create(model, &bad, &e), KILN_ERR_UNSUPPORTED);
     bad = (kiln_engine_options){.max_seq_len = 100, .kv_pool_tokens = 50};
     assert_int_equal(kiln_engine_create(model, &bad, &e), KILN_ERR_INVALID_ARG);
+    // A context whose KV cache is larger than the machine (SmolLM2: 45 KiB a
+    // token in F32, 180 GiB at 4M tokens): refused before anything is
+    // allocated, with the numbers and the longest context that fits.
+    bad = (kiln_engine_options){.max_seq_len = 4194304};
+    assert_int_equal(kiln_engine_create(model, &bad, &e), KILN_ERR_NOMEM);
+    printf("  refused: %s\n", kiln_last_error());
+    assert_non_null(strstr(kiln_last_error(), "the largest context that fits is"));
+    assert_non_null(strstr(kiln_last_error(), "(-c "));
     // Far beyond any machine: refused with the numbers before allocating.
     bad = (kiln_engine_options){.max_seqs = 65536, .max_seq_len = 8192};
     assert_int_equal(kiln_engine_create(model, &bad, &e), KILN_ERR_NOMEM);
