@@ -146,10 +146,11 @@ kiln_status kiln_engine_create(kiln_model *m, const kiln_engine_options *options
         for (int i = 0; i < logit_buffers(be); i++) e->logits_dev[i] = be->ops->alloc(be, logits_bytes);
         e->logits_host = malloc(sizeof(float) * (size_t)hp->vocab);
         e->seq_len = calloc((size_t)o.max_seqs, sizeof *e->seq_len);
+        e->seq_stamp = calloc((size_t)o.max_seqs, sizeof *e->seq_stamp);
         e->pos = malloc(sizeof(int32_t) * (size_t)o.max_step_tokens);
         e->seq = malloc(sizeof(int32_t) * (size_t)o.max_step_tokens);
         e->rows = malloc(sizeof(int32_t) * (size_t)o.max_step_tokens);
-        if (!e->logits_dev[0] || (logit_buffers(be) > 1 && !e->logits_dev[1]) || !e->logits_host || !e->seq_len ||
+        if (!e->logits_dev[0] || (logit_buffers(be) > 1 && !e->logits_dev[1]) || !e->logits_host || !e->seq_len || !e->seq_stamp ||
             !e->pos || !e->seq || !e->rows)
             st = kiln_fail(KILN_ERR_NOMEM, "engine: out of memory for its logits and scratch");
     }
@@ -175,6 +176,7 @@ void kiln_engine_free(kiln_engine *e) {
         if (e->logits_dev[i]) be->ops->free(be, e->logits_dev[i]);
     free(e->logits_host);
     free(e->seq_len);
+    free(e->seq_stamp);
     free(e->pos);
     free(e->seq);
     free(e->rows);

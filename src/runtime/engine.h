@@ -38,6 +38,8 @@ struct kiln_engine {
     float *logits_host;   // [vocab] host copy of row host_row
     int host_row;         // -1: none
     int *seq_len;         // [max_seqs]
+    unsigned *seq_stamp;  // [max_seqs] the step that last met each sequence (check_batch)
+    unsigned stamp;
     int32_t *pos, *seq, *rows; // [max_step_tokens] host scratch
     kiln_step_graph *graphs;
     int n_graphs;

@@ -9,11 +9,15 @@
 // Checks what the caller gave: sizes, ids, sequences, and that each
 // sequence's tokens are contiguous at consecutive positions starting no
 // later than its length. Counts the logit rows.
-static kiln_status check_batch(const kiln_engine *e, const kiln_batch *b, int *n_logits) {
+static kiln_status check_batch(kiln_engine *e, const kiln_batch *b, int *n_logits) {
     const int n = b->n_tokens, vocab = e->model->llm->hp.vocab;
     if (n <= 0 || n > e->opt.max_step_tokens)
         return kiln_fail(KILN_ERR_INVALID_ARG, "step: %d tokens (1 to %d a step)", n, e->opt.max_step_tokens);
     if (!b->tokens || !b->pos || !b->seq) return kiln_fail(KILN_ERR_INVALID_ARG, "step: tokens, pos and seq are required");
+    if (++e->stamp == 0) { // wrapped: no sequence may look met in this batch
+        memset(e->seq_stamp, 0, sizeof *e->seq_stamp * (size_t)e->opt.max_seqs);
+        e->stamp = 1;
+    }
     int rows = 0;
     for (int t = 0; t < n; t++) {
         if (b->tokens[t] < 0 || b->tokens[t] >= vocab)
@@ -26,9 +30,9 @@ static kiln_status check_batch(const kiln_engine *e, const kiln_batch *b, int *n
             return kiln_fail(KILN_ERR_INVALID_ARG, "step: token %d of sequence %d is at position %d, not %d", t, s,
                              b->pos[t], b->pos[t - 1] + 1);
         if (!continues) {
-            for (int u = 0; u < t; u++)
-                if (b->seq[u] == s)
-                    return kiln_fail(KILN_ERR_INVALID_ARG, "step: the tokens of sequence %d are not contiguous", s);
+            if (e->seq_stamp[s] == e->stamp) // met before in this batch, then left
+                return kiln_fail(KILN_ERR_INVALID_ARG, "step: the tokens of sequence %d are not contiguous", s);
+            e->seq_stamp[s] = e->stamp;
             if (b->pos[t] < 0 || b->pos[t] > e->seq_len[s])
                 return kiln_fail(KILN_ERR_INVALID_ARG, "step: sequence %d holds %d tokens; position %d leaves a gap",
                                  s, e->seq_len[s], b->pos[t]);
