@@ -104,7 +104,8 @@ static void cuda_free(kiln_backend *be, void *ptr) {
 
 static void cuda_get_rows(kiln_backend *be, const kiln_tensor *table, const int32_t *ids, int n, float *out) {
     cuda_impl *c = cuda_of(be);
-    cuda_note(c, kiln_cuda_get_rows(c->stream, table->data, kiln_cuda_type_of(table->dtype), (int)table->ne[0], ids, n,
+    cuda_note(c, kiln_cuda_get_rows(c->stream, table->data, kiln_cuda_type_of(table->dtype), (int)table->ne[0],
+                                    (int)table->ne[1], ids, n,
                                     out),
               "get_rows");
 }
@@ -267,6 +268,9 @@ static kiln_status cuda_sample_finish(kiln_backend *be, int32_t *id) {
     cuda_note(c, cudaEventSynchronize(c->sampled_ready), "sample");
     kiln_status st = report(c);
     *id = *c->sampled_host;
+    if (st == KILN_OK && *id < 0)
+        return kiln_fail(KILN_ERR_FORMAT, "the model produced non-finite logits (NaN or infinity): its weights are "
+                                          "likely corrupt");
     return st;
 }
 

@@ -106,16 +106,22 @@ static __device__ __forceinline__ float load_as_float(const void *p, size_t i, k
     }
 }
 
-__global__ void get_rows_kernel(const void *table, kiln_cuda_type type, int dim, const int32_t *ids, float *out) {
-    const size_t base = (size_t)ids[blockIdx.x] * dim;
+// An id outside the table gives a row of zeros, never a read out of bounds:
+// ids can come from the device (a draw that failed reads -1; the host sees
+// the failure and drops the step), where the host never checked them.
+__global__ void get_rows_kernel(const void *table, kiln_cuda_type type, int dim, int rows, const int32_t *ids,
+                                float *out) {
+    const int32_t id = ids[blockIdx.x];
+    const bool valid = id >= 0 && id < rows;
+    const size_t base = valid ? (size_t)id * dim : 0;
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
-        out[(size_t)blockIdx.x * dim + i] = load_as_float(table, base + i, type);
+        out[(size_t)blockIdx.x * dim + i] = valid ? load_as_float(table, base + i, type) : 0.0f;
 }
 
 extern "C" cudaError_t kiln_cuda_get_rows(cudaStream_t stream, const void *table, kiln_cuda_type type, int dim,
-                                          const int32_t *ids, int n, float *out) {
+                                          int rows, const int32_t *ids, int n, float *out) {
     if (n <= 0) return cudaSuccess;
-    get_rows_kernel<<<dim3(n), dim3(256), 0, stream>>>(table, type, dim, ids, out);
+    get_rows_kernel<<<dim3(n), dim3(256), 0, stream>>>(table, type, dim, rows, ids, out);
     return cudaGetLastError();
 }
 

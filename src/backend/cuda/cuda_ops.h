@@ -96,8 +96,9 @@ cudaError_t kiln_cuda_matvec(cudaStream_t stream, const kiln_cuda_matvec_args *a
 cudaError_t kiln_cuda_rmsnorm(cudaStream_t stream, const float *x, const float *weight, float *y, int n, int dim,
                               float eps);
 
-// out[t][:] = row ids[t] of table [vocab][dim] (f16, bf16 or f32) as float.
-cudaError_t kiln_cuda_get_rows(cudaStream_t stream, const void *table, kiln_cuda_type type, int dim,
+// out[t][:] = row ids[t] of table [rows][dim] (f16, bf16 or f32) as float;
+// an id outside [0, rows) gives zeros.
+cudaError_t kiln_cuda_get_rows(cudaStream_t stream, const void *table, kiln_cuda_type type, int dim, int rows,
                                const int32_t *ids, int n, float *out);
 
 // RoPE on q [n][n_heads][head_dim] and k [n][n_kv_heads][head_dim] (in place)

@@ -238,15 +238,24 @@ __global__ void __launch_bounds__(ARGMAX_THREADS)
     if (blockIdx.x == 0 && threadIdx.x == 0) state->n_min_p = 0, state->done = 0;
 
     float v = -INFINITY;
-    int idx = INT_MAX; // NaN logits are never taken (the CPU's '>' skips them too)
+    int idx = INT_MAX;
+    bool nonfinite = false;
     const int base = blockIdx.x * CHUNK;
 #pragma unroll
     for (int k = 0; k < CHUNK / ARGMAX_THREADS; k++) {
         const int i = base + k * ARGMAX_THREADS + threadIdx.x;
         if (i < vocab) {
             const float x = logits[i];
+            nonfinite |= !isfinite(x);
             if (better(x, i, v, idx)) v = x, idx = i;
         }
+    }
+    // A NaN or infinite logit anywhere makes the draw an error (as on the
+    // CPU): the chunk reports (+inf, -1), which wins every comparison, and
+    // the draw comes out as -1.
+    if (__syncthreads_or(nonfinite)) {
+        if (threadIdx.x == 0) partials[blockIdx.x].value = INFINITY, partials[blockIdx.x].index = -1;
+        return;
     }
     __shared__ float s_v[ARGMAX_THREADS / 32];
     __shared__ int s_i[ARGMAX_THREADS / 32];
@@ -268,7 +277,7 @@ __global__ void __launch_bounds__(ARGMAX_THREADS)
     float v;
     int i;
     reduce_partials(partials, n_chunks, &v, &i);
-    if (threadIdx.x == 0) *out = i == INT_MAX ? 0 : i; // all NaN: the CPU answers 0
+    if (threadIdx.x == 0) *out = i < 0 || i == INT_MAX ? -1 : i; // -1: non-finite logits
 }
 
 // ---- 2. Bins, then the finish ---------------------------------------------
@@ -747,6 +756,10 @@ __global__ void __launch_bounds__(BLOCK_THREADS, 1) sample_kernel(const __grid_c
     float best;
     int best_i;
     reduce_partials(a.partials, a.n_chunks, &best, &best_i);
+    if (best_i < 0 || best_i == INT_MAX) { // non-finite logits (block-uniform: every thread read the same)
+        if (blockIdx.x == 0 && threadIdx.x == 0) *a.out = -1;
+        return;
+    }
     const float max_scaled = scaled_logit(best, a.inv_t), floor = __fsub_rn(max_scaled, CANDIDATE_RANGE);
     const int t = threadIdx.x, i = blockIdx.x * CHUNK + t;
     s_mass[2 * t] = 0, s_mass[2 * t + 1] = 0, s_count[2 * t] = 0, s_count[2 * t + 1] = 0;
