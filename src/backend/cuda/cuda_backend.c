@@ -176,7 +176,7 @@ static void cuda_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_lay
                .max_blocks_per_seq = kv->max_blocks_per_seq, .block_size = kv->block_size,
                .n_kv_heads = kv->n_kv_heads, .head_dim = kv->head_dim},
         .n_tokens = batch->n_tokens, .pos = batch->pos, .seq = batch->seq, .q = q, .out = out, .n_heads = n_heads,
-        .scale = scale, .portable = c->portable};
+        .scale = scale};
     // A prompt chunk of one sequence goes to the tensor-core kernel; single
     // tokens (decode, batched decode) to the split-K one.
     if (batch->one_seq && batch->n_tokens > 1) {
