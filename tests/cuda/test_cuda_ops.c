@@ -1013,7 +1013,7 @@ enum {
     ROPE_CACHE_BLOCKS = 7, // 4 used, the rest never written
 };
 
-// Rotation in float64 from the float32 inputs (angles as in cpu_ops.c):
+// Rotation in float64 from the float32 inputs (angles as in cpu_elementwise.c):
 // the kernel's cos/sin rounded to float (<= 2^-25 each) and <= 2 roundings
 // of the float32 combination (<= 2^-24 * sqrt(2) each for |x| <= 1) give
 // <= 2.3e-7; 1e-6 leaves a factor of 4. A wrong angle (position, frequency,
