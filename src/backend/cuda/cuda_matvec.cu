@@ -170,8 +170,8 @@ static __device__ __forceinline__ void prepared_inv(const kiln_cuda_matvec_args 
 // Deep rounds: one token, one row per unit, its input neither normalised
 // nor prepared, and not pipelined: twice the loads in flight per lane, for
 // the small products whose time is mostly the first round trips. Measured
-// faster (docs/perf.md, the H200 run of 10:40), so the same products with
-// the usual loads, once KILN_CUDA_MATVEC_DEEP=0, are no longer built.
+// faster (docs/perf.md, "Switches removed"), so the same products with the
+// usual loads are no longer built.
 template <int NT, int MODE, int NK, bool PIPE> constexpr bool matvec_deep(void) {
     return NT == 1 && MODE == MV_PLAIN && NK == NK_NONE && !PIPE;
 }
