@@ -7,8 +7,10 @@ if(KILN_CUDA)
   check_language(CUDA)
 endif()
 if(KILN_CUDA AND CMAKE_CUDA_COMPILER)
-  # Architectures are given as -gencode flags: sm_90a (Hopper, wgmma) needs
-  # the compute_90a form; sm_80 and sm_89 cover Ampere and Ada.
+  # Architectures are given as -gencode flags: sm_80 and sm_89 cover Ampere
+  # and Ada, sm_90a Hopper (its arch-specific form, which Hopper-only
+  # instructions such as wgmma need; docs/perf.md names the commit of the
+  # wgmma prefill kernel that used it).
   set(CMAKE_CUDA_ARCHITECTURES OFF)
   enable_language(CUDA)
   find_package(CUDAToolkit REQUIRED)

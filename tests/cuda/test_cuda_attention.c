@@ -536,16 +536,7 @@ static void test_decode_workspace_reuse(void **state) {
 // ---- prefill ----------------------------------------------------------------
 
 // n tokens of sequence 1 at positions pos0 .. pos0 + n - 1 (positions before
-// pos0 already cached); sequences 0 and 2 share the block pool. Every form of
-// the kernel this device runs against one reference.
-static const struct {
-    kiln_cuda_prefill_form form;
-    const char *name;
-    bool sm90;
-} PREFILL_FORMS[] = {{KILN_PREFILL_MMA_64, "mma64", false},         {KILN_PREFILL_MMA_128, "mma128", false},
-                     {KILN_PREFILL_MMA_128_WIDE, "mma128w", false}, {KILN_PREFILL_WGMMA_128, "wgmma128", true},
-                     {KILN_PREFILL_WGMMA_192, "wgmma192", true}};
-
+// pos0 already cached); sequences 0 and 2 share the block pool.
 static void check_prefill(geometry g, int bs, int pos0, int n, uint64_t seed) {
     uint64_t rng = seed;
     const int len[3] = {50, pos0 + n, 300};
@@ -560,25 +551,21 @@ static void check_prefill(geometry g, int bs, int pos0, int n, uint64_t seed) {
     double *ref = malloc(b.out_elems * sizeof(double));
     assert_non_null(ref);
     reference(&c, q, pos, seq, n, a.scale, ref);
-    for (size_t f = 0; f < sizeof PREFILL_FORMS / sizeof PREFILL_FORMS[0]; f++) {
-        if (PREFILL_FORMS[f].sm90 && !kiln_cuda_prefill_sm90_available()) continue; // printed once in main
-        a.prefill_form = PREFILL_FORMS[f].form;
-        CUDA_CHECK(cudaMemset(b.dout, 0xff, b.out_elems * sizeof(float))); // NaNs wherever nothing is written
-        CUDA_CHECK(kiln_cuda_attention_prefill(0, &a));
-        CUDA_CHECK(cudaDeviceSynchronize());
-        float *got = download(&b);
-        char what[128];
-        snprintf(what, sizeof what, "prefill %s hd %d heads %d/%d bs %d pos0 %d n %d", PREFILL_FORMS[f].name,
-                 g.head_dim, g.n_heads, g.n_kv_heads, bs, pos0, n);
-        compare(what, got, ref, b.out_elems, MAX_ABS_ERR);
-        free(got);
-    }
+    CUDA_CHECK(cudaMemset(b.dout, 0xff, b.out_elems * sizeof(float))); // NaNs wherever nothing is written
+    CUDA_CHECK(kiln_cuda_attention_prefill(0, &a));
+    CUDA_CHECK(cudaDeviceSynchronize());
+    float *got = download(&b);
+    char what[128];
+    snprintf(what, sizeof what, "prefill hd %d heads %d/%d bs %d pos0 %d n %d", g.head_dim, g.n_heads, g.n_kv_heads,
+             bs, pos0, n);
+    compare(what, got, ref, b.out_elems, MAX_ABS_ERR);
+    free(got);
     free(ref), free(q), free(pos), free(seq);
     batch_destroy(&b);
     cache_destroy(&c);
 }
 
-// Sizes around both block heights (64, 128 rows) and several tiles of 128.
+// Sizes around a block's 128 query rows (64: half of one) and several blocks.
 static void check_prefill_cases(geometry g, uint64_t seed) {
     static const int sizes[] = {1, 37, 64, 200, 300}, starts[] = {0, 93};
     for (int i = 0; i < 2; i++)
@@ -646,13 +633,6 @@ static void test_supports_and_invalid(void **state) {
     a.counters = NULL; // decode needs its counters
     assert_int_equal(kiln_cuda_attention_decode(0, &a, b.dws), cudaErrorInvalidValue);
     a.counters = counters;
-    a.prefill_form = (kiln_cuda_prefill_form)99; // no such form
-    assert_int_equal(kiln_cuda_attention_prefill(0, &a), cudaErrorInvalidValue);
-    if (!kiln_cuda_prefill_sm90_available()) { // asked for where it cannot run: refused, not launched
-        a.prefill_form = KILN_PREFILL_WGMMA_128;
-        assert_int_equal(kiln_cuda_attention_prefill(0, &a), cudaErrorInvalidValue);
-    }
-    a.prefill_form = KILN_PREFILL_DEFAULT;
     a.n_heads = 3; // not a multiple of n_kv_heads
     assert_int_equal(kiln_cuda_attention_prefill(0, &a), cudaErrorInvalidValue);
     CUDA_CHECK(cudaDeviceSynchronize());

@@ -3,7 +3,10 @@
 // than 1,000 tokens (top-1 agreement and KL divergence of the next-token
 // distributions), greedy generation on the prompts of the CPU reference
 // fixtures, tiny models of every architecture, and GPU memory over 1,000
-// short generations in one process.
+// short generations in one process. The teacher-forced and greedy tests run
+// the GPU twice: as it runs on this card, and on the portable path
+// (kiln_kernel_options.portable: none of the Hopper-only paths, what Ampere
+// and Ada run), so that a Hopper machine tests both.
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -63,20 +66,13 @@ static char *long_text(void) {
     return text;
 }
 
-// Teacher-forced: every position's next-token distribution, GPU against CPU.
-static void test_teacher_forced(void **state) {
-    (void)state;
-    kiln_model *gpu = load(KILN_DEVICE_CUDA, model_path), *cpu = load(KILN_DEVICE_CPU, model_path);
-    char *text = long_text();
-    int32_t *ids;
-    size_t n_ids;
-    assert_int_equal(kiln_tokenize(cpu, text, strlen(text), true, false, &ids, &n_ids), KILN_OK);
-    const int n = n_ids > 1200 ? 1200 : (int)n_ids, vocab = kiln_model_vocab_size(cpu);
-    assert_true(n >= 1000);
-    // GPU in prompt chunks of 300 (the tensor-core attention with earlier
-    // chunks in the cache); CPU in one pass.
-    float *lg = kiln_test_all_logits_chunked(gpu, ids, n, 300), *lc = kiln_test_all_logits_chunked(cpu, ids, n, n);
+static const kiln_kernel_options CARD_PATH = {0}, PORTABLE_PATH = {.portable = true};
+
+// GPU logits lg against the CPU's lc, [n][vocab] each: top-1 agreement and
+// the KL divergence of the next-token distributions.
+static void check_against_cpu(const char *what, const float *lg, const float *lc, int n, int vocab) {
     double *pg = malloc(sizeof(double) * vocab), *pc = malloc(sizeof(double) * vocab), kl_sum = 0, kl_max = 0;
+    assert_true(pg && pc);
     int agree = 0;
     for (int t = 0; t < n; t++) {
         const float *g = lg + (size_t)t * vocab, *c = lc + (size_t)t * vocab;
@@ -89,12 +85,34 @@ static void test_teacher_forced(void **state) {
         kl_sum += kl;
         kl_max = kl > kl_max ? kl : kl_max;
     }
-    printf("teacher-forced over %d tokens: top-1 agreement %d/%d (%.2f%%), mean KL %.3g, max KL %.3g\n", n, agree, n,
-           100.0 * agree / n, kl_sum / n, kl_max);
-    assert_true(agree >= 0.99 * n);
-    assert_true(kl_sum / n < 1e-3);
+    printf("teacher-forced over %d tokens, %s: top-1 agreement %d/%d (%.2f%%), mean KL %.3g, max KL %.3g\n", n,
+           what, agree, n, 100.0 * agree / n, kl_sum / n, kl_max);
+    if (!(agree >= 0.99 * n) || !(kl_sum / n < 1e-3))
+        fail_msg("%s: top-1 agreement %d/%d (at least 99%% wanted), mean KL %.3g (below 1e-3 wanted)", what, agree, n,
+                 kl_sum / n);
     free(pg);
     free(pc);
+}
+
+// Teacher-forced: every position's next-token distribution, GPU (on this
+// card's path and on the portable one) against CPU.
+static void test_teacher_forced(void **state) {
+    (void)state;
+    kiln_model *gpu = load(KILN_DEVICE_CUDA, model_path), *cpu = load(KILN_DEVICE_CPU, model_path);
+    char *text = long_text();
+    int32_t *ids;
+    size_t n_ids;
+    assert_int_equal(kiln_tokenize(cpu, text, strlen(text), true, false, &ids, &n_ids), KILN_OK);
+    const int n = n_ids > 1200 ? 1200 : (int)n_ids, vocab = kiln_model_vocab_size(cpu);
+    assert_true(n >= 1000);
+    // GPU in prompt chunks of 300 (the tensor-core attention with earlier
+    // chunks in the cache); CPU in one pass.
+    float *lc = kiln_test_all_logits_chunked(cpu, ids, n, n);
+    float *lg = kiln_test_all_logits_with(gpu, ids, n, 300, CARD_PATH);
+    check_against_cpu("GPU", lg, lc, n, vocab);
+    free(lg);
+    lg = kiln_test_all_logits_with(gpu, ids, n, 300, PORTABLE_PATH);
+    check_against_cpu("GPU portable", lg, lc, n, vocab);
     free(lg);
     free(lc);
     free(ids);
@@ -117,12 +135,20 @@ static const char *const prompts[] = {
 };
 
 // 64 greedy tokens through the public API (GPU: graphs and device sampling).
-static int greedy(kiln_model *m, const char *prompt, int32_t *out, int n_out) {
+// A session's engine takes the default kernel options; with `kernels` not
+// NULL a small engine created after it sets these instead (the last engine
+// created sets the options of the model's backend) until the session ends.
+static int greedy(kiln_model *m, const char *prompt, const kiln_kernel_options *kernels, int32_t *out, int n_out) {
     int32_t *ids;
     size_t n_ids;
     assert_int_equal(kiln_tokenize(m, prompt, strlen(prompt), false, true, &ids, &n_ids), KILN_OK);
     kiln_session *s;
     assert_int_equal(kiln_session_create(m, 512, &s), KILN_OK);
+    kiln_engine *options = NULL;
+    if (kernels) {
+        const kiln_engine_options o = {.max_seq_len = 16, .max_step_tokens = 16, .kernels = *kernels};
+        assert_int_equal(kiln_engine_create(m, &o, &options), KILN_OK);
+    }
     kiln_sampling_params sp = kiln_sampling_default();
     sp.temperature = 0;
     assert_int_equal(kiln_session_eval(s, ids, n_ids, NULL), KILN_OK);
@@ -132,6 +158,7 @@ static int greedy(kiln_model *m, const char *prompt, int32_t *out, int n_out) {
         assert_int_equal(kiln_session_eval(s, &out[n], 1, NULL), KILN_OK);
     }
     kiln_session_free(s);
+    kiln_engine_free(options);
     free(ids);
     return n;
 }
@@ -140,13 +167,17 @@ static void test_greedy_prompts(void **state) {
     (void)state;
     kiln_model *gpu = load(KILN_DEVICE_CUDA, model_path), *cpu = load(KILN_DEVICE_CPU, model_path);
     for (size_t p = 0; p < sizeof prompts / sizeof prompts[0]; p++) {
-        int32_t g[64], c[64];
-        greedy(gpu, prompts[p], g, 64);
-        greedy(cpu, prompts[p], c, 64);
-        int same = 0;
+        int32_t g[64], gp[64], c[64];
+        greedy(gpu, prompts[p], NULL, g, 64);
+        greedy(gpu, prompts[p], &PORTABLE_PATH, gp, 64);
+        greedy(cpu, prompts[p], NULL, c, 64);
+        int same = 0, same_portable = 0;
         while (same < 64 && g[same] == c[same]) same++;
-        printf("prompt %zu: greedy tokens equal for %d of 64\n", p, same);
+        while (same_portable < 64 && gp[same_portable] == c[same_portable]) same_portable++;
+        printf("prompt %zu: greedy tokens equal to the CPU's for %d of 64 (portable path: %d)\n", p, same,
+               same_portable);
         assert_int_equal(same, 64);
+        assert_int_equal(same_portable, 64);
     }
     kiln_model_free(gpu);
     kiln_model_free(cpu);

@@ -27,17 +27,39 @@
 
 // ---- backend plumbing ---------------------------------------------------------
 
-static kiln_backend *backend_new(void) {
+// The one-token matrix-vector form a test's backend runs
+// (kiln_kernel_options.matvec_form, through the backend's configure). The
+// tests of products of one token run three times: with the form timed per
+// shape (the default: whichever this card is faster with), then with each
+// form for every shape ("_plain", "_pipelined"), so that both forms are
+// checked on every card. A test's initial state names the form (NULL: timed).
+static const kiln_matvec_form FORM_PLAIN = KILN_MATVEC_PLAIN, FORM_PIPELINED = KILN_MATVEC_PIPELINED;
+
+static kiln_matvec_form form_of(void *state) { return state ? *(const kiln_matvec_form *)state : KILN_MATVEC_TIMED; }
+
+static kiln_status backend_open(kiln_matvec_form form, kiln_backend **out) {
+    kiln_status st = kiln_backend_cuda_create(0, out);
+    if (st != KILN_OK) return st;
+    const kiln_kernel_options k = {.matvec_form = form};
+    st = (*out)->ops->configure(*out, &k);
+    if (st != KILN_OK) {
+        kiln_backend_destroy(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+static kiln_backend *backend_new(kiln_matvec_form form) {
     kiln_backend *be = NULL;
-    if (kiln_backend_cuda_create(0, &be) != KILN_OK) fail_msg("kiln_backend_cuda_create: %s", kiln_last_error());
+    if (backend_open(form, &be) != KILN_OK) fail_msg("cuda backend: %s", kiln_last_error());
     assert_non_null(be);
     return be;
 }
 
 static int setup_backend(void **state) {
     kiln_backend *be = NULL;
-    if (kiln_backend_cuda_create(0, &be) != KILN_OK) {
-        fprintf(stderr, "kiln_backend_cuda_create: %s\n", kiln_last_error());
+    if (backend_open(form_of(*state), &be) != KILN_OK) {
+        fprintf(stderr, "cuda backend: %s\n", kiln_last_error());
         return -1;
     }
     *state = be;
@@ -454,7 +476,7 @@ static void test_linear_accumulate(void **state) {
 // k long enough for several rounds of the one-token pipeline (k = 4104: 513
 // chunks of 8, four rounds of 128 and a tail for the plain form, eight of 64
 // for the two-row forms), which the shorter cases above leave to the tail
-// loop (KILN_CUDA_MATVEC_PIPE=0 in `variants` runs the unpipelined rounds).
+// loop (the "_plain" and "_pipelined" runs take each form's rounds).
 static void test_linear_long_k(void **state) {
     kiln_backend *be = *state;
     run_linear_ns(be, (linear_case){.k = 4104, .count = 1, .src = {KILN_F16}, .rows = {45}}, NS(1), 0x19001);
@@ -470,10 +492,10 @@ static void test_linear_long_k(void **state) {
                   NS(1), 0x19004);
 }
 
-// The one-token forms (plain rounds, deep plain rounds, pipelined rounds)
-// add each lane's chunks in the same order, so their outputs are bitwise
-// identical: what lets the backend pick between them by speed alone
-// (cuda_matvec_tune.c). Called straight, k long enough for several rounds.
+// The one-token forms (plain rounds, pipelined rounds) add each lane's
+// chunks in the same order, so their outputs are bitwise identical: what
+// lets the backend pick between them by speed alone (cuda_matvec_tune.c).
+// Called straight, k long enough for several rounds.
 static void run_matvec_forms(kiln_backend *be, bool glu, bool norm, bool accumulate, uint64_t seed) {
     enum { K = 4104, ROWS = 301 };
     uint64_t rng = seed;
@@ -495,25 +517,22 @@ static void run_matvec_forms(kiln_backend *be, bool glu, bool norm, bool accumul
     }
     a.x = dev_upload(be, x, sizeof(float) * K);
     if (norm) a.norm = dev_upload(be, gain, sizeof(float) * K);
-    float *outs[3];
-    for (int f = 0; f < 3; f++) {
+    float *outs[2];
+    for (int f = 0; f < 2; f++) {
         float *dy = dev_upload(be, y0, sizeof(float) * ROWS);
         a.y[0] = dy;
         if (glu) a.y[1] = dy; // not written with glu
-        a.pipe = f == 2;
-        a.deep_loads = f == 1;
+        a.pipe = f == 1;
         CUDA_CHECK(kiln_cuda_matvec(0, &a));
         CUDA_CHECK(cudaDeviceSynchronize());
         outs[f] = host_download(be, dy, sizeof(float) * ROWS);
         be->ops->free(be, dy);
     }
-    static const char *const names[3] = {"plain rounds", "deep rounds", "pipelined rounds"};
-    for (int f = 1; f < 3; f++)
-        for (int r = 0; r < ROWS; r++)
-            if (memcmp(&outs[0][r], &outs[f][r], sizeof(float)) != 0)
-                fail_msg("matvec%s%s%s: row %d is %.9g with %s, %.9g with %s", glu ? " glu" : "", norm ? " norm" : "",
-                         accumulate ? " accumulate" : "", r, outs[0][r], names[0], outs[f][r], names[f]);
-    for (int f = 0; f < 3; f++) free(outs[f]);
+    for (int r = 0; r < ROWS; r++)
+        if (memcmp(&outs[0][r], &outs[1][r], sizeof(float)) != 0)
+            fail_msg("matvec%s%s%s: row %d is %.9g with plain rounds, %.9g with pipelined rounds", glu ? " glu" : "",
+                     norm ? " norm" : "", accumulate ? " accumulate" : "", r, outs[0][r], outs[1][r]);
+    for (int f = 0; f < 2; f++) free(outs[f]);
     for (int i = 0; i < count; i++) be->ops->free(be, (void *)a.w[i]);
     be->ops->free(be, (void *)a.x);
     if (norm) be->ops->free(be, (void *)a.norm);
@@ -549,8 +568,8 @@ static void test_linear_glu(void **state) {
 // weights, without any rounding of activations. n <= 8: the matrix-vector
 // kernels keep everything in float (1e-4, as linear). n > 8: cuBLASLt takes
 // 16-bit inputs, so h and the SwiGLU product are rounded to the weights'
-// type (and gate and up too by default, KILN_CUDA_MLP16=0 keeps them float): at most 4 roundings of
-// unit roundoff u (2^-8 for BF16, 2^-11 for F16), each uniform with RMS
+// type (and gate and up too: they stay 16-bit from cuBLASLt to the down
+// projection): at most 4 roundings of unit roundoff u (2^-8 for BF16, 2^-11 for F16), each uniform with RMS
 // u/sqrt(3), adding in quadrature over random signs to about 1.15 u; the
 // bound is 3 u. With norm, h is RMSNorm(h) * g first (the rounding of h then
 // applies to the normalised input: the same count).
@@ -616,8 +635,8 @@ static void run_mlp(kiln_backend *be, kiln_dtype src, int n, bool norm, uint64_t
 }
 
 // linear with norm: y = W (RMSNorm(x) * g), reference in float64. n <= 8:
-// the matrix-vector kernel (normalising itself for 1 or 2 tokens unless KILN_CUDA_NORM_FUSED=0,
-// after a separate RMSNorm otherwise), float throughout: 1e-4. n > 8: the
+// the matrix-vector kernel (normalising itself for 1 or 2 tokens, after a
+// separate RMSNorm otherwise), float throughout: 1e-4. n > 8: the
 // normalised input is rounded once to the weights' 16-bit type for cuBLASLt
 // (RMS u/sqrt(3)); the bound is 2 u.
 static void run_linear_norm(kiln_backend *be, kiln_dtype src, int n, int count, uint64_t seed) {
@@ -994,7 +1013,7 @@ enum {
     ROPE_CACHE_BLOCKS = 7, // 4 used, the rest never written
 };
 
-// Rotation in float64 from the float32 inputs (angles as in cpu_ops.c):
+// Rotation in float64 from the float32 inputs (angles as in cpu_elementwise.c):
 // the kernel's cos/sin rounded to float (<= 2^-25 each) and <= 2 roundings
 // of the float32 combination (<= 2^-24 * sqrt(2) each for |x| <= 1) give
 // <= 2.3e-7; 1e-6 leaves a factor of 4. A wrong angle (position, frequency,
@@ -1039,7 +1058,7 @@ static void check_rotated(const char *what, const rope_case *rc, const float *go
 // One fresh backend per case: the backend keeps a device table per RoPE
 // parameter set, keyed by the freq_factors pointer, and at most 4 of them.
 static void run_rope(const rope_case *rc, uint64_t seed) {
-    kiln_backend *be = backend_new();
+    kiln_backend *be = backend_new(KILN_MATVEC_TIMED);
     uint64_t rng = seed;
     const int hd = rc->head_dim, nkv = rc->n_kv_heads;
     const size_t slot_elems = (size_t)nkv * hd;
@@ -1240,9 +1259,9 @@ typedef struct linear_rope_case {
 static const int32_t LR_SEQ[] = {0, 1, 2, 0, 1, 2, 0, 1, 2};
 static const int32_t LR_POS[] = {0, 15, 4095, 1, 16, 4094, 2, 17, 100};
 
-static void run_linear_rope(const linear_rope_case *lc, uint64_t seed) {
+static void run_linear_rope(kiln_matvec_form form, const linear_rope_case *lc, uint64_t seed) {
     enum { K = 136, HEADS = 6, KV_HEADS = 2, HD = 64, SEQS = 3, MAX_BLOCKS = 4096 / KV_BLOCK, CACHE_BLOCKS = 8 };
-    kiln_backend *be = backend_new();
+    kiln_backend *be = backend_new(form);
     uint64_t rng = seed;
     const int n = lc->n, rows[3] = {HEADS * HD, KV_HEADS * HD, KV_HEADS * HD};
     weight w[3];
@@ -1357,7 +1376,7 @@ static void run_linear_rope(const linear_rope_case *lc, uint64_t seed) {
 }
 
 static void test_linear_rope(void **state) {
-    (void)state;
+    const kiln_matvec_form form = form_of(*state);
     const linear_rope_case cases[] = {
         {KILN_BF16, 1, 64, false, false, true},  {KILN_F16, 1, 64, true, true, false},
         {KILN_BF16, 2, 64, true, false, true},   {KILN_F16, 2, 64, false, true, true},
@@ -1365,7 +1384,7 @@ static void test_linear_rope(void **state) {
         {KILN_BF16, 9, 64, false, true, true},   // the GEMM, then rope_kv_store
         {KILN_F16, 1, 48, true, false, true},    // partial rotation: never fused
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_linear_rope(&cases[i], 0x51000 + i);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_linear_rope(form, &cases[i], 0x51000 + i);
 }
 
 // ---- attention (a consistency check; cuda_attention.cu has its own test) ---------------
@@ -1773,33 +1792,42 @@ static void test_graph_matvec(void **state) { run_graph(*state, 1, 0x71001); }
 
 static void test_graph_gemm(void **state) { run_graph(*state, 37, 0x71002); }
 
+// A test on a fresh backend; the same three times, once per matrix-vector
+// form (see FORM_PLAIN).
+#define ON_BACKEND(f) cmocka_unit_test_setup_teardown(f, setup_backend, teardown_backend)
+#define ON_EACH_FORM(f)                                                                                        \
+    ON_BACKEND(f), {#f "_plain", f, setup_backend, teardown_backend, (void *)&FORM_PLAIN},                      \
+        {#f "_pipelined", f, setup_backend, teardown_backend, (void *)&FORM_PIPELINED}
+
 int main(void) {
     kiln_test_require_gpu();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_linear_f16, setup_backend, teardown_backend),
-        cmocka_unit_test_setup_teardown(test_linear_bf16, setup_backend, teardown_backend),
-        cmocka_unit_test_setup_teardown(test_linear_f32_source, setup_backend, teardown_backend),
-        cmocka_unit_test_setup_teardown(test_linear_quantized, setup_backend, teardown_backend),
-        cmocka_unit_test_setup_teardown(test_linear_k_not_multiple_of_8, setup_backend, teardown_backend),
-        cmocka_unit_test_setup_teardown(test_linear_qkv, setup_backend, teardown_backend),
-        cmocka_unit_test_setup_teardown(test_linear_accumulate, setup_backend, teardown_backend),
-        cmocka_unit_test_setup_teardown(test_linear_glu, setup_backend, teardown_backend),
-        cmocka_unit_test_setup_teardown(test_linear_long_k, setup_backend, teardown_backend),
-        cmocka_unit_test_setup_teardown(test_matvec_forms_identical, setup_backend, teardown_backend),
-        cmocka_unit_test_setup_teardown(test_mlp, setup_backend, teardown_backend),
-        cmocka_unit_test_setup_teardown(test_linear_norm, setup_backend, teardown_backend),
-        cmocka_unit_test_setup_teardown(test_prepared_norm, setup_backend, teardown_backend),
-        cmocka_unit_test_setup_teardown(test_step_plan, setup_backend, teardown_backend),
-        cmocka_unit_test_setup_teardown(test_rmsnorm, setup_backend, teardown_backend),
-        cmocka_unit_test_setup_teardown(test_get_rows, setup_backend, teardown_backend),
-        cmocka_unit_test_setup_teardown(test_convert_swiglu16, setup_backend, teardown_backend),
+        ON_EACH_FORM(test_linear_f16),
+        ON_EACH_FORM(test_linear_bf16),
+        ON_EACH_FORM(test_linear_f32_source),
+        ON_EACH_FORM(test_linear_quantized),
+        ON_BACKEND(test_linear_k_not_multiple_of_8),
+        ON_EACH_FORM(test_linear_qkv),
+        ON_EACH_FORM(test_linear_accumulate),
+        ON_EACH_FORM(test_linear_glu),
+        ON_EACH_FORM(test_linear_long_k),
+        ON_BACKEND(test_matvec_forms_identical),
+        ON_EACH_FORM(test_mlp),
+        ON_EACH_FORM(test_linear_norm),
+        ON_EACH_FORM(test_prepared_norm),
+        ON_BACKEND(test_step_plan),
+        ON_BACKEND(test_rmsnorm),
+        ON_BACKEND(test_get_rows),
+        ON_BACKEND(test_convert_swiglu16),
         cmocka_unit_test(test_rope_kv_store),
         cmocka_unit_test(test_linear_rope),
-        cmocka_unit_test_setup_teardown(test_attention, setup_backend, teardown_backend),
-        cmocka_unit_test_setup_teardown(test_sample_greedy, setup_backend, teardown_backend),
-        cmocka_unit_test_setup_teardown(test_sample_filtered, setup_backend, teardown_backend),
-        cmocka_unit_test_setup_teardown(test_graph_matvec, setup_backend, teardown_backend),
-        cmocka_unit_test_setup_teardown(test_graph_gemm, setup_backend, teardown_backend),
+        {"test_linear_rope_plain", test_linear_rope, NULL, NULL, (void *)&FORM_PLAIN},
+        {"test_linear_rope_pipelined", test_linear_rope, NULL, NULL, (void *)&FORM_PIPELINED},
+        ON_BACKEND(test_attention),
+        ON_BACKEND(test_sample_greedy),
+        ON_BACKEND(test_sample_filtered),
+        ON_EACH_FORM(test_graph_matvec),
+        ON_BACKEND(test_graph_gemm),
     };
     return KILN_RUN_TESTS(tests);
 }

@@ -25,10 +25,6 @@
 #include "cuda/cuda_test_util.h"
 #include "runtime/sampler.h"
 
-// KILN_CUDA_PORTABLE=1 (scripts/gpu-run.sh variants): the pre-Hopper launch
-// path, as the backend passes it.
-#define PORTABLE (getenv("KILN_CUDA_PORTABLE") && strcmp(getenv("KILN_CUDA_PORTABLE"), "1") == 0)
-
 // u within this of a cumulative boundary may go either way: the GPU receives u
 // as a float (2^-24 relative) and its sums differ from the CPU's by < 1e-9.
 #define NEAR_BOUNDARY 1e-6
@@ -179,10 +175,11 @@ typedef struct gpu {
     void *workspace;
     int32_t *out;
     int vocab;
+    bool portable; // kiln_cuda_sample_params.portable of every draw
 } gpu;
 
-static gpu gpu_open(int vocab) {
-    gpu g = {.vocab = vocab};
+static gpu gpu_open(int vocab, bool portable) {
+    gpu g = {.vocab = vocab, .portable = portable};
     CUDA_CHECK(cudaStreamCreate(&g.stream));
     const size_t ws = kiln_cuda_sample_workspace(vocab);
     assert_true(ws > 0);
@@ -208,6 +205,7 @@ static void gpu_set_logits(gpu *g, const float *logits) {
 static void gpu_sample(gpu *g, kiln_cuda_sample_params p, const float *u, int n_u, int32_t *ids) {
     assert_true(n_u <= 20000);
     CUDA_CHECK(cudaMemsetAsync(g->out, 0xff, sizeof(int32_t) * (size_t)n_u, g->stream));
+    p.portable = g->portable;
     for (int k = 0; k < n_u; k++) {
         p.u = u[k];
         CUDA_CHECK(kiln_cuda_sample(g->stream, g->logits, g->vocab, &p, g->workspace, g->out + k));
@@ -292,17 +290,17 @@ static void judge(tally *t, const ref_sorted *r, int n, const int alt[2], int n_
 static void test_invalid_arguments(void **state) {
     (void)state;
     assert_int_equal(kiln_cuda_sample_workspace(0), 0);
-    kiln_cuda_sample_params p = {1.0f, 0, 1.0f, 0.0f, 0.5f, PORTABLE};
+    kiln_cuda_sample_params p = {1.0f, 0, 1.0f, 0.0f, 0.5f, false};
     assert_int_equal(kiln_cuda_sample(0, NULL, 0, &p, NULL, NULL), cudaErrorInvalidValue);
 }
 
 static void test_greedy(void **state) {
-    (void)state;
+    const bool portable = *(const bool *)*state;
     const int vocabs[] = {128256, 49152, 1000, 1};
     uint64_t rng = 0x5eed0001;
     for (size_t v = 0; v < sizeof vocabs / sizeof vocabs[0]; v++) {
         const int vocab = vocabs[v];
-        gpu g = gpu_open(vocab);
+        gpu g = gpu_open(vocab, portable);
         float *l = malloc(sizeof *l * (size_t)vocab);
         assert_non_null(l);
         for (int trial = 0; trial < 6; trial++) {
@@ -317,7 +315,7 @@ static void test_greedy(void **state) {
             gpu_set_logits(&g, l);
             const float u[2] = {0.3f, 0.9f};
             int32_t ids[2];
-            kiln_cuda_sample_params p = {0.0f, 40, 0.95f, 0.05f, 0.0f, PORTABLE};
+            kiln_cuda_sample_params p = {0.0f, 40, 0.95f, 0.05f, 0.0f, false};
             gpu_sample(&g, p, u, 1, ids);
             p.temperature = -1.0f; // <= 0 is greedy too
             gpu_sample(&g, p, u + 1, 1, ids + 1);
@@ -362,7 +360,7 @@ static void check_against_cpu(gpu *g, const float *logits, const ref_sorted *r, 
     }
     kiln_sampler_free(s);
     kiln_sampler_free(twin);
-    kiln_cuda_sample_params p = {temperature, top_k, top_p, min_p, 0.0f, PORTABLE};
+    kiln_cuda_sample_params p = {temperature, top_k, top_p, min_p, 0.0f, false};
     gpu_sample(g, p, uf, DRAWS, ids);
     int alt[2], n_alt;
     const int n = ref_kept(r, top_k, top_p, min_p, alt, &n_alt);
@@ -372,13 +370,13 @@ static void check_against_cpu(gpu *g, const float *logits, const ref_sorted *r, 
     }
 }
 
-static void run_vocab(int vocab, uint64_t seed) {
+static void run_vocab(int vocab, bool portable, uint64_t seed) {
     static const float temperatures[] = {0.7f, 1.0f, 1.5f};
     static const int top_ks[] = {0, 1, 40, 5000};
     static const float top_ps[] = {1.0f, 0.95f, 0.5f};
     static const float min_ps[] = {0.0f, 0.05f, 0.3f};
     uint64_t rng = seed;
-    gpu g = gpu_open(vocab);
+    gpu g = gpu_open(vocab, portable);
     float *l = malloc(sizeof *l * (size_t)vocab);
     assert_non_null(l);
     tally total = {0}, ref_vs_cpu = {0}, gpu_vs_cpu = {0};
@@ -393,10 +391,12 @@ static void run_vocab(int vocab, uint64_t seed) {
             for (size_t ki = 0; ki < sizeof top_ks / sizeof top_ks[0]; ki++)
                 for (size_t pi = 0; pi < sizeof top_ps / sizeof top_ps[0]; pi++)
                     for (size_t mi = 0; mi < sizeof min_ps / sizeof min_ps[0]; mi++, combo++) {
-                        const kiln_cuda_sample_params p = {temperatures[ti], top_ks[ki], top_ps[pi], min_ps[mi], 0, PORTABLE};
+                        const kiln_cuda_sample_params p = {temperatures[ti], top_ks[ki], top_ps[pi], min_ps[mi], 0,
+                                                           false};
                         char what[160];
-                        snprintf(what, sizeof what, "vocab %d %s t=%.1f top_k=%d top_p=%.2f min_p=%.2f", vocab,
-                                 SHAPE_NAMES[s], (double)p.temperature, p.top_k, (double)p.top_p, (double)p.min_p);
+                        snprintf(what, sizeof what, "vocab %d%s %s t=%.1f top_k=%d top_p=%.2f min_p=%.2f", vocab,
+                                 portable ? " portable" : "", SHAPE_NAMES[s], (double)p.temperature, p.top_k,
+                                 (double)p.top_p, (double)p.min_p);
                         float u[MAX_U];
                         int32_t ids[MAX_U];
                         const int n_u = make_us(u, &rng);
@@ -412,16 +412,16 @@ static void run_vocab(int vocab, uint64_t seed) {
                     }
             ref_release(&r);
         }
-        printf("vocab %6d %-9s: %ld same, %ld within %.0e of a boundary, %ld top-p ties, %ld wrong\n", vocab,
-               SHAPE_NAMES[s], shape_tally.same, shape_tally.near_boundary, NEAR_BOUNDARY, shape_tally.top_p_tie,
-               shape_tally.wrong);
+        printf("vocab %6d%s %-9s: %ld same, %ld within %.0e of a boundary, %ld top-p ties, %ld wrong\n", vocab,
+               portable ? " portable" : "", SHAPE_NAMES[s], shape_tally.same, shape_tally.near_boundary,
+               NEAR_BOUNDARY, shape_tally.top_p_tie, shape_tally.wrong);
         total.same += shape_tally.same, total.near_boundary += shape_tally.near_boundary;
         total.top_p_tie += shape_tally.top_p_tie, total.wrong += shape_tally.wrong;
     }
-    printf("vocab %6d reference vs CPU sampler: %ld same, %ld near, %ld ties, %ld wrong; GPU vs CPU sampler: %ld same, "
-           "%ld near, %ld ties, %ld wrong\n",
-           vocab, ref_vs_cpu.same, ref_vs_cpu.near_boundary, ref_vs_cpu.top_p_tie, ref_vs_cpu.wrong, gpu_vs_cpu.same,
-           gpu_vs_cpu.near_boundary, gpu_vs_cpu.top_p_tie, gpu_vs_cpu.wrong);
+    printf("vocab %6d%s reference vs CPU sampler: %ld same, %ld near, %ld ties, %ld wrong; GPU vs CPU sampler: %ld "
+           "same, %ld near, %ld ties, %ld wrong\n",
+           vocab, portable ? " portable" : "", ref_vs_cpu.same, ref_vs_cpu.near_boundary, ref_vs_cpu.top_p_tie,
+           ref_vs_cpu.wrong, gpu_vs_cpu.same, gpu_vs_cpu.near_boundary, gpu_vs_cpu.top_p_tie, gpu_vs_cpu.wrong);
     assert_int_equal(ref_vs_cpu.wrong, 0);
     assert_int_equal(gpu_vs_cpu.wrong, 0);
     assert_int_equal(total.wrong, 0);
@@ -432,36 +432,27 @@ static void run_vocab(int vocab, uint64_t seed) {
     gpu_close(&g);
 }
 
-static void test_vocab_128256(void **state) {
-    (void)state;
-    run_vocab(128256, 0x5eed0128);
-}
+static void test_vocab_128256(void **state) { run_vocab(128256, *(const bool *)*state, 0x5eed0128); }
 
-static void test_vocab_49152(void **state) {
-    (void)state;
-    run_vocab(49152, 0x5eed0049);
-}
+static void test_vocab_49152(void **state) { run_vocab(49152, *(const bool *)*state, 0x5eed0049); }
 
-static void test_vocab_1000(void **state) {
-    (void)state;
-    run_vocab(1000, 0x5eed1000);
-}
+static void test_vocab_1000(void **state) { run_vocab(1000, *(const bool *)*state, 0x5eed1000); }
 
 // 20000 uniform draws over 50 tokens: the frequencies follow the reference's
 // probabilities within 5 standard deviations, and filtered tokens never come.
-static void check_frequencies(float temperature, int top_k, float top_p, float min_p) {
+static void check_frequencies(bool portable, float temperature, int top_k, float top_p, float min_p) {
     enum { VOCAB = 50, DRAWS = 20000 };
     uint64_t rng = 0x5eed0050 + (uint64_t)top_k;
     float l[VOCAB];
     for (int i = 0; i < VOCAB; i++) l[i] = 2.0f * kiln_test_rand_f(&rng);
-    gpu g = gpu_open(VOCAB);
+    gpu g = gpu_open(VOCAB, portable);
     gpu_set_logits(&g, l);
     float *u = malloc(sizeof *u * DRAWS);
     int32_t *ids = malloc(sizeof *ids * DRAWS);
     assert_non_null(u);
     assert_non_null(ids);
     for (int k = 0; k < DRAWS; k++) u[k] = (float)((double)(kiln_test_rand_u64(&rng) >> 40) * 0x1.0p-24);
-    const kiln_cuda_sample_params p = {temperature, top_k, top_p, min_p, 0, PORTABLE};
+    const kiln_cuda_sample_params p = {temperature, top_k, top_p, min_p, 0, false};
     gpu_sample(&g, p, u, DRAWS, ids);
     ref_sorted r;
     ref_prepare(l, VOCAB, temperature, &r);
@@ -488,21 +479,20 @@ static void check_frequencies(float temperature, int top_k, float top_p, float m
 }
 
 static void test_frequencies(void **state) {
-    (void)state;
-    check_frequencies(1.0f, 0, 1.0f, 0.0f);
-    check_frequencies(0.8f, 20, 0.9f, 0.05f);
+    const bool portable = *(const bool *)*state;
+    check_frequencies(portable, 1.0f, 0, 1.0f, 0.0f);
+    check_frequencies(portable, 0.8f, 20, 0.9f, 0.05f);
 }
 
 // Captured in a CUDA graph (no allocation or synchronisation inside), the
 // sampler follows new logits on every replay.
 static void test_graph_replay(void **state) {
-    (void)state;
     enum { VOCAB = 32000, REPLAYS = 4 };
     uint64_t rng = 0x5eed0666;
-    gpu g = gpu_open(VOCAB);
+    gpu g = gpu_open(VOCAB, *(const bool *)*state);
     float *l = malloc(sizeof *l * VOCAB);
     assert_non_null(l);
-    const kiln_cuda_sample_params p = {0.8f, 40, 0.95f, 0.05f, 0.37f, PORTABLE};
+    const kiln_cuda_sample_params p = {0.8f, 40, 0.95f, 0.05f, 0.37f, g.portable};
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     CUDA_CHECK(cudaStreamBeginCapture(g.stream, cudaStreamCaptureModeThreadLocal));
@@ -532,13 +522,21 @@ static void test_graph_replay(void **state) {
     gpu_close(&g);
 }
 
+// Every draw runs both launch paths the backend has: as on this card (on
+// Hopper the second kernel is a programmatic dependent launch) and portable
+// (kiln_kernel_options.portable: what Ampere and Ada run), so a Hopper
+// machine tests both. The path is the test's state; "_portable" names the
+// second run.
+static const bool CARD_PATH = false, PORTABLE_PATH = true;
+#define BOTH_PATHS(f)                                                                                          \
+    {#f, f, NULL, NULL, (void *)&CARD_PATH}, {#f "_portable", f, NULL, NULL, (void *)&PORTABLE_PATH}
+
 int main(void) {
     kiln_test_require_gpu();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_invalid_arguments), cmocka_unit_test(test_greedy),
-        cmocka_unit_test(test_vocab_1000),        cmocka_unit_test(test_vocab_49152),
-        cmocka_unit_test(test_vocab_128256),      cmocka_unit_test(test_frequencies),
-        cmocka_unit_test(test_graph_replay),
+        cmocka_unit_test(test_invalid_arguments), BOTH_PATHS(test_greedy),      BOTH_PATHS(test_vocab_1000),
+        BOTH_PATHS(test_vocab_49152),             BOTH_PATHS(test_vocab_128256), BOTH_PATHS(test_frequencies),
+        BOTH_PATHS(test_graph_replay),
     };
     return KILN_RUN_TESTS(tests);
 }

@@ -10,11 +10,13 @@
 
 // Returns [n][vocab] floats (malloc'd) for the n tokens in ids, run in steps
 // of `chunk` tokens (later steps attend to the earlier ones in the cache),
-// on whatever backend the model is bound to.
-static inline float *kiln_test_all_logits_chunked(kiln_model *model, const int32_t *ids, int n, int chunk) {
+// on whatever backend the model is bound to, with these kernel options.
+static inline float *kiln_test_all_logits_with(kiln_model *model, const int32_t *ids, int n, int chunk,
+                                               kiln_kernel_options kernels) {
     const int vocab = kiln_model_vocab_size(model);
     kiln_engine *e;
-    const kiln_engine_options o = {.max_seq_len = n, .max_step_tokens = chunk, .max_logit_rows = chunk};
+    const kiln_engine_options o = {.max_seq_len = n, .max_step_tokens = chunk, .max_logit_rows = chunk,
+                                   .kernels = kernels};
     assert_int_equal(kiln_engine_create(model, &o, &e), KILN_OK);
     float *logits = malloc(sizeof(float) * (size_t)n * vocab);
     int32_t *pos = malloc(sizeof(int32_t) * chunk), *seq = calloc((size_t)chunk, sizeof(int32_t));
@@ -37,6 +39,11 @@ static inline float *kiln_test_all_logits_chunked(kiln_model *model, const int32
     free(all);
     kiln_engine_free(e);
     return logits;
+}
+
+// The same with the default kernel options.
+static inline float *kiln_test_all_logits_chunked(kiln_model *model, const int32_t *ids, int n, int chunk) {
+    return kiln_test_all_logits_with(model, ids, n, chunk, (kiln_kernel_options){0});
 }
 
 // The same in one step.

@@ -20,8 +20,6 @@
 // the K/V loop stops at the last position the block's last query sees.
 #include <cuda_fp16.h>
 #include <math.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "backend/cuda/cuda_attention.cuh"
 #include "backend/cuda/cuda_kernels.h"
@@ -395,32 +393,32 @@ template <int D> __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kern
 
 // ---- prefill ----------------------------------------------------------------
 
-// 4 warps a block; each warp owns 16 * MT consecutive query rows. MT = 2 (128
-// rows a block, the default) makes every K and V fragment loaded from shared
-// memory feed two mma's instead of one: with 16 rows a warp, ldmatrix's
-// shared-memory traffic, not the tensor cores, set the pace. Its Q tile stays
-// in shared memory (the accumulators of 32 rows leave no room for Q in
-// registers), and its K/V tiles are COLS = 32 positions (64,
-// KILN_CUDA_PREFILL=mma128w, measured no faster and takes all 255
-// registers). MT = 1 (64 rows, KILN_CUDA_PREFILL=mma64) keeps Q in registers.
+// 4 warps a block; each warp owns 16 * PF_MT = 32 consecutive query rows (128
+// a block), so that every K and V fragment loaded from shared memory feeds
+// two mma's instead of one: with 16 rows a warp, ldmatrix's shared-memory
+// traffic, not the tensor cores, set the pace. The Q tile stays in shared
+// memory (the accumulators of 32 rows leave no room for Q in registers), and
+// the K/V tiles are PF_COLS = 32 positions. The other forms measured
+// (docs/perf.md, "Prefill attention"): 16 rows a warp with Q in registers,
+// tiles of 64 positions (no faster, all 255 registers), and wgmma on Hopper
+// (slower); all removed.
 #define PF_WARPS 4
 #define PF_THREADS (PF_WARPS * 32)
+#define PF_MT 2    // m-tiles of 16 query rows per warp
+#define PF_COLS 32 // positions per K/V tile
+#define PF_ROWS (16 * PF_MT * PF_WARPS)
 
-
-template <int MT> static constexpr int pf_q_rows(void) { return MT == 1 ? 0 : 16 * MT * PF_WARPS; }
-
-template <int D, int MT, int COLS> static constexpr size_t pf_smem_bytes(void) {
-    // K and V, two buffers each (MT == 1 stages Q in the second ones), Q's own
-    // rows (MT == 2), the row offsets of the two K/V buffers.
-    return (4 * (size_t)COLS + pf_q_rows<MT>()) * (D + 8) * sizeof(__half) + 2 * (size_t)COLS * sizeof(long long);
+template <int D> static constexpr size_t pf_smem_bytes(void) {
+    // K and V, two buffers each, Q's rows, the row offsets of the two K/V buffers.
+    return (4 * (size_t)PF_COLS + PF_ROWS) * (D + 8) * sizeof(__half) + 2 * (size_t)PF_COLS * sizeof(long long);
 }
 
-template <int D, int COLS>
+template <int D>
 static __device__ __forceinline__ void pf_issue_tile(__half *sK, __half *sV, const long long *row_off,
                                                      const pf_params &p) {
     constexpr int LD = D + 8, NCOL = D / 8;
 #pragma unroll
-    for (int it = 0; it < COLS * NCOL / PF_THREADS; it++) {
+    for (int it = 0; it < PF_COLS * NCOL / PF_THREADS; it++) {
         const int i = threadIdx.x + it * PF_THREADS, r = i / NCOL, c = i % NCOL;
         const long long off = row_off[r];
         const bool ok = off >= 0;
@@ -430,17 +428,17 @@ static __device__ __forceinline__ void pf_issue_tile(__half *sK, __half *sV, con
     }
 }
 
-template <int D, int MT, int COLS>
-__global__ void __launch_bounds__(PF_THREADS, MT == 1 ? 1 : 2) attn_prefill_kernel(const pf_params p) {
-    constexpr int WROWS = 16 * MT, ROWS = WROWS * PF_WARPS; // query rows per warp, per block
+template <int D> __global__ void __launch_bounds__(PF_THREADS, 2) attn_prefill_kernel(const pf_params p) {
+    constexpr int MT = PF_MT, COLS = PF_COLS;
+    constexpr int WROWS = 16 * MT, ROWS = PF_ROWS; // query rows per warp, per block
     constexpr int LD = D + 8;  // halves per staged row: the 16-byte pad puts ldmatrix's 8 rows on distinct banks
     constexpr int TILE = COLS * LD;
     constexpr int NCOL = D / 8;
     extern __shared__ __align__(16) unsigned char smem[];
     __half *sK = reinterpret_cast<__half *>(smem); // [2][COLS][LD]
     __half *sV = sK + 2 * TILE;                    // [2][COLS][LD]
-    __half *sQ = sV + 2 * TILE;                    // [pf_q_rows][LD] (MT == 2)
-    long long *row_off = reinterpret_cast<long long *>(sQ + pf_q_rows<MT>() * LD); // [2][COLS]
+    __half *sQ = sV + 2 * TILE;                    // [ROWS][LD]
+    long long *row_off = reinterpret_cast<long long *>(sQ + ROWS * LD); // [2][COLS]
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int grp = lane >> 2, tig = lane & 3; // mma fragment coordinates: row group, thread in group
@@ -457,33 +455,23 @@ __global__ void __launch_bounds__(PF_THREADS, MT == 1 ? 1 : 2) attn_prefill_kern
 
     pf_tile_offsets<COLS>(row_off, p, table, kvh, D, 0, kv_end);
     __syncthreads();
-    pf_issue_tile<D, COLS>(sK, sV, row_off, p);
+    pf_issue_tile<D>(sK, sV, row_off, p);
     cp_async_commit();
 
-    // Q tile -> f16 (scale and log2(e) folded in) while tile 0 is in flight:
-    // MT == 1 stages it in the second buffers (rows 0-63 in K's, 64-127 in
-    // V's) and keeps it in registers; MT == 2 in its own rows.
-    auto q_row = [&](int r) {
-        return MT == 1 ? sK + (r < COLS ? TILE : 3 * TILE) + (r % COLS) * LD : sQ + r * LD;
-    };
+    // Q tile -> f16 (scale and log2(e) folded in) while tile 0 is in flight.
 #pragma unroll
     for (int it = 0; it < ROWS * NCOL / PF_THREADS; it++) {
         const int i = tid + it * PF_THREADS, r = i / NCOL, c = i % NCOL, tok = q0 + r;
-        *reinterpret_cast<uint4 *>(q_row(r) + c * 8) = pf_q_chunk<D>(p, tok, h, c);
+        *reinterpret_cast<uint4 *>(sQ + r * LD + c * 8) = pf_q_chunk<D>(p, tok, h, c);
     }
     if (n_tiles > 1) pf_tile_offsets<COLS>(row_off + COLS, p, table, kvh, D, 1, kv_end);
     __syncthreads();
     // A fragments of 16 rows (the warp's m-tile mt): matrices (rows 0-7 |
     // 8-15) x (cols 0-7 | 8-15) of k-step ks.
     auto load_q = [&](uint32_t a[4], int mt, int ks) {
-        ldmatrix_x4(a, q_row(warp * WROWS + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) + ks * 16 + (lane >> 4) * 8);
+        ldmatrix_x4(a, sQ + (warp * WROWS + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + ks * 16 +
+                           (lane >> 4) * 8);
     };
-    uint32_t qf[MT == 1 ? D / 16 : 1][4];
-    if constexpr (MT == 1) {
-#pragma unroll
-        for (int ks = 0; ks < D / 16; ks++) load_q(qf[ks], 0, ks);
-        __syncthreads(); // every warp has its Q before tile 1 overwrites the staging buffer
-    }
 
     float o[MT][D / 8][4];
 #pragma unroll
@@ -500,7 +488,7 @@ __global__ void __launch_bounds__(PF_THREADS, MT == 1 ? 1 : 2) attn_prefill_kern
     for (int it = 0; it < n_tiles; it++) {
         const int buf = it & 1;
         if (it + 1 < n_tiles) { // buffer buf ^ 1 was freed by the barrier that ended the last iteration
-            pf_issue_tile<D, COLS>(sK + (buf ^ 1) * TILE, sV + (buf ^ 1) * TILE, row_off + (buf ^ 1) * COLS, p);
+            pf_issue_tile<D>(sK + (buf ^ 1) * TILE, sV + (buf ^ 1) * TILE, row_off + (buf ^ 1) * COLS, p);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
@@ -521,14 +509,7 @@ __global__ void __launch_bounds__(PF_THREADS, MT == 1 ? 1 : 2) attn_prefill_kern
             for (int ks = 0; ks < D / 16; ks++) {
                 uint32_t a[MT][4];
 #pragma unroll
-                for (int mt = 0; mt < MT; mt++) {
-                    if constexpr (MT == 1) {
-#pragma unroll
-                        for (int j = 0; j < 4; j++) a[mt][j] = qf[ks][j];
-                    } else {
-                        load_q(a[mt], mt, ks);
-                    }
-                }
+                for (int mt = 0; mt < MT; mt++) load_q(a[mt], mt, ks);
 #pragma unroll
                 for (int np = 0; np < COLS / 16; np++) {
                     uint32_t b[4];
@@ -721,32 +702,6 @@ cudaError_t kiln_cuda_attention_decode(cudaStream_t stream, const kiln_cuda_atte
     return a->kv.head_dim == 64 ? launch_decode<64>(stream, a, workspace) : launch_decode<128>(stream, a, workspace);
 }
 
-// KILN_CUDA_PREFILL names a form (read once); else the 128-row mma.sync form
-// (measured fastest on the H100, 2026-11-26, ncu at 2048 tokens: 149 us a
-// layer against 173 for 64 rows and 194-223 for wgmma, 3 or 2 warpgroups).
-kiln_cuda_prefill_form kiln_cuda_prefill_form_default(bool portable) {
-    static const struct {
-        const char *name;
-        kiln_cuda_prefill_form form;
-    } names[] = {{"mma64", KILN_PREFILL_MMA_64},       {"mma128", KILN_PREFILL_MMA_128},
-                 {"mma128w", KILN_PREFILL_MMA_128_WIDE}, {"wgmma128", KILN_PREFILL_WGMMA_128},
-                 {"wgmma192", KILN_PREFILL_WGMMA_192}};
-    static int from_env = -1; // a form, or 0 for none named
-    if (from_env < 0) {
-        const char *env = getenv("KILN_CUDA_PREFILL");
-        from_env = 0;
-        for (size_t i = 0; env && i < sizeof names / sizeof names[0]; i++)
-            if (strcmp(env, names[i].name) == 0) from_env = names[i].form;
-    }
-    static int sm90 = -1;
-    if (sm90 < 0) sm90 = kiln_cuda_prefill_sm90_available();
-    if (from_env) {
-        const bool wgmma = from_env >= KILN_PREFILL_WGMMA_128;
-        if (!wgmma || (sm90 && !portable)) return (kiln_cuda_prefill_form)from_env;
-    }
-    return KILN_PREFILL_MMA_128;
-}
-
 template <int D> static cudaError_t launch_prefill(cudaStream_t stream, const kiln_cuda_attention_args *a) {
     pf_params p;
     p.k = static_cast<const __half *>(a->kv.k);
@@ -764,33 +719,14 @@ template <int D> static cudaError_t launch_prefill(cudaStream_t stream, const ki
     p.group = a->n_heads / a->kv.n_kv_heads;
     p.qscale = a->scale * ATTN_LOG2E;
 
-    const kiln_cuda_prefill_form form = a->prefill_form ? a->prefill_form : kiln_cuda_prefill_form_default(a->portable);
-    if (form == KILN_PREFILL_WGMMA_128 || form == KILN_PREFILL_WGMMA_192) {
-        if (!kiln_cuda_prefill_sm90_available()) return cudaErrorInvalidValue;
-        return kiln_cuda_prefill_sm90(stream, p, D, form == KILN_PREFILL_WGMMA_128 ? 2 : 3);
-    }
-    void (*kernel)(pf_params);
-    size_t smem;
-    int rows;
-    switch (form) {
-    case KILN_PREFILL_MMA_64:
-        kernel = attn_prefill_kernel<D, 1, 64>, smem = pf_smem_bytes<D, 1, 64>(), rows = 64;
-        break;
-    case KILN_PREFILL_MMA_128:
-        kernel = attn_prefill_kernel<D, 2, 32>, smem = pf_smem_bytes<D, 2, 32>(), rows = 128;
-        break;
-    case KILN_PREFILL_MMA_128_WIDE:
-        kernel = attn_prefill_kernel<D, 2, 64>, smem = pf_smem_bytes<D, 2, 64>(), rows = 128;
-        break;
-    default:
-        return cudaErrorInvalidValue;
-    }
-    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    constexpr size_t smem = pf_smem_bytes<D>();
+    cudaError_t e =
+        cudaFuncSetAttribute(attn_prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
-    const int q_tiles = (a->n_tokens + rows - 1) / rows;
+    const int q_tiles = (a->n_tokens + PF_ROWS - 1) / PF_ROWS;
     if (q_tiles > 65535) return cudaErrorInvalidValue;
     const dim3 grid(a->n_heads, q_tiles);
-    kernel<<<grid, PF_THREADS, smem, stream>>>(p);
+    attn_prefill_kernel<D><<<grid, PF_THREADS, smem, stream>>>(p);
     return cudaGetLastError();
 }
 

@@ -1,6 +1,5 @@
-// Device helpers shared by the attention kernels (cuda_attention.cu: decode
-// and the portable prefill; cuda_attention_sm90.cu: Hopper's prefill), and the
-// prefill kernels' parameters.
+// Device helpers of the attention kernels (cuda_attention.cu: decode and
+// prefill) and the prefill kernel's parameters.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -110,8 +109,3 @@ static __device__ __forceinline__ void pf_tile_offsets(long long *row_off, const
         row_off[tid] = pos < kv_end ? kv_row_offset(table, pos, p.block_size, p.n_kv, kvh, head_dim) : -1;
     }
 }
-
-// Hopper's prefill (cuda_attention_sm90.cu; kiln_cuda_prefill_sm90_available()
-// in cuda_kernels.h): blocks of 2 or 3 warpgroups, 64 query rows each;
-// head_dim 64 or 128.
-cudaError_t kiln_cuda_prefill_sm90(cudaStream_t stream, const pf_params &p, int head_dim, int warpgroups);

@@ -1,7 +1,6 @@
 // The CUDA backend: one stream per backend, device memory from cudaMalloc,
 // kiln's kernels for everything but the large dense products (cuBLASLt).
 // Operations only enqueue work; failures are kept and reported by sync().
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,37 +8,6 @@
 #include "backend/cuda/cuda_kernels.h"
 
 #define LT_WORKSPACE_BYTES (32u << 20)
-
-kiln_cuda_type kiln_cuda_type_of(kiln_dtype dtype) {
-    return dtype == KILN_BF16 ? KILN_CUDA_BF16 : dtype == KILN_F16 ? KILN_CUDA_F16 : KILN_CUDA_F32;
-}
-
-// A grown buffer's old memory is kept until the backend goes: graphs captured
-// earlier may still replay into it.
-bool cuda_scratch_reserve(cuda_impl *c, cuda_scratch *s, size_t bytes) {
-    if (s->bytes >= bytes) return true;
-    if (c->capturing) return false; // would change addresses the graph records
-    if (s->ptr) {
-        void **grown = realloc(c->retired, sizeof *grown * (size_t)(c->n_retired + 1));
-        if (!grown) return false;
-        c->retired = grown;
-        c->retired[c->n_retired++] = s->ptr;
-    }
-    s->ptr = NULL;
-    s->bytes = 0;
-    if (cudaMalloc(&s->ptr, bytes) != cudaSuccess) {
-        s->ptr = NULL;
-        return false;
-    }
-    s->bytes = bytes;
-    return true;
-}
-
-void cuda_scratch_release(cuda_scratch *s) {
-    if (s->ptr) cudaFree(s->ptr);
-    s->ptr = NULL;
-    s->bytes = 0;
-}
 
 static void cuda_destroy(kiln_backend *be) {
     cuda_impl *c = cuda_of(be);
@@ -51,12 +19,8 @@ static void cuda_destroy(kiln_backend *be) {
                                    &c->attention_counters, &c->sample_ws,  &c->norm_buf,
                                    &c->prep_x,             &c->prep_ss};
         for (size_t i = 0; i < sizeof scratch / sizeof scratch[0]; i++) cuda_scratch_release(scratch[i]);
-        for (int i = 0; i < c->n_rope; i++) {
-            cudaFree(c->rope[i].inv_freq);
-            free(c->rope[i].factors);
-        }
-        for (int i = 0; i < c->n_retired; i++) cudaFree(c->retired[i]);
-        free(c->retired);
+        cuda_scratch_free_retired(c);
+        cuda_rope_tables_free(c);
         if (c->sampled) cudaFree(c->sampled);
         if (c->sampled_host) cudaFreeHost(c->sampled_host);
         if (c->sampled_ready) cudaEventDestroy(c->sampled_ready);
@@ -110,65 +74,6 @@ static void cuda_get_rows(kiln_backend *be, const kiln_tensor *table, const int3
               "get_rows");
 }
 
-// Device table of theta^(-2i/rot_dim) / factor_i for these RoPE parameters.
-const double *cuda_rope_inv_freq(cuda_impl *c, const kiln_rope_params *rope) {
-    for (int i = 0; i < c->n_rope; i++) {
-        const cuda_rope_table *r = &c->rope[i];
-        const size_t factor_bytes = sizeof(float) * (size_t)(rope->rot_dim / 2);
-        bool same_factors = !r->factors == !rope->freq_factors &&
-                            (!r->factors || memcmp(r->factors, rope->freq_factors, factor_bytes) == 0);
-        if (r->rot_dim == rope->rot_dim && r->theta == rope->theta && same_factors) return r->inv_freq;
-    }
-    if (c->n_rope == CUDA_MAX_ROPE_TABLES || c->capturing) return NULL;
-    const int half = rope->rot_dim / 2;
-    double *host = malloc(sizeof(double) * (size_t)(half ? half : 1));
-    float *factors = rope->freq_factors ? malloc(sizeof(float) * (size_t)(half ? half : 1)) : NULL;
-    double *dev = NULL;
-    if (!host || (rope->freq_factors && !factors) ||
-        cudaMalloc((void **)&dev, sizeof(double) * (size_t)(half ? half : 1)) != cudaSuccess) {
-        free(host);
-        free(factors);
-        return NULL;
-    }
-    if (factors) memcpy(factors, rope->freq_factors, sizeof(float) * (size_t)half);
-    for (int i = 0; i < half; i++) {
-        host[i] = pow((double)rope->theta, -2.0 * i / rope->rot_dim);
-        if (rope->freq_factors) host[i] /= rope->freq_factors[i];
-    }
-    cudaError_t e = cudaMemcpy(dev, host, sizeof(double) * (size_t)half, cudaMemcpyHostToDevice);
-    free(host);
-    if (e != cudaSuccess) {
-        cudaFree(dev);
-        free(factors);
-        return NULL;
-    }
-    c->rope[c->n_rope++] =
-        (cuda_rope_table){.rot_dim = rope->rot_dim, .theta = rope->theta, .factors = factors, .inv_freq = dev};
-    return dev;
-}
-
-void cuda_rope_kv_store(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer layer,
-                               const kiln_batch_layout *batch, float *q, int n_heads, float *k, const float *v,
-                               const kiln_rope_params *rope) {
-    cuda_impl *c = cuda_of(be);
-    const double *inv_freq = cuda_rope_inv_freq(c, rope);
-    if (!inv_freq) {
-        cuda_note(c, cudaErrorMemoryAllocation, "rope frequency table (at most 4 RoPE settings per backend)");
-        return;
-    }
-    if (kv->dtype != KILN_F16) {
-        cuda_note(c, cudaErrorInvalidValue, "rope_kv_store (the CUDA KV cache is F16)");
-        return;
-    }
-    kiln_cuda_rope_kv_args a = {.q = q, .k = k, .v = v, .n_tokens = batch->n_tokens, .n_heads = n_heads,
-                                .n_kv_heads = kv->n_kv_heads, .head_dim = kv->head_dim, .rot_dim = rope->rot_dim,
-                                .interleaved = rope->interleaved != 0, .inv_freq = inv_freq, .pos = batch->pos,
-                                .seq = batch->seq, .k_cache = layer.k, .v_cache = layer.v,
-                                .block_tables = kv->block_tables, .max_blocks_per_seq = kv->max_blocks_per_seq,
-                                .block_size = kv->block_size};
-    cuda_note(c, kiln_cuda_rope_kv_store(c->stream, &a), "rope_kv_store");
-}
-
 static void cuda_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer layer,
                            const kiln_batch_layout *batch, const float *q, int n_heads, float scale, float *out) {
     cuda_impl *c = cuda_of(be);
@@ -177,7 +82,7 @@ static void cuda_attention(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_lay
                .max_blocks_per_seq = kv->max_blocks_per_seq, .block_size = kv->block_size,
                .n_kv_heads = kv->n_kv_heads, .head_dim = kv->head_dim},
         .n_tokens = batch->n_tokens, .pos = batch->pos, .seq = batch->seq, .q = q, .out = out, .n_heads = n_heads,
-        .scale = scale, .portable = c->portable};
+        .scale = scale};
     // A prompt chunk of one sequence goes to the tensor-core kernel; single
     // tokens (decode, batched decode) to the split-K one.
     if (batch->one_seq && batch->n_tokens > 1) {

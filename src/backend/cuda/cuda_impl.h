@@ -1,5 +1,16 @@
-// The CUDA backend's state, shared by its host files (cuda_backend.c,
-// cuda_weights.c, cuda_linear.c, cuda_gemm.c).
+// The CUDA backend's state, shared by its host files. They are layered: each
+// calls only the files below it, never one above, and all of them call the
+// kernels' launchers (cuda_kernels.h, cuda_ops.h):
+//   cuda_backend.c          the operations table: device set-up and teardown,
+//                           memory, copies, attention, sampling, graphs, configure
+//   cuda_linear.c           linear and mlp: the matrix-vector kernel or cuBLASLt
+//   cuda_plan.c             a step's plan (which product prepares the next RMSNorm)
+//   cuda_weights.c          weight conversion and upload
+//   cuda_rope.c             RoPE frequency tables and rope_kv_store
+//   cuda_gemm.c             cuBLASLt products, an algorithm timed per shape
+//   cuda_matvec_tune.c      the one-token matrix-vector form timed per shape
+//   cuda_scratch.c          device buffers that grow on demand
+//   cuda_cublaslt_loader.c  cuBLASLt, loaded on first use
 #ifndef KILN_BACKEND_CUDA_IMPL_H
 #define KILN_BACKEND_CUDA_IMPL_H
 
@@ -94,9 +105,7 @@ typedef struct cuda_impl {
     cuda_scratch prep_x, prep_ss;
 } cuda_impl;
 
-
 static inline cuda_impl *cuda_of(kiln_backend *be) { return (cuda_impl *)be->impl; }
-
 
 // Records the first CUDA failure; sync() reports it.
 static inline void cuda_note(cuda_impl *c, cudaError_t e, const char *where) {
@@ -106,19 +115,28 @@ static inline void cuda_note(cuda_impl *c, cudaError_t e, const char *where) {
     }
 }
 
-kiln_cuda_type kiln_cuda_type_of(kiln_dtype dtype);
+static inline kiln_cuda_type kiln_cuda_type_of(kiln_dtype dtype) {
+    return dtype == KILN_BF16 ? KILN_CUDA_BF16 : dtype == KILN_F16 ? KILN_CUDA_F16 : KILN_CUDA_F32;
+}
+
 // Loads cuBLASLt (cuda_cublaslt_loader.c) on first use: NULL once loaded,
 // else a message that says what is missing.
 const char *cuda_cublaslt_load(void);
-// Makes s hold at least bytes (contents not kept); false on failure.
+
+// Scratch buffers (cuda_scratch.c). Makes s hold at least bytes (contents not
+// kept); false on failure, or inside a capture when s would have to grow.
 bool cuda_scratch_reserve(cuda_impl *c, cuda_scratch *s, size_t bytes);
 void cuda_scratch_release(cuda_scratch *s);
+// Frees the outgrown buffers kept for graphs (when the backend goes).
+void cuda_scratch_free_retired(cuda_impl *c);
 
-// RoPE (cuda_backend.c): the device table of inv_freq for these parameters
-// (NULL when it cannot be made), and the rope_kv_store operation.
+// RoPE (cuda_rope.c): the device table of inv_freq for these parameters
+// (NULL when it cannot be made), the rope_kv_store operation, and the
+// tables' end.
 const double *cuda_rope_inv_freq(cuda_impl *c, const kiln_rope_params *rope);
 void cuda_rope_kv_store(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer layer, const kiln_batch_layout *batch,
                         float *q, int n_heads, float *k, const float *v, const kiln_rope_params *rope);
+void cuda_rope_tables_free(cuda_impl *c);
 
 // Weights (cuda_weights.c).
 bool cuda_supports(kiln_backend *be, kiln_dtype type);

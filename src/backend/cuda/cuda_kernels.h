@@ -36,19 +36,6 @@ typedef struct kiln_cuda_kv {
 // attends to positions 0..pos[t] of that sequence (causal). q and out are
 // [n_tokens][n_heads][head_dim] float32; grouped-query: query head h reads kv
 // head h / (n_heads / n_kv_heads). out = softmax(q k^T * scale) v.
-// Prefill attention kernels: mma.sync (sm_80 on) with 4 warps of 16 query
-// rows and tiles of 64 positions, 4 warps of 32 rows and tiles of 32 (or of
-// 64); wgmma (sm_90a only) with 2 or 3 warpgroups of 64 rows and tiles of 64
-// (correct, but measured slower than mma128 on the H100: not the default).
-typedef enum kiln_cuda_prefill_form {
-    KILN_PREFILL_DEFAULT = 0,
-    KILN_PREFILL_MMA_64,
-    KILN_PREFILL_MMA_128,
-    KILN_PREFILL_MMA_128_WIDE,
-    KILN_PREFILL_WGMMA_128,
-    KILN_PREFILL_WGMMA_192,
-} kiln_cuda_prefill_form;
-
 typedef struct kiln_cuda_attention_args {
     kiln_cuda_kv kv;
     int n_tokens;
@@ -62,9 +49,6 @@ typedef struct kiln_cuda_attention_args {
     // before the first launch (kiln_cuda_attention_decode_counters_clear);
     // every launch leaves them zero, whatever its shape.
     int *counters;
-    // Prefill: which kernel (0: kiln_cuda_prefill_form_default(portable)).
-    kiln_cuda_prefill_form prefill_form;
-    bool portable; // KILN_CUDA_PORTABLE: no Hopper-only kernel
 } kiln_cuda_attention_args;
 
 bool kiln_cuda_attention_supports(int head_dim);
@@ -89,12 +73,6 @@ cudaError_t kiln_cuda_attention_decode(cudaStream_t stream, const kiln_cuda_atte
 // may be > 0 when earlier chunks are already in the cache). Reads K and V of
 // all positions 0..pos[n-1] from the cache (the new ones were stored first).
 cudaError_t kiln_cuda_attention_prefill(cudaStream_t stream, const kiln_cuda_attention_args *a);
-// KILN_CUDA_PREFILL=mma64|mma128|mma128w|wgmma128|wgmma192 when it names one
-// this device runs (wgmma: sm_90 and not portable); else mma128.
-kiln_cuda_prefill_form kiln_cuda_prefill_form_default(bool portable);
-// Whether this build has the wgmma kernels and the current device runs them
-// (compute capability 9.0).
-bool kiln_cuda_prefill_sm90_available(void);
 
 // ---- Sampling on the GPU (cuda_sample.cu) --------------------------------
 //
@@ -110,7 +88,7 @@ typedef struct kiln_cuda_sample_params {
     float top_p;
     float min_p;
     float u;
-    bool portable; // no programmatic dependent launch even on Hopper (KILN_CUDA_PORTABLE)
+    bool portable; // no programmatic dependent launch even on Hopper (kiln_kernel_options.portable)
 } kiln_cuda_sample_params;
 
 // Writes the chosen id to *out (device). workspace: kiln_cuda_sample_workspace() bytes.

@@ -68,7 +68,7 @@ static void linear_matvec(cuda_impl *c, const cuda_prepared_norm *prev, const ki
                           kiln_cuda_type type) {
     kiln_cuda_matvec_args mv = {.count = a->count, .type = type, .k = (int)a->w[0]->ne[0], .x = a->x,
                                 .n_tokens = a->n, .accumulate = a->accumulate, .glu = a->glu,
-                                .norm = a->norm, .norm_eps = a->norm_eps, .deep_loads = true};
+                                .norm = a->norm, .norm_eps = a->norm_eps};
     if (a->rope) { // rope_fusable(a) holds
         const kiln_linear_rope *r = a->rope;
         const double *inv_freq = cuda_rope_inv_freq(c, r->params);

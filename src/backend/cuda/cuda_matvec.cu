@@ -167,25 +167,31 @@ static __device__ __forceinline__ void prepared_inv(const kiln_cuda_matvec_args 
     }
 }
 
+// Deep rounds: one token, one row per unit, its input neither normalised
+// nor prepared, and not pipelined: twice the loads in flight per lane, for
+// the small products whose time is mostly the first round trips. Measured
+// faster (docs/perf.md, "Switches removed"), so the same products with the
+// usual loads are no longer built.
+template <int NT, int MODE, int NK, bool PIPE> constexpr bool matvec_deep(void) {
+    return NT == 1 && MODE == MV_PLAIN && NK == NK_NONE && !PIPE;
+}
+
 // Blocks per SM the register budget must allow: decode's 1 or 2 tokens keep
 // many warps in flight; the widest form (8 tokens, two rows) is held to 128
 // registers, two blocks rather than one.
-// DEEP (one token, one row per unit, without PIPE): twice the loads in flight
-// per lane, for the small products whose time is mostly the first round trips.
-// PIPE (one token, the default): pipelined rounds in the registers of one
-// unpipelined round, split in two (4 loads a row, 2 for two-row units).
-template <int NT, int MODE, bool DEEP, bool PIPE> constexpr int matvec_min_blocks(void) {
-    return PIPE || DEEP ? 4
-           : NT == 1    ? (MODE != MV_PLAIN ? 4 : 5)
-           : NT == 2    ? 4
-                        : (MODE != MV_PLAIN && NT == 8 ? 2 : 0); // 0: the compiler's choice
+// PIPE (one token): pipelined rounds in the registers of one unpipelined
+// round, split in two (4 loads a row, 2 for two-row units).
+template <int NT, int MODE, int NK, bool PIPE> constexpr int matvec_min_blocks(void) {
+    if (PIPE || matvec_deep<NT, MODE, NK, PIPE>()) return 4;
+    if (NT == 1) return MODE != MV_PLAIN ? 4 : 5;
+    if (NT == 2) return 4;
+    return MODE != MV_PLAIN && NT == 8 ? 2 : 0; // 0: the compiler's choice
 }
 
 // Loads in flight per row and round.
-template <int MODE, bool DEEP, bool PIPE> constexpr int matvec_loads(void) {
-    return PIPE   ? (MODE == MV_PLAIN ? LOADS_IN_FLIGHT : LOADS_IN_FLIGHT / 2)
-           : DEEP ? 2 * LOADS_IN_FLIGHT
-                  : LOADS_IN_FLIGHT;
+template <int NT, int MODE, int NK, bool PIPE> constexpr int matvec_loads(void) {
+    if (PIPE) return MODE == MV_PLAIN ? LOADS_IN_FLIGHT : LOADS_IN_FLIGHT / 2;
+    return matvec_deep<NT, MODE, NK, PIPE>() ? 2 * LOADS_IN_FLIGHT : LOADS_IN_FLIGHT;
 }
 
 // Unit u's weight i and rows ra (and rb for two-row units) of that weight.
@@ -309,8 +315,8 @@ static __device__ __forceinline__ void matvec_units(const kiln_cuda_matvec_args 
 
 
 // Warp w of block b owns output units [(b * WARPS + w) * per_warp, + per_warp).
-template <int NT, bool BF16, int MODE, int NK, bool DEEP, bool PIPE>
-__global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MODE, DEEP, PIPE>())
+template <int NT, bool BF16, int MODE, int NK, bool PIPE>
+__global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MODE, NK, PIPE>())
     matvec_kernel(const kiln_cuda_matvec_args a, int units, int per_warp) {
     extern __shared__ float4 staged[]; // NK_STAGED: [NT][k] floats
     __shared__ float s_inv[NT];        // NK_PREPARED: warp 0's inverse RMS for the others
@@ -343,8 +349,8 @@ __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MO
         have_inv = true;
     }
     float next_ss = 0.0f;
-    matvec_units<NT, BF16, MODE, NK, matvec_loads<MODE, DEEP, PIPE>(), PIPE>(a, u0, u1, x, inv, have_inv, s_inv, lane,
-                                                                              next_ss);
+    matvec_units<NT, BF16, MODE, NK, matvec_loads<NT, MODE, NK, PIPE>(), PIPE>(a, u0, u1, x, inv, have_inv, s_inv,
+                                                                                lane, next_ss);
     if (!have_inv) asm volatile("bar.sync 1, %0;" ::"n"(WARPS_PER_BLOCK * 32) : "memory"); // a warp without units
     if (MODE == MV_PLAIN && NT <= KILN_MATVEC_NORM_MAX_TOKENS && a.next_x) { // block-uniform
         __shared__ float s_ss[WARPS_PER_BLOCK][NT];
@@ -365,7 +371,7 @@ __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32, matvec_min_blocks<NT, MO
 // Rows per warp: one while the grid fits the blocks the SMs hold at once,
 // more once it does not, so that every warp gets the same number of rows
 // (and a producing launch at most KILN_MATVEC_SS_PARTS blocks).
-template <int NT, bool BF16, int MODE, int NK, bool DEEP, bool PIPE = false>
+template <int NT, bool BF16, int MODE, int NK, bool PIPE = false>
 static cudaError_t launch_form(cudaStream_t stream, const kiln_cuda_matvec_args *a, int units) {
     // Asked once per form and shared-memory size (k changes it for NK_STAGED):
     // the answer only depends on them, and prompt chunks launch uncaptured.
@@ -375,12 +381,12 @@ static cudaError_t launch_form(cudaStream_t stream, const kiln_cuda_matvec_args 
     const size_t smem = NK == NK_STAGED ? sizeof(float) * (size_t)NT * (size_t)a->k : 0;
     if (smem != known_smem) {
         if (NK == NK_STAGED && smem > 48 * 1024) {
-            cudaError_t e = cudaFuncSetAttribute(matvec_kernel<NT, BF16, MODE, NK, DEEP, PIPE>,
+            cudaError_t e = cudaFuncSetAttribute(matvec_kernel<NT, BF16, MODE, NK, PIPE>,
                                                  cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
             if (e != cudaSuccess) return e;
         }
         cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-            &per_sm, matvec_kernel<NT, BF16, MODE, NK, DEEP, PIPE>, WARPS_PER_BLOCK * 32, smem);
+            &per_sm, matvec_kernel<NT, BF16, MODE, NK, PIPE>, WARPS_PER_BLOCK * 32, smem);
         if (e != cudaSuccess) return e;
         known_smem = smem;
     }
@@ -390,7 +396,7 @@ static cudaError_t launch_form(cudaStream_t stream, const kiln_cuda_matvec_args 
                                                 (KILN_MATVEC_SS_PARTS * WARPS_PER_BLOCK));
     const int per_block = per_warp * WARPS_PER_BLOCK;
     const dim3 grid((unsigned)((units + per_block - 1) / per_block)), block(WARPS_PER_BLOCK * 32);
-    matvec_kernel<NT, BF16, MODE, NK, DEEP, PIPE><<<grid, block, smem, stream>>>(*a, units, per_warp);
+    matvec_kernel<NT, BF16, MODE, NK, PIPE><<<grid, block, smem, stream>>>(*a, units, per_warp);
     return cudaGetLastError();
 }
 
@@ -402,15 +408,13 @@ static cudaError_t launch_mode(cudaStream_t stream, const kiln_cuda_matvec_args 
     constexpr int STAGED = NORMS ? NK_STAGED : NK_NONE, PREPARED = NORMS ? NK_PREPARED : NK_NONE;
     if constexpr (NT == 1) {
         if (a->pipe)
-            return a->norm ? launch_form<NT, BF16, MODE, STAGED, false, true>(stream, a, units)
-                   : a->ss ? launch_form<NT, BF16, MODE, PREPARED, false, true>(stream, a, units)
-                           : launch_form<NT, BF16, MODE, NK_NONE, false, true>(stream, a, units);
+            return a->norm ? launch_form<NT, BF16, MODE, STAGED, true>(stream, a, units)
+                   : a->ss ? launch_form<NT, BF16, MODE, PREPARED, true>(stream, a, units)
+                           : launch_form<NT, BF16, MODE, NK_NONE, true>(stream, a, units);
     }
-    if (a->norm) return launch_form<NT, BF16, MODE, STAGED, false>(stream, a, units);
-    if (a->ss) return launch_form<NT, BF16, MODE, PREPARED, false>(stream, a, units);
-    if (NT == 1 && MODE == MV_PLAIN && a->deep_loads)
-        return launch_form<NT, BF16, MODE, NK_NONE, NT == 1 && MODE == MV_PLAIN>(stream, a, units);
-    return launch_form<NT, BF16, MODE, NK_NONE, false>(stream, a, units);
+    if (a->norm) return launch_form<NT, BF16, MODE, STAGED>(stream, a, units);
+    if (a->ss) return launch_form<NT, BF16, MODE, PREPARED>(stream, a, units);
+    return launch_form<NT, BF16, MODE, NK_NONE>(stream, a, units);
 }
 
 template <int NT, bool BF16> static cudaError_t launch(cudaStream_t stream, const kiln_cuda_matvec_args *a, int units) {

@@ -66,7 +66,6 @@ typedef struct kiln_cuda_matvec_args {
     float norm_eps;
     bool has_rope;
     kiln_cuda_matvec_rope rope;
-    bool deep_loads; // one token, no norm: twice the loads in flight per lane
     bool pipe;       // one token: each round's loads go out before the previous round's arithmetic
     // A residual product (accumulate, count 1, no glu or rope, at most
     // KILN_MATVEC_NORM_MAX_TOKENS tokens) whose result is next read through

@@ -1,4 +1,5 @@
-// Element-wise and normalisation operations of the CPU backend.
+// Element-wise and normalisation operations of the CPU backend (on CUDA:
+// cuda_elementwise.cu).
 #include <math.h>
 #include <string.h>
 
