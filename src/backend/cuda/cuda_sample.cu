@@ -246,13 +246,14 @@ __global__ void __launch_bounds__(ARGMAX_THREADS)
         const int i = base + k * ARGMAX_THREADS + threadIdx.x;
         if (i < vocab) {
             const float x = logits[i];
-            nonfinite |= !isfinite(x);
+            nonfinite |= isnan(x) || x == INFINITY; // -inf alone is a token of probability 0
             if (better(x, i, v, idx)) v = x, idx = i;
         }
     }
-    // A NaN or infinite logit anywhere makes the draw an error (as on the
-    // CPU): the chunk reports (+inf, -1), which wins every comparison, and
-    // the draw comes out as -1.
+    // A NaN or +inf logit anywhere makes the draw an error (as on the CPU;
+    // so do logits all -inf, which leave the index at INT_MAX): the chunk
+    // reports (+inf, -1), which wins every comparison, and the draw comes
+    // out as -1.
     if (__syncthreads_or(nonfinite)) {
         if (threadIdx.x == 0) partials[blockIdx.x].value = INFINITY, partials[blockIdx.x].index = -1;
         return;
