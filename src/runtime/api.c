@@ -292,8 +292,8 @@ kiln_status kiln_session_sample(kiln_session *s, const kiln_sampling_params *par
         if (st != KILN_OK) return st;
         s->logits_on_host = true;
     }
-    *id = kiln_sampler_sample(s->sampler, s->logits, s->history, s->n_history);
-    return KILN_OK;
+    kiln_status st = kiln_sampler_sample(s->sampler, s->logits, s->history, s->n_history, id);
+    return st == KILN_OK ? KILN_OK : kiln_fail_context(st, "%s", s->model->llm->path);
 }
 
 void kiln_session_reset(kiln_session *s) {
