@@ -329,7 +329,7 @@ static kiln_status load(hf_ctx *c, const cJSON *root, const cJSON *cfg, kiln_tok
         for (int32_t i = 0; i < tok->n_vocab; i++) {
             size_t len;
             const char *t = tok_text(tok, i, &len);
-            if (tok->type[i] == TOK_TYPE_NORMAL && len == 6 && memcmp(t, "<0x", 3) == 0 && t[5] == '>')
+            if (tok->type[i] == TOK_TYPE_NORMAL && tok_parse_byte_token(t, len) >= 0)
                 tok->type[i] = TOK_TYPE_BYTE;
         }
     }
