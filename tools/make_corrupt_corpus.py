@@ -14,13 +14,16 @@ the vocabulary, a block_count that disagrees with the blk.N tensors,
 SentencePiece byte tokens that name no byte, an all-empty vocabulary, NaN
 output weights or scales (refused when sampling: the logits are not numbers).
 Two controls (control_*.gguf) are the unbroken models and must load and
-sample; pre_unknown.gguf must load with a warning. The test reads what each
-must produce from model/expected_errors.txt.
+sample; pre_unknown.gguf must load with a warning. model/hf_*/ are Hugging
+Face folders, copies of corrupt_models/hf_valid with one file changed. The
+test reads what each must produce from model/expected_errors.txt.
 
 Run from the repository root: python3 tools/make_corrupt_corpus.py
 (needs numpy and gguf: pip install gguf)
 """
+import json
 import os
+import shutil
 import struct
 import tempfile
 
@@ -507,21 +510,52 @@ def model_cases():
     return cases
 
 
+HF_VALID = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "corrupt_models", "hf_valid")
+
+
+def hf_cases():
+    """Hugging Face folders made from corrupt_models/hf_valid (1 layer, written
+    by tools/make_tiny_models.py) with one file changed: name -> (file, change
+    of its JSON, phrase)."""
+    def cfg(**kw):
+        return lambda j: dict(j, **kw)
+    return {
+        "hf_layers_long": ("config.json", cfg(num_hidden_layers=2),
+                           "config.json num_hidden_layers = 2 but the weights have tensors for 1 layer (model.layers.0"),
+        "hf_eos_not_a_token": ("tokenizer_config.json", cfg(eos_token="<|nope|>"),
+                               '"eos_token" is "<|nope|>", which is not a token of'),
+        "hf_add_bos_string": ("tokenizer_config.json", cfg(add_bos_token="false"),
+                              '"add_bos_token" must be true or false'),
+    }
+
+
 def make_model_corpus():
     os.makedirs(MODEL_OUT, exist_ok=True)
     for f in os.listdir(MODEL_OUT):
+        path = os.path.join(MODEL_OUT, f)
         if f.endswith(".gguf"):
-            os.remove(os.path.join(MODEL_OUT, f))
+            os.remove(path)
+        elif f.startswith("hf_") and os.path.isdir(path):
+            shutil.rmtree(path)
     cases = model_cases()
     for name, ((meta, tensors), _) in cases.items():
         write_model(os.path.join(MODEL_OUT, name + ".gguf"), meta, tensors)
+    expected = {name + ".gguf": phrase for name, (_, phrase) in cases.items()}
+    for name, (file, change, phrase) in hf_cases().items():
+        folder = os.path.join(MODEL_OUT, name)
+        shutil.copytree(HF_VALID, folder)
+        with open(os.path.join(folder, file)) as f:
+            j = json.load(f)
+        with open(os.path.join(folder, file), "w") as f:
+            json.dump(change(j), f, indent=1)
+        expected[name] = phrase
     with open(os.path.join(MODEL_OUT, "expected_errors.txt"), "w") as f:
         f.write("# file<TAB>phrase the error message must contain (tools/make_corrupt_corpus.py);\n"
                 "# (loads): a control that must load and sample; warning: ... (%s is the path):\n"
                 "# must load, and print that warning each time it is loaded\n")
-        for name in sorted(cases):
-            f.write("%s.gguf\t%s\n" % (name, cases[name][1]))
-    print(len(cases), "files in", MODEL_OUT)
+        for name in sorted(expected):
+            f.write("%s\t%s\n" % (name, expected[name]))
+    print(len(expected), "models in", MODEL_OUT)
 
 
 if __name__ == "__main__":

@@ -101,8 +101,9 @@ static kiln_status check_layer_count(const kiln_llm *m, int64_t present, const c
     if (present == 0)
         return kiln_fail(KILN_ERR_FORMAT, "%s: %s = %d but the weights have no %s.N tensors", m->path, key, m->hp.n_layers,
                          pfx);
-    return kiln_fail(KILN_ERR_FORMAT, "%s: %s = %d but the weights have tensors for %lld layers (%s.0 to %s.%lld)", m->path,
-                     key, m->hp.n_layers, (long long)present, pfx, pfx, (long long)present - 1);
+    return kiln_fail(KILN_ERR_FORMAT, "%s: %s = %d but the weights have tensors for %lld layer%s (%s.0 to %s.%lld)",
+                     m->path, key, m->hp.n_layers, (long long)present, present == 1 ? "" : "s", pfx, pfx,
+                     (long long)present - 1);
 }
 
 static kiln_status bind_weights(kiln_llm *m, find_fn find) {

@@ -4,13 +4,13 @@
 // the file, the message must also contain that phrase. To cover a new format,
 // add a row to `readers`.
 //
-// corrupt/model/ holds GGUF files that parse but whose model is wrong: each
-// is loaded as a model (kiln_model_load), and when it loads, some text is
-// tokenized, evaluated and sampled from (greedy and at a temperature); the
-// first failure must name the file and contain the phrase. There the phrase
-// may also be "(loads)" (a control: everything must succeed, without a
-// warning) or "warning: ..." (must succeed, printing that warning, with %s
-// standing for the path, on stderr each time the file is loaded).
+// corrupt/model/ holds GGUF files (and Hugging Face folders) that parse but
+// whose model is wrong: each is loaded as a model (kiln_model_load), and when
+// it loads, some text is tokenized, evaluated and sampled from (greedy and at
+// a temperature); the first failure must name the file and contain the
+// phrase. There the phrase may also be "(loads)" (a control: everything must
+// succeed, without a warning) or "warning: ..." (must succeed, printing that
+// warning, with %s standing for the path, on stderr each time it is loaded).
 #include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -163,8 +163,11 @@ static void check_dir(const char *dir, int *counts) {
         int failures = 0;
         while ((e = readdir(d))) {
             char path[4096];
-            if (!ends_with(e->d_name, ".gguf")) continue;
+            struct stat sb;
+            if (e->d_name[0] == '.') continue;
             if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path) fail_msg("path too long");
+            // GGUF files, and Hugging Face folders.
+            if (!ends_with(e->d_name, ".gguf") && !(stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))) continue;
             failures += !check_model(dir, e->d_name, path);
             counts[sizeof readers / sizeof readers[0]]++;
         }
