@@ -40,9 +40,10 @@ seed fuzz_gguf $F/gguf/*.gguf $F/corrupt/gguf/*.gguf $F/corrupt/model/*.gguf $F/
 seed fuzz_safetensors $F/safetensors/*.safetensors $F/corrupt/safetensors/*.safetensors \
   $F/corrupt_models/hf_*/model.safetensors $F/tiny/*/model.safetensors
 seed fuzz_tokenizer_json $F/tokenizer/*.tokenizer.json $F/tiny/*/tokenizer.json $F/corrupt_models/hf_valid/tokenizer.json
-seed fuzz_hf_config $F/tiny/*/config.json $F/tiny/*.config.json $F/tiny64/*/config.json $F/corrupt_models/hf_*/config.json
+seed fuzz_hf_config $F/tiny/*/config.json $F/tiny/*.config.json $F/tiny64/*/config.json $F/corrupt_models/hf_*/config.json \
+  $F/corrupt/model/hf_*/config.json
 seed fuzz_tokenizer_config $F/tokenizer/synth_config.json $F/tiny/*/tokenizer_config.json \
-  $F/corrupt_models/hf_valid/tokenizer_config.json
+  $F/corrupt_models/hf_valid/tokenizer_config.json $F/corrupt/model/hf_*/tokenizer_config.json
 # Every chat template of the chat fixtures as a tokenizer_config.json.
 python3 - "$F/chat/chat_cases.json" "$work/fuzz_tokenizer_config-seeds" <<'PY'
 import json, sys
