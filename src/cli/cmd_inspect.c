@@ -92,7 +92,7 @@ int cmd_inspect(int argc, char **argv) {
     const kiln_tokenizer *tok = m->tok;
     printf("tokenizer:      %s, %d tokens, pre-tokenizer %s, bos %d, eos %d\n",
            kiln_tokenizer_get_kind(tok) == KILN_TOKENIZER_BYTE_BPE ? "byte-level BPE" : "SentencePiece BPE",
-           kiln_tokenizer_vocab_size(tok), kiln_tokenizer_pre_name(tok), kiln_tokenizer_bos(tok),
+           kiln_tokenizer_vocab_size(tok), kiln_tokenizer_pre_name(tok) ? kiln_tokenizer_pre_name(tok) : "none", kiln_tokenizer_bos(tok),
            kiln_tokenizer_eos(tok));
     const char *tmpl = kiln_tokenizer_chat_template(tok);
     printf("chat template:  %s\n", tmpl ? "present" : "none");

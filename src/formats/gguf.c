@@ -493,6 +493,68 @@ const kiln_gguf_value *kiln_gguf_get_array(const kiln_gguf *g, const char *key, 
     return v;
 }
 
+const char *kiln_gguf_type_name(const kiln_gguf_value *v) {
+    static const char *arrays[] = {"array of uint8",  "array of int8",   "array of uint16", "array of int16",
+                                   "array of uint32", "array of int32",  "array of float32", "array of bool",
+                                   "array of string", "array of arrays", "array of uint64", "array of int64",
+                                   "array of float64"};
+    if (v->type != KILN_GGUF_ARRAY) return value_type_name(v->type);
+    return (uint32_t)v->arr.elem_type < sizeof arrays / sizeof arrays[0] ? arrays[v->arr.elem_type] : "array";
+}
+
+static kiln_status wrong_type(const kiln_gguf *g, const char *key, const kiln_gguf_value *v, const char *expected) {
+    return kiln_fail(KILN_ERR_FORMAT, "%s: %s has type %s, expected %s", g->path ? g->path : "gguf", key,
+                     kiln_gguf_type_name(v), expected);
+}
+
+static const kiln_gguf_value *lookup(const kiln_gguf *g, const char *key, bool *found) {
+    const kiln_gguf_value *v = kiln_gguf_get(g, key);
+    if (found) *found = v != NULL;
+    return v;
+}
+
+kiln_status kiln_gguf_read_u32(const kiln_gguf *g, const char *key, uint32_t *out, bool *found) {
+    const kiln_gguf_value *v = lookup(g, key, found);
+    if (!v) return KILN_OK;
+    if (!is_unsigned(v->type) && !is_signed(v->type)) return wrong_type(g, key, v, "an unsigned integer");
+    if (kiln_gguf_get_u32(g, key, out)) return KILN_OK;
+    if (is_signed(v->type))
+        return kiln_fail(KILN_ERR_FORMAT, "%s: %s = %lld is out of range (expected 0 to %u)", g->path ? g->path : "gguf",
+                         key, (long long)v->i64, UINT32_MAX);
+    return kiln_fail(KILN_ERR_FORMAT, "%s: %s = %llu is out of range (expected 0 to %u)", g->path ? g->path : "gguf",
+                     key, (unsigned long long)v->u64, UINT32_MAX);
+}
+
+kiln_status kiln_gguf_read_f32(const kiln_gguf *g, const char *key, float *out, bool *found) {
+    const kiln_gguf_value *v = lookup(g, key, found);
+    if (!v) return KILN_OK;
+    return kiln_gguf_get_f32(g, key, out) ? KILN_OK : wrong_type(g, key, v, "a number (float32)");
+}
+
+kiln_status kiln_gguf_read_bool(const kiln_gguf *g, const char *key, bool *out, bool *found) {
+    const kiln_gguf_value *v = lookup(g, key, found);
+    if (!v) return KILN_OK;
+    return kiln_gguf_get_bool(g, key, out) ? KILN_OK : wrong_type(g, key, v, "bool");
+}
+
+kiln_status kiln_gguf_read_str(const kiln_gguf *g, const char *key, kiln_gguf_str *out, bool *found) {
+    const kiln_gguf_value *v = lookup(g, key, found);
+    if (!v) return KILN_OK;
+    return kiln_gguf_get_str(g, key, out) ? KILN_OK : wrong_type(g, key, v, "string");
+}
+
+kiln_status kiln_gguf_read_array(const kiln_gguf *g, const char *key, kiln_gguf_type elem_type,
+                                 const kiln_gguf_value **out) {
+    const kiln_gguf_value *v = lookup(g, key, NULL);
+    *out = NULL;
+    if (!v) return KILN_OK;
+    if (!(*out = kiln_gguf_get_array(g, key, elem_type))) {
+        const kiln_gguf_value want = {.type = KILN_GGUF_ARRAY, .arr = {.elem_type = elem_type}};
+        return wrong_type(g, key, v, kiln_gguf_type_name(&want));
+    }
+    return KILN_OK;
+}
+
 const kiln_gguf_tensor_info *kiln_gguf_find_tensor(const kiln_gguf *g, const char *name) {
     for (uint64_t i = 0; i < g->n_tensors; i++)
         if (strcmp(g->tensors[i].name, name) == 0) return &g->tensors[i];

@@ -89,6 +89,23 @@ bool kiln_gguf_get_str(const kiln_gguf *gguf, const char *key, kiln_gguf_str *ou
 // An array value whose elements have type elem_type, or NULL.
 const kiln_gguf_value *kiln_gguf_get_array(const kiln_gguf *gguf, const char *key, kiln_gguf_type elem_type);
 
+// Reading a known key: absent is KILN_OK with *found = false (the caller's
+// default applies, *out is untouched); present with a type that does not
+// convert, or an integer that does not fit, is KILN_ERR_FORMAT naming the
+// file, the key, its type and the one expected, so that a wrong-typed key is
+// never taken for an absent one. u32 takes any integer type whose value fits;
+// f32 takes float32, float64 or an integer; bool and str only their own type.
+// found may be NULL.
+kiln_status kiln_gguf_read_u32(const kiln_gguf *gguf, const char *key, uint32_t *out, bool *found);
+kiln_status kiln_gguf_read_f32(const kiln_gguf *gguf, const char *key, float *out, bool *found);
+kiln_status kiln_gguf_read_bool(const kiln_gguf *gguf, const char *key, bool *out, bool *found);
+kiln_status kiln_gguf_read_str(const kiln_gguf *gguf, const char *key, kiln_gguf_str *out, bool *found);
+// An array of elem_type elements: *out is NULL when the key is absent.
+kiln_status kiln_gguf_read_array(const kiln_gguf *gguf, const char *key, kiln_gguf_type elem_type,
+                                 const kiln_gguf_value **out);
+// The name of a value type, as messages print it ("uint32", "array of int8").
+const char *kiln_gguf_type_name(const kiln_gguf_value *v);
+
 const kiln_gguf_tensor_info *kiln_gguf_find_tensor(const kiln_gguf *gguf, const char *name);
 
 #endif

@@ -39,24 +39,15 @@ static kiln_status check_hparams(const char *path, kiln_hparams *hp) {
     return KILN_OK;
 }
 
-static bool gguf_arch_u32(const kiln_gguf *g, const char *arch, const char *suffix, uint32_t *out) {
-    char key[128];
-    snprintf(key, sizeof key, "%s.%s", arch, suffix);
-    return kiln_gguf_get_u32(g, key, out);
-}
-
-static bool gguf_arch_f32(const kiln_gguf *g, const char *arch, const char *suffix, float *out) {
-    char key[128];
-    snprintf(key, sizeof key, "%s.%s", arch, suffix);
-    return kiln_gguf_get_f32(g, key, out);
-}
-
 kiln_status kiln_hparams_from_gguf(const kiln_gguf *g, const char *path, kiln_hparams *hp) {
     memset(hp, 0, sizeof *hp);
     kiln_gguf_str arch;
-    if (!kiln_gguf_get_str(g, "general.architecture", &arch))
-        return kiln_fail(KILN_ERR_FORMAT, "%s: no general.architecture", path);
-    if (arch.len >= sizeof hp->arch) return kiln_fail(KILN_ERR_FORMAT, "%s: architecture name too long", path);
+    bool found;
+    kiln_status st = kiln_gguf_read_str(g, "general.architecture", &arch, &found);
+    if (st != KILN_OK) return st;
+    if (!found) return kiln_fail(KILN_ERR_FORMAT, "%s: no general.architecture", path);
+    if (arch.len >= sizeof hp->arch || memchr(arch.ptr, '\0', arch.len))
+        return kiln_fail(KILN_ERR_FORMAT, "%s: general.architecture is not a short name", path);
     memcpy(hp->arch, arch.ptr, arch.len);
     hp->arch[arch.len] = '\0';
     if (strcmp(hp->arch, "llama") != 0 && strcmp(hp->arch, "qwen2") != 0 && strcmp(hp->arch, "mistral") != 0)
@@ -64,6 +55,9 @@ kiln_status kiln_hparams_from_gguf(const kiln_gguf *g, const char *path, kiln_hp
                          "%s: architecture '%s' is not supported (kiln runs llama, mistral and qwen2)", path,
                          hp->arch);
 
+    // A key present with the wrong type is an error naming it (the readers
+    // say so), never a default.
+    char key[128];
     uint32_t u;
     struct { const char *key; int *dst; bool required; } ints[] = {
         {"block_count", &hp->n_layers, true},
@@ -77,12 +71,13 @@ kiln_status kiln_hparams_from_gguf(const kiln_gguf *g, const char *path, kiln_hp
         {"rope.dimension_count", &hp->rope.rot_dim, false},
     };
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
-        if (gguf_arch_u32(g, hp->arch, ints[i].key, &u)) {
-            if (u > KILN_MAX_SIZE * 4u)
-                return kiln_fail(KILN_ERR_FORMAT, "%s: %s.%s = %u is out of range", path, hp->arch, ints[i].key, u);
+        snprintf(key, sizeof key, "%s.%s", hp->arch, ints[i].key);
+        if ((st = kiln_gguf_read_u32(g, key, &u, &found)) != KILN_OK) return st;
+        if (found) {
+            if (u > KILN_MAX_SIZE * 4u) return kiln_fail(KILN_ERR_FORMAT, "%s: %s = %u is out of range", path, key, u);
             *ints[i].dst = (int)u;
         } else if (ints[i].required) {
-            return kiln_fail(KILN_ERR_FORMAT, "%s: missing %s.%s", path, hp->arch, ints[i].key);
+            return kiln_fail(KILN_ERR_FORMAT, "%s: missing %s", path, key);
         }
     }
     if (!hp->n_kv_heads) hp->n_kv_heads = hp->n_heads;
@@ -98,15 +93,19 @@ kiln_status kiln_hparams_from_gguf(const kiln_gguf *g, const char *path, kiln_hp
         const kiln_gguf_tensor_info *embd = kiln_gguf_find_tensor(g, "token_embd.weight");
         if (embd && embd->t.ne[1] <= KILN_MAX_SIZE * 4) hp->vocab = (int)embd->t.ne[1];
     }
-    if (!gguf_arch_f32(g, hp->arch, "attention.layer_norm_rms_epsilon", &hp->norm_eps)) hp->norm_eps = 1e-5f;
-    if (!gguf_arch_f32(g, hp->arch, "rope.freq_base", &hp->rope.theta)) hp->rope.theta = 10000.0f;
+    hp->norm_eps = 1e-5f;
+    hp->rope.theta = 10000.0f;
+    snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", hp->arch);
+    if ((st = kiln_gguf_read_f32(g, key, &hp->norm_eps, NULL)) != KILN_OK) return st;
+    snprintf(key, sizeof key, "%s.rope.freq_base", hp->arch);
+    if ((st = kiln_gguf_read_f32(g, key, &hp->rope.theta, NULL)) != KILN_OK) return st;
     // Linear, YaRN and LongRoPE scaling change every angle; running without
     // them would give wrong logits, so refuse. (Llama 3's scaling has no such
     // key: it comes as the rope_freqs.weight tensor.)
-    char key[128];
     kiln_gguf_str scaling;
     snprintf(key, sizeof key, "%s.rope.scaling.type", hp->arch);
-    if (kiln_gguf_get_str(g, key, &scaling) && !(scaling.len == 4 && memcmp(scaling.ptr, "none", 4) == 0))
+    if ((st = kiln_gguf_read_str(g, key, &scaling, &found)) != KILN_OK) return st;
+    if (found && !(scaling.len == 4 && memcmp(scaling.ptr, "none", 4) == 0))
         return kiln_fail(KILN_ERR_UNSUPPORTED, "%s: RoPE scaling type '%.*s' is not supported", path,
                          (int)(scaling.len > 32 ? 32 : scaling.len), scaling.ptr);
     // llama.cpp's converter permutes Q and K of llama-arch models so that RoPE

@@ -72,6 +72,40 @@ static kiln_status bind_weight(kiln_llm *m, const kiln_weight_desc *d, int layer
     return KILN_OK; // whether the backend can multiply this type is checked when the weights are bound
 }
 
+static const char *name_gguf(const kiln_llm *m, uint64_t i) { return m->gguf->tensors[i].name; }
+static const char *name_hf(const kiln_llm *m, uint64_t i) { return m->st->tensors[i].name; }
+
+// One more than the largest N of the tensors named PREFIX N "." ... (0 when
+// none is), so that a layer count that disagrees with the file is caught
+// before a shorter model runs and the rest is silently ignored.
+static int64_t layers_present(const kiln_llm *m, uint64_t n, const char *(*name_at)(const kiln_llm *, uint64_t),
+                              const char *prefix) {
+    const size_t plen = strlen(prefix);
+    int64_t count = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        const char *name = name_at(m, i);
+        if (strncmp(name, prefix, plen) != 0) continue;
+        const char *p = name + plen;
+        int64_t layer = 0;
+        if (*p < '0' || *p > '9') continue;
+        for (; *p >= '0' && *p <= '9'; p++)
+            if ((layer = layer * 10 + (*p - '0')) > (int64_t)1 << 40) break;
+        if (*p == '.' && layer + 1 > count) count = layer + 1;
+    }
+    return count;
+}
+
+static kiln_status check_layer_count(const kiln_llm *m, int64_t present, const char *key) {
+    if (present == m->hp.n_layers) return KILN_OK;
+    const char *pfx = m->format == KILN_FORMAT_GGUF ? "blk" : "model.layers";
+    if (present == 0)
+        return kiln_fail(KILN_ERR_FORMAT, "%s: %s = %d but the weights have no %s.N tensors", m->path, key, m->hp.n_layers,
+                         pfx);
+    return kiln_fail(KILN_ERR_FORMAT, "%s: %s = %d but the weights have tensors for %lld layer%s (%s.0 to %s.%lld)",
+                     m->path, key, m->hp.n_layers, (long long)present, present == 1 ? "" : "s", pfx, pfx,
+                     (long long)present - 1);
+}
+
 static kiln_status bind_weights(kiln_llm *m, find_fn find) {
     m->w.layers = calloc((size_t)m->hp.n_layers, sizeof *m->w.layers);
     if (!m->w.layers) return kiln_fail(KILN_ERR_NOMEM, "%s: out of memory", m->path);
@@ -107,8 +141,14 @@ static kiln_status load_gguf(kiln_llm *m) {
                 return kiln_fail(KILN_ERR_FORMAT, "%s: rope_freqs.weight[%lld] = %g is not a positive divisor",
                                  m->path, (long long)i, (double)m->rope_freq_factors[i]);
     }
+    char key[96];
+    snprintf(key, sizeof key, "%s.block_count", m->hp.arch);
+    if ((st = check_layer_count(m, layers_present(m, m->gguf->n_tensors, name_gguf, "blk."), key)) != KILN_OK)
+        return st;
     if ((st = bind_weights(m, find_gguf)) != KILN_OK) return st;
-    if ((st = kiln_tokenizer_from_gguf(m->gguf, &m->tok)) != KILN_OK) return kiln_fail_context(st, "%s", m->path);
+    // The tokenizer's messages name the file, except for running out of memory.
+    if ((st = kiln_tokenizer_from_gguf(m->gguf, &m->tok)) != KILN_OK)
+        return strstr(kiln_last_error(), m->path) ? st : kiln_fail_context(st, "%s", m->path);
     return KILN_OK;
 }
 
@@ -122,6 +162,9 @@ static kiln_status load_hf(kiln_llm *m) {
     if ((st = kiln_safetensors_open_dir(m->path, &m->st)) != KILN_OK) return st;
     // Some tied checkpoints still carry lm_head.weight; use it when present.
     if (m->hp.tied_embeddings && kiln_safetensors_find(m->st, "lm_head.weight")) m->hp.tied_embeddings = false;
+    if ((st = check_layer_count(m, layers_present(m, m->st->n_tensors, name_hf, "model.layers."),
+                                "config.json num_hidden_layers")) != KILN_OK)
+        return st;
     if ((st = bind_weights(m, find_hf)) != KILN_OK) return st;
     snprintf(file, sizeof file, "%s/tokenizer.json", m->path);
     snprintf(config_path, sizeof config_path, "%s/tokenizer_config.json", m->path);

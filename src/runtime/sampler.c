@@ -1,6 +1,7 @@
 #include "runtime/sampler.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -125,17 +126,41 @@ static int by_logit_desc(const void *a, const void *b) {
     return x->id - y->id; // ties: lower id first, as an argmax would
 }
 
-int32_t kiln_sampler_sample(kiln_sampler *s, const float *logits, const int32_t *history, int n_history) {
+static kiln_status non_finite(const char *what) {
+    return kiln_fail(KILN_ERR_FORMAT,
+                     "the model produced non-finite logits (NaN or infinity; %s): its weights are likely corrupt", what);
+}
+
+kiln_status kiln_sampler_sample(kiln_sampler *s, const float *logits, const int32_t *history, int n_history,
+                                int32_t *id) {
     const kiln_sampling_params *p = &s->p;
+    *id = -1;
     logits = apply_penalties(s, logits, history, n_history);
-    int32_t best = 0;
-    for (int i = 1; i < s->vocab; i++)
-        if (logits[i] > logits[best]) best = i;
-    if (p->temperature <= 0.0f) return best;
+    // The argmax, and the check that every logit is a number: a NaN compares
+    // false with everything, so it would otherwise slip through every filter.
+    int32_t best = -1;
+    for (int i = 0; i < s->vocab; i++) {
+        const float l = logits[i];
+        if (isnan(l) || l == INFINITY) {
+            char what[64];
+            snprintf(what, sizeof what, "the logit of token %d is %s", i, isnan(l) ? "NaN" : "+infinity");
+            return non_finite(what);
+        }
+        if (l != -INFINITY && (best < 0 || l > logits[best])) best = i;
+    }
+    if (best < 0) return non_finite("every logit is -infinity");
+    // Temperature so small that the best logit scaled by it overflows: that
+    // is greedy in all but name.
+    const float inv_t = p->temperature > 0.0f ? 1.0f / p->temperature : 0.0f;
+    if (p->temperature <= 0.0f || !isfinite(logits[best] * inv_t)) {
+        *id = best;
+        return KILN_OK;
+    }
 
     // Tokens more than 40 nats below the best have probability < 4e-18 of it:
-    // dropping them before the sort changes no choice.
-    const float inv_t = 1.0f / p->temperature, floor = logits[best] * inv_t - 40.0f;
+    // dropping them before the sort changes no choice. The best is always
+    // kept, so at least one candidate survives every filter below.
+    const float floor = logits[best] * inv_t - 40.0f;
     int n = 0;
     for (int i = 0; i < s->vocab; i++) {
         float l = logits[i] * inv_t;
@@ -170,7 +195,11 @@ int32_t kiln_sampler_sample(kiln_sampler *s, const float *logits, const int32_t 
     double u = next_uniform(s->rng) * total, cum = 0.0;
     for (int i = 0; i < n; i++) {
         cum += exp((double)(s->cands[i].logit - max));
-        if (u < cum) return s->cands[i].id;
+        if (u < cum) {
+            *id = s->cands[i].id;
+            return KILN_OK;
+        }
     }
-    return s->cands[n - 1].id;
+    *id = s->cands[n - 1].id;
+    return KILN_OK;
 }

@@ -76,6 +76,12 @@ kiln_status kiln_session_eval(kiln_session *s, const int32_t *ids, size_t n, con
     return logits ? kiln_engine_logits(s->engine, 0, logits) : KILN_OK;
 }
 
+// A draw that failed on what the model computed (non-finite logits) names
+// the model's file: that is where the fault is.
+static kiln_status named(const kiln_session *s, kiln_status st) {
+    return st == KILN_ERR_FORMAT ? kiln_fail_context(st, "%s", s->model->llm->path) : st;
+}
+
 static bool penalties_active(const kiln_sampling_params *p) {
     return p->penalty_last_n > 0 &&
            (p->repetition_penalty != 1.0f || p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f);
@@ -96,13 +102,12 @@ kiln_status kiln_session_sample(kiln_session *s, const kiln_sampling_params *par
                                       .top_p = params->top_p, .min_p = params->min_p,
                                       .u = (float)kiln_sampler_next_uniform(s->sampler)};
         if (a.u >= 1.0f) a.u = 0x1.fffffep-1f; // rounding to float must not reach 1
-        return kiln_engine_sample_ahead(s->engine, 0, &a, 0, id);
+        return named(s, kiln_engine_sample_ahead(s->engine, 0, &a, 0, id));
     }
     const float *logits;
     kiln_status st = kiln_engine_logits(s->engine, 0, &logits);
     if (st != KILN_OK) return st;
-    *id = kiln_sampler_sample(s->sampler, logits, s->history, s->n_history);
-    return KILN_OK;
+    return named(s, kiln_sampler_sample(s->sampler, logits, s->history, s->n_history, id));
 }
 
 void kiln_session_reset(kiln_session *s) { (void)kiln_session_truncate(s, 0); }

@@ -26,6 +26,13 @@ kiln_status tok_alloc(int32_t n_vocab, kiln_tokenizer **out) {
         return kiln_fail(KILN_ERR_NOMEM, "tokenizer: out of memory");
     }
     memset(tok->type, TOK_TYPE_NORMAL, n);
+    // The arena exists even if every token is empty, so that a token's text
+    // is never a NULL pointer (memcmp and friends must not see one).
+    tok->arena_cap = 4096;
+    if (!(tok->arena = malloc(tok->arena_cap))) {
+        kiln_tokenizer_free(tok);
+        return kiln_fail(KILN_ERR_NOMEM, "tokenizer: out of memory");
+    }
     *out = tok;
     return KILN_OK;
 }
@@ -34,7 +41,7 @@ static bool arena_append(kiln_tokenizer *tok, const char *s, size_t len, size_t 
     if (len > SIZE_MAX / 4 - tok->arena_len) return false;
     size_t need = tok->arena_len + len;
     if (need > tok->arena_cap) {
-        size_t cap = tok->arena_cap ? tok->arena_cap : 1 << 16;
+        size_t cap = tok->arena_cap;
         while (cap < need) cap *= 2;
         char *grown = realloc(tok->arena, cap);
         if (!grown) return false;
@@ -60,7 +67,7 @@ const char *tok_text(const kiln_tokenizer *tok, int32_t id, size_t *len) {
 }
 
 // <0xXX> with two hex digits, as SentencePiece names its byte tokens.
-static int parse_byte_token(const char *s, size_t len) {
+int tok_parse_byte_token(const char *s, size_t len) {
     if (len != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;
     int v = 0;
     for (int i = 3; i < 5; i++) {
@@ -73,14 +80,20 @@ static int parse_byte_token(const char *s, size_t len) {
 }
 
 // The bytes a token stands for once decoded.
-static kiln_status decode_token(kiln_tokenizer *tok, int32_t id, char *scratch) {
+static kiln_status decode_token(kiln_tokenizer *tok, int32_t id, char *scratch, const char *where) {
     size_t len;
     const char *text = tok_text(tok, id, &len);
     size_t off = tok->text_off[id], n = 0;
     uint8_t type = tok->type[id];
     bool raw = type == TOK_TYPE_CONTROL || type == TOK_TYPE_USER_DEFINED || type == TOK_TYPE_UNKNOWN;
-    if (!raw && tok->kind == KILN_TOKENIZER_SPM && parse_byte_token(text, len) >= 0) {
-        scratch[0] = (char)parse_byte_token(text, len);
+    const int byte = tok->kind == KILN_TOKENIZER_SPM ? tok_parse_byte_token(text, len) : -1;
+    // A token declared a byte that names none would be read as text, and
+    // byte fallback would silently lose the byte it was meant for.
+    if (tok->kind == KILN_TOKENIZER_SPM && type == TOK_TYPE_BYTE && byte < 0)
+        return kiln_fail(KILN_ERR_FORMAT, "%s: token %d (\"%.*s\") has type BYTE but is not <0xHH> (two hex digits)",
+                         where, (int)id, (int)(len > 32 ? 32 : len), text);
+    if (!raw && byte >= 0) {
+        scratch[0] = (char)byte;
         n = 1;
     } else if (!raw && tok->kind == KILN_TOKENIZER_SPM) {
         for (size_t i = 0; i < len;) {
@@ -187,10 +200,12 @@ kiln_status tok_finish(kiln_tokenizer *tok, const char *where) {
     size_t longest = 0;
     for (int32_t id = 0; id < tok->n_vocab; id++)
         if (tok->text_len[id] > longest) longest = tok->text_len[id];
+    // Nothing could ever be encoded (or decoded to any text).
+    if (longest == 0) return kiln_fail(KILN_ERR_FORMAT, "%s: every token of the vocabulary is an empty string", where);
     char *scratch = malloc(longest ? longest : 1);
     if (!scratch) return kiln_fail(KILN_ERR_NOMEM, "tokenizer: out of memory");
     for (int32_t id = 0; id < tok->n_vocab; id++) {
-        kiln_status s = decode_token(tok, id, scratch);
+        kiln_status s = decode_token(tok, id, scratch, where);
         if (s != KILN_OK) {
             free(scratch);
             return s;
@@ -221,7 +236,6 @@ kiln_status tok_finish(kiln_tokenizer *tok, const char *where) {
         int32_t id = tok_strmap_get(&tok->vocab, eog_names[i], strlen(eog_names[i]));
         if (id >= 0 && tok->type[id] == TOK_TYPE_CONTROL) tok->eog[id] = true;
     }
-    (void)where;
     return KILN_OK;
 }
 
@@ -266,7 +280,7 @@ int32_t kiln_tokenizer_find(const kiln_tokenizer *tok, const char *text) {
 
 bool kiln_tokenizer_token_bytes(const kiln_tokenizer *tok, int32_t id, const char **bytes, size_t *len) {
     if (id < 0 || id >= tok->n_vocab) return false;
-    *bytes = tok->arena ? tok->arena + tok->bytes_off[id] : "";
+    *bytes = tok->arena + tok->bytes_off[id];
     *len = tok->bytes_len[id];
     return true;
 }

@@ -1,4 +1,6 @@
 // Loading a tokenizer from GGUF metadata (tokenizer.ggml.*), as llama.cpp does.
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -6,21 +8,51 @@
 
 static bool str_eq(kiln_gguf_str s, const char *lit) { return s.len == strlen(lit) && memcmp(s.ptr, lit, s.len) == 0; }
 
-static kiln_status get_id(const kiln_gguf *g, const char *key, int32_t n_vocab, int32_t *out) {
-    uint32_t v;
+// A token id key (tokenizer.ggml.*_token_id): absent, or -1 / UINT32_MAX
+// (what some converters write for "none"), leave *out at -1; anything else
+// must be an integer id inside the vocabulary.
+static kiln_status get_id(const kiln_gguf *g, const char *path, const char *key, int32_t n_vocab, int32_t *out) {
     *out = -1;
-    if (!kiln_gguf_get_u32(g, key, &v)) return KILN_OK;
-    // Some converters store -1 (as UINT32_MAX) for "none".
-    if (v == UINT32_MAX) return KILN_OK;
-    if (v >= (uint32_t)n_vocab)
-        return kiln_fail(KILN_ERR_FORMAT, "%s: %s = %u is outside the vocabulary (%d tokens)", g->path, key, v,
+    const kiln_gguf_value *v = kiln_gguf_get(g, key);
+    if (!v) return KILN_OK;
+    if (v->type == KILN_GGUF_INT8 || v->type == KILN_GGUF_INT16 || v->type == KILN_GGUF_INT32 ||
+        v->type == KILN_GGUF_INT64) {
+        if (v->i64 == -1) return KILN_OK;
+    }
+    uint32_t id;
+    kiln_status st = kiln_gguf_read_u32(g, key, &id, NULL);
+    if (st != KILN_OK) return st;
+    if (id == UINT32_MAX) return KILN_OK;
+    if (id >= (uint32_t)n_vocab)
+        return kiln_fail(KILN_ERR_FORMAT, "%s: %s = %u is outside the vocabulary (%d tokens)", path, key, id,
                          (int)n_vocab);
-    *out = (int32_t)v;
+    *out = (int32_t)id;
+    return KILN_OK;
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && memcmp(s + n - m, suffix, m) == 0;
+}
+
+// Every tokenizer.ggml.*_token_id in the file (bos, eos, padding, separator,
+// mask, the fill-in-the-middle ones, ...) is checked, used or not: an id
+// outside the vocabulary is a broken file either way.
+static kiln_status check_all_ids(const kiln_gguf *g, const char *path, int32_t n_vocab) {
+    for (uint64_t i = 0; i < g->n_kv; i++) {
+        const char *key = g->kv[i].key;
+        int32_t id;
+        if (strncmp(key, "tokenizer.ggml.", 15) != 0 || !ends_with(key, "_token_id")) continue;
+        kiln_status st = get_id(g, path, key, n_vocab, &id);
+        if (st != KILN_OK) return st;
+    }
     return KILN_OK;
 }
 
 static kiln_status load_merges(kiln_tokenizer *tok, const kiln_gguf *g) {
-    const kiln_gguf_value *merges = kiln_gguf_get_array(g, "tokenizer.ggml.merges", KILN_GGUF_STRING);
+    const kiln_gguf_value *merges;
+    kiln_status st = kiln_gguf_read_array(g, "tokenizer.ggml.merges", KILN_GGUF_STRING, &merges);
+    if (st != KILN_OK) return st;
     if (!merges) return kiln_fail(KILN_ERR_FORMAT, "%s: byte-level BPE tokenizer without tokenizer.ggml.merges", g->path);
     if (merges->arr.n > INT32_MAX) return kiln_fail(KILN_ERR_FORMAT, "%s: too many merges", g->path);
     if (!tok_pairmap_init(&tok->merges, merges->arr.n)) return kiln_fail(KILN_ERR_NOMEM, "tokenizer: out of memory");
@@ -91,77 +123,104 @@ static kiln_status alias_user_defined_spaces(kiln_tokenizer *tok) {
     return KILN_OK;
 }
 
+static kiln_status copy_str(char **dst, kiln_gguf_str s) {
+    free(*dst);
+    if (!(*dst = malloc(s.len + 1))) return kiln_fail(KILN_ERR_NOMEM, "tokenizer: out of memory");
+    memcpy(*dst, s.ptr, s.len);
+    (*dst)[s.len] = '\0';
+    return KILN_OK;
+}
+
+// Every key is read with its type checked: a known key stored with another
+// type is an error naming it, never taken for an absent one.
 static kiln_status load(kiln_tokenizer **out, const kiln_gguf *g) {
     const char *path = g->path ? g->path : "gguf";
     kiln_gguf_str model;
-    if (!kiln_gguf_get_str(g, "tokenizer.ggml.model", &model))
-        return kiln_fail(KILN_ERR_FORMAT, "%s: no tokenizer.ggml.model", path);
+    bool found, flag;
+    kiln_status s = kiln_gguf_read_str(g, "tokenizer.ggml.model", &model, &found);
+    if (s != KILN_OK) return s;
+    if (!found) return kiln_fail(KILN_ERR_FORMAT, "%s: no tokenizer.ggml.model", path);
     kiln_tokenizer_kind kind;
     if (str_eq(model, "gpt2")) kind = KILN_TOKENIZER_BYTE_BPE;
     else if (str_eq(model, "llama")) kind = KILN_TOKENIZER_SPM;
     else
         return kiln_fail(KILN_ERR_UNSUPPORTED, "%s: tokenizer model \"%.*s\" is not supported (only gpt2 and llama)", path,
                          (int)(model.len > 64 ? 64 : model.len), model.ptr);
-    const kiln_gguf_value *tokens = kiln_gguf_get_array(g, "tokenizer.ggml.tokens", KILN_GGUF_STRING);
+    const kiln_gguf_value *tokens;
+    if ((s = kiln_gguf_read_array(g, "tokenizer.ggml.tokens", KILN_GGUF_STRING, &tokens)) != KILN_OK) return s;
     if (!tokens || tokens->arr.n == 0) return kiln_fail(KILN_ERR_FORMAT, "%s: no tokenizer.ggml.tokens", path);
     if (tokens->arr.n > INT32_MAX / 2) return kiln_fail(KILN_ERR_FORMAT, "%s: too many tokens", path);
     int32_t n = (int32_t)tokens->arr.n;
-    kiln_status s = tok_alloc(n, out);
-    if (s != KILN_OK) return s;
+    bool any_text = false;
+    for (int32_t i = 0; i < n && !any_text; i++) any_text = tokens->arr.items[i].str.len > 0;
+    if (!any_text) return kiln_fail(KILN_ERR_FORMAT, "%s: every token of tokenizer.ggml.tokens is an empty string", path);
+    if ((s = tok_alloc(n, out)) != KILN_OK) return s;
     kiln_tokenizer *tok = *out;
     tok->kind = kind;
     for (int32_t i = 0; i < n; i++) {
         kiln_gguf_str t = tokens->arr.items[i].str;
         if ((s = tok_set_text(tok, i, t.ptr, t.len)) != KILN_OK) return s;
     }
-    const kiln_gguf_value *types = kiln_gguf_get_array(g, "tokenizer.ggml.token_type", KILN_GGUF_INT32);
+    const kiln_gguf_value *types;
+    if ((s = kiln_gguf_read_array(g, "tokenizer.ggml.token_type", KILN_GGUF_INT32, &types)) != KILN_OK) return s;
     if (types) {
         if (types->arr.n != (uint64_t)n)
             return kiln_fail(KILN_ERR_FORMAT, "%s: tokenizer.ggml.token_type has %llu entries for %d tokens", path,
                              (unsigned long long)types->arr.n, (int)n);
         for (int32_t i = 0; i < n; i++) {
             int64_t t = types->arr.items[i].i64;
-            tok->type[i] = t >= TOK_TYPE_NORMAL && t <= TOK_TYPE_BYTE ? (uint8_t)t : TOK_TYPE_NORMAL;
+            // 0 is llama.cpp's "undefined", read as normal.
+            if (t < 0 || t > TOK_TYPE_BYTE)
+                return kiln_fail(KILN_ERR_FORMAT, "%s: tokenizer.ggml.token_type[%d] = %lld is not a token type (0 to 6)",
+                                 path, (int)i, (long long)t);
+            tok->type[i] = t == 0 ? TOK_TYPE_NORMAL : (uint8_t)t;
         }
     }
-    if ((s = get_id(g, "tokenizer.ggml.bos_token_id", n, &tok->bos)) != KILN_OK ||
-        (s = get_id(g, "tokenizer.ggml.eos_token_id", n, &tok->eos)) != KILN_OK ||
-        (s = get_id(g, "tokenizer.ggml.eot_token_id", n, &tok->eot)) != KILN_OK ||
-        (s = get_id(g, "tokenizer.ggml.unknown_token_id", n, &tok->unk)) != KILN_OK)
+    if ((s = check_all_ids(g, path, n)) != KILN_OK ||
+        (s = get_id(g, path, "tokenizer.ggml.bos_token_id", n, &tok->bos)) != KILN_OK ||
+        (s = get_id(g, path, "tokenizer.ggml.eos_token_id", n, &tok->eos)) != KILN_OK ||
+        (s = get_id(g, path, "tokenizer.ggml.eot_token_id", n, &tok->eot)) != KILN_OK ||
+        (s = get_id(g, path, "tokenizer.ggml.unknown_token_id", n, &tok->unk)) != KILN_OK)
         return s;
-    bool flag;
-    tok->add_bos = kiln_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &flag) ? flag : kind == KILN_TOKENIZER_SPM;
+    if ((s = kiln_gguf_read_bool(g, "tokenizer.ggml.add_bos_token", &flag, &found)) != KILN_OK) return s;
+    tok->add_bos = found ? flag : kind == KILN_TOKENIZER_SPM;
     kiln_gguf_str tmpl;
-    if (kiln_gguf_get_str(g, "tokenizer.chat_template", &tmpl)) {
-        if (!(tok->chat_template = malloc(tmpl.len + 1))) return kiln_fail(KILN_ERR_NOMEM, "tokenizer: out of memory");
-        memcpy(tok->chat_template, tmpl.ptr, tmpl.len);
-        tok->chat_template[tmpl.len] = '\0';
-    }
+    if ((s = kiln_gguf_read_str(g, "tokenizer.chat_template", &tmpl, &found)) != KILN_OK) return s;
+    if (found && (s = copy_str(&tok->chat_template, tmpl)) != KILN_OK) return s;
     kiln_gguf_str pre;
-    bool has_pre = kiln_gguf_get_str(g, "tokenizer.ggml.pre", &pre);
+    bool has_pre;
+    if ((s = kiln_gguf_read_str(g, "tokenizer.ggml.pre", &pre, &has_pre)) != KILN_OK) return s;
     if (kind == KILN_TOKENIZER_SPM) {
-        const kiln_gguf_value *scores = kiln_gguf_get_array(g, "tokenizer.ggml.scores", KILN_GGUF_FLOAT32);
+        const kiln_gguf_value *scores;
+        if ((s = kiln_gguf_read_array(g, "tokenizer.ggml.scores", KILN_GGUF_FLOAT32, &scores)) != KILN_OK) return s;
         if (!scores || scores->arr.n != (uint64_t)n)
             return kiln_fail(KILN_ERR_FORMAT, "%s: SentencePiece tokenizer needs tokenizer.ggml.scores for each token",
                              path);
         if (!(tok->scores = malloc((size_t)n * sizeof *tok->scores)))
             return kiln_fail(KILN_ERR_NOMEM, "tokenizer: out of memory");
-        for (int32_t i = 0; i < n; i++) tok->scores[i] = (float)scores->arr.items[i].f64;
+        for (int32_t i = 0; i < n; i++) {
+            tok->scores[i] = (float)scores->arr.items[i].f64;
+            // The merge order compares scores; a NaN compares with nothing.
+            if (isnan(tok->scores[i]))
+                return kiln_fail(KILN_ERR_FORMAT, "%s: tokenizer.ggml.scores[%d] is NaN", path, (int)i);
+        }
         // llama.cpp: the text after BOS / a special token gets a leading space
         // (when add_space_prefix, default true), then spaces become U+2581.
-        tok->strip_leading_space = kiln_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &flag) ? flag : true;
+        if ((s = kiln_gguf_read_bool(g, "tokenizer.ggml.add_space_prefix", &flag, &found)) != KILN_OK) return s;
+        tok->strip_leading_space = found ? flag : true;
         if (tok->strip_leading_space && (s = tok_pipeline_add_prepend(&tok->pipe, " ", 1)) != KILN_OK) return s;
         if ((s = tok_pipeline_add_replace(&tok->pipe, " ", 1, "\xE2\x96\x81", 3)) != KILN_OK) return s;
         free(tok->pre_name);
         tok->pre_name = NULL;
-        if (has_pre) {
-            if (!(tok->pre_name = malloc(pre.len + 1))) return kiln_fail(KILN_ERR_NOMEM, "tokenizer: out of memory");
-            memcpy(tok->pre_name, pre.ptr, pre.len);
-            tok->pre_name[pre.len] = '\0';
-        }
+        if (has_pre && (s = copy_str(&tok->pre_name, pre)) != KILN_OK) return s;
         tok->pre_known = true; // SentencePiece has no regex pre-tokenizer
     } else {
         if ((s = tok_set_pre_by_name(tok, path, has_pre ? pre.ptr : NULL, has_pre ? pre.len : 0)) != KILN_OK) return s;
+        if (!tok->pre_known)
+            fprintf(stderr,
+                    "kiln: warning: %s: tokenizer.ggml.pre \"%.64s\" is not a pre-tokenizer kiln knows; splitting with "
+                    "GPT-2's regex instead, so tokens may differ from the model's own tokenizer\n",
+                    path, tok->pre_name);
     }
     // The vocab hash is needed to resolve merges; tok_finish builds it.
     if ((s = tok_finish(tok, path)) != KILN_OK) return s;

@@ -12,9 +12,11 @@
 #define HF_BYTELEVEL_RE "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
 
 typedef struct hf_ctx {
-    const char *path;
+    const char *path;     // tokenizer.json, for messages
+    const char *cfg_path; // tokenizer_config.json
     kiln_tokenizer *tok;
     bool byte_level;
+    const char *bad_bool; // the first flag present with another type than true/false
 } hf_ctx;
 
 static bool json_id(const cJSON *v, int64_t *out) {
@@ -30,8 +32,11 @@ static const char *json_str(const cJSON *obj, const char *key) {
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-static bool json_bool(const cJSON *obj, const char *key, bool dflt) {
+// A flag: true/false, or dflt when absent or null. Any other value is noted
+// in c->bad_bool (the load fails naming it) rather than read as the default.
+static bool json_bool(hf_ctx *c, const cJSON *obj, const char *key, bool dflt) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (v && !cJSON_IsBool(v) && !cJSON_IsNull(v) && !c->bad_bool) c->bad_bool = key;
     return cJSON_IsBool(v) ? cJSON_IsTrue(v) : dflt;
 }
 
@@ -119,7 +124,7 @@ static kiln_status add_pre_tokenizer(hf_ctx *c, const cJSON *n, int depth) {
         tok_split_behavior b = 0; // set by split_behavior on success; gcc -O2 cannot tell
         kiln_status s = split_behavior(c->path, json_str(n, "behavior"), &b);
         if (s != KILN_OK) return s;
-        bool invert = json_bool(n, "invert", false);
+        bool invert = json_bool(c, n, "invert", false);
         if (is_regex) return tok_pipeline_add_split(p, c->path, pat, strlen(pat), b, invert);
         // A literal pattern: quote it for PCRE2 with \Q...\E, splitting any \E.
         size_t len = strlen(pat);
@@ -142,14 +147,14 @@ static kiln_status add_pre_tokenizer(hf_ctx *c, const cJSON *n, int depth) {
         return s;
     }
     if (strcmp(type, "Digits") == 0) {
-        const char *re = json_bool(n, "individual_digits", false) ? "\\p{N}" : "\\p{N}+";
+        const char *re = json_bool(c, n, "individual_digits", false) ? "\\p{N}" : "\\p{N}+";
         return tok_pipeline_add_split(p, c->path, re, strlen(re), TOK_SPLIT_ISOLATED, false);
     }
     if (strcmp(type, "ByteLevel") == 0) {
         c->byte_level = true;
         kiln_status s = KILN_OK;
-        if (json_bool(n, "add_prefix_space", true)) s = tok_pipeline_add_prefix_space(p);
-        if (s == KILN_OK && json_bool(n, "use_regex", true))
+        if (json_bool(c, n, "add_prefix_space", true)) s = tok_pipeline_add_prefix_space(p);
+        if (s == KILN_OK && json_bool(c, n, "use_regex", true))
             s = tok_pipeline_add_split(p, c->path, HF_BYTELEVEL_RE, strlen(HF_BYTELEVEL_RE), TOK_SPLIT_ISOLATED, false);
         return s;
     }
@@ -160,9 +165,9 @@ static kiln_status add_pre_tokenizer(hf_ctx *c, const cJSON *n, int depth) {
         tok_prepend_scheme ps = TOK_PREPEND_ALWAYS;
         if (scheme && strcmp(scheme, "first") == 0) ps = TOK_PREPEND_FIRST;
         else if (scheme && strcmp(scheme, "never") == 0) ps = TOK_PREPEND_NEVER;
-        else if (!scheme && !json_bool(n, "add_prefix_space", true)) ps = TOK_PREPEND_NEVER; // older files
+        else if (!scheme && !json_bool(c, n, "add_prefix_space", true)) ps = TOK_PREPEND_NEVER; // older files
         if (ps != TOK_PREPEND_NEVER) c->tok->strip_leading_space = true;
-        return tok_pipeline_add_metaspace(p, repl, strlen(repl), ps, json_bool(n, "split", true));
+        return tok_pipeline_add_metaspace(p, repl, strlen(repl), ps, json_bool(c, n, "split", true));
     }
     return kiln_fail(KILN_ERR_UNSUPPORTED, "%s: pre-tokenizer \"%s\" is not supported", c->path, type);
 }
@@ -226,25 +231,43 @@ static kiln_status load_merges(hf_ctx *c, const cJSON *merges) {
     return s;
 }
 
-// bos_token / eos_token in tokenizer_config.json: "text" or {"content": "text"}.
-static const char *config_token(const cJSON *cfg, const char *key) {
+// bos_token / eos_token in tokenizer_config.json: "text" or {"content": "text"},
+// or absent / null (*id untouched). A token that is not in the vocabulary, or
+// a value of another shape, is an error naming the key.
+static kiln_status config_token(const hf_ctx *c, const cJSON *cfg, const char *key, int32_t *id) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
-    if (cJSON_IsString(v)) return v->valuestring;
-    return json_str(v, "content");
+    if (!v || cJSON_IsNull(v)) return KILN_OK;
+    const char *text = cJSON_IsString(v) ? v->valuestring : json_str(v, "content");
+    if (!text)
+        return kiln_fail(KILN_ERR_FORMAT, "%s: \"%s\" must be a string or {\"content\": string}", c->cfg_path, key);
+    int32_t found = kiln_tokenizer_find(c->tok, text);
+    if (found < 0)
+        return kiln_fail(KILN_ERR_FORMAT, "%s: \"%s\" is \"%.64s\", which is not a token of %s", c->cfg_path, key,
+                         text, c->path);
+    *id = found;
+    return KILN_OK;
 }
 
-static kiln_status set_template(kiln_tokenizer *tok, const cJSON *cfg) {
+// chat_template: a string, or a list of {"name", "template"} (prefer
+// "default", else the first), or absent / null.
+static kiln_status set_template(const hf_ctx *c, kiln_tokenizer *tok, const cJSON *cfg) {
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template");
     const char *text = NULL;
+    if (!t || cJSON_IsNull(t)) return KILN_OK;
     if (cJSON_IsString(t)) {
         text = t->valuestring;
     } else if (cJSON_IsArray(t)) {
-        // Named templates: prefer "default", else the first.
         const cJSON *it;
         cJSON_ArrayForEach(it, t) {
             const char *name = json_str(it, "name"), *body = json_str(it, "template");
-            if (body && (!text || (name && strcmp(name, "default") == 0))) text = body;
+            if (!body)
+                return kiln_fail(KILN_ERR_FORMAT, "%s: a \"chat_template\" entry without a \"template\" string",
+                                 c->cfg_path);
+            if (!text || (name && strcmp(name, "default") == 0)) text = body;
         }
+    } else {
+        return kiln_fail(KILN_ERR_FORMAT, "%s: \"chat_template\" must be a string or a list of named templates",
+                         c->cfg_path);
     }
     if (text && !(tok->chat_template = strdup(text))) return kiln_fail(KILN_ERR_NOMEM, "tokenizer: out of memory");
     return KILN_OK;
@@ -308,7 +331,7 @@ static kiln_status load(hf_ctx *c, const cJSON *root, const cJSON *cfg, kiln_tok
         const char *content = json_str(it, "content");
         if (!has_text[id] && (s = tok_set_text(tok, (int32_t)id, content, strlen(content))) != KILN_OK) break;
         has_text[id] = true;
-        tok->type[id] = json_bool(it, "special", false) ? TOK_TYPE_CONTROL : TOK_TYPE_USER_DEFINED;
+        tok->type[id] = json_bool(c, it, "special", false) ? TOK_TYPE_CONTROL : TOK_TYPE_USER_DEFINED;
     }
     cJSON_ArrayForEach(it, vocab) {
         if (s != KILN_OK) break;
@@ -324,19 +347,19 @@ static kiln_status load(hf_ctx *c, const cJSON *root, const cJSON *cfg, kiln_tok
         (s = add_pre_tokenizer(c, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), 0)) != KILN_OK)
         return s;
     tok->kind = c->byte_level ? KILN_TOKENIZER_BYTE_BPE : KILN_TOKENIZER_SPM;
-    tok->ignore_merges = json_bool(model, "ignore_merges", false);
-    if (!c->byte_level && json_bool(model, "byte_fallback", false)) {
+    tok->ignore_merges = json_bool(c, model, "ignore_merges", false);
+    if (!c->byte_level && json_bool(c, model, "byte_fallback", false)) {
         for (int32_t i = 0; i < tok->n_vocab; i++) {
             size_t len;
             const char *t = tok_text(tok, i, &len);
-            if (tok->type[i] == TOK_TYPE_NORMAL && len == 6 && memcmp(t, "<0x", 3) == 0 && t[5] == '>')
+            if (tok->type[i] == TOK_TYPE_NORMAL && tok_parse_byte_token(t, len) >= 0)
                 tok->type[i] = TOK_TYPE_BYTE;
         }
     }
     if (!(tok->pre_name = strdup("tokenizer.json"))) return kiln_fail(KILN_ERR_NOMEM, "tokenizer: out of memory");
     tok->pre_known = true;
     if ((s = tok_finish(tok, c->path)) != KILN_OK) return s;
-    if (!json_bool(model, "byte_fallback", false))
+    if (!json_bool(c, model, "byte_fallback", false))
         for (int b = 0; b < 256 && !c->byte_level; b++) tok->byte_token[b] = -1;
     if ((s = load_merges(c, merges)) != KILN_OK) return s;
     const char *unk = json_str(model, "unk_token");
@@ -349,23 +372,42 @@ static kiln_status load(hf_ctx *c, const cJSON *root, const cJSON *cfg, kiln_tok
     static const char *const eos_names[] = {"</s>", "<eos>", "<|end_of_text|>", "<|im_end|>", "<|endoftext|>"};
     if (tok->bos < 0) tok->bos = first_present(tok, bos_names, 3);
     tok->eos = first_present(tok, eos_names, 5);
+    if (c->bad_bool) return kiln_fail(KILN_ERR_FORMAT, "%s: \"%s\" must be true or false", c->path, c->bad_bool);
     if (cfg) {
-        const char *b = config_token(cfg, "bos_token"), *e = config_token(cfg, "eos_token");
-        if (b) tok->bos = kiln_tokenizer_find(tok, b);
-        if (e) tok->eos = kiln_tokenizer_find(tok, e);
-        tok->add_bos = json_bool(cfg, "add_bos_token", tok->add_bos);
-        if ((s = set_template(tok, cfg)) != KILN_OK) return s;
+        if ((s = config_token(c, cfg, "bos_token", &tok->bos)) != KILN_OK ||
+            (s = config_token(c, cfg, "eos_token", &tok->eos)) != KILN_OK)
+            return s;
+        tok->add_bos = json_bool(c, cfg, "add_bos_token", tok->add_bos);
+        if (c->bad_bool) return kiln_fail(KILN_ERR_FORMAT, "%s: \"%s\" must be true or false", c->cfg_path, c->bad_bool);
+        if ((s = set_template(c, tok, cfg)) != KILN_OK) return s;
     }
     if (tok->eos >= 0) tok->eog[tok->eos] = true;
     return KILN_OK;
 }
 
-static kiln_status parse_file(const char *path, char **text, cJSON **json) {
-    size_t len;
-    kiln_status s = kiln_file_read_all(path, MAX_JSON_BYTES, text, &len);
-    if (s != KILN_OK) return s;
-    *json = cJSON_ParseWithLength(*text, len);
-    if (!*json || !cJSON_IsObject(*json)) return kiln_fail(KILN_ERR_FORMAT, "%s: not a JSON object", path);
+static kiln_status parse_json(const char *text, size_t len, const char *name, cJSON **json) {
+    *json = cJSON_ParseWithLength(text, len);
+    if (!*json || !cJSON_IsObject(*json)) return kiln_fail(KILN_ERR_FORMAT, "%s: not a JSON object", name);
+    return KILN_OK;
+}
+
+kiln_status kiln_tokenizer_from_hf_text(const char *tokenizer_json, size_t len, const char *name,
+                                        const char *config_json, size_t config_len, const char *config_name,
+                                        kiln_tokenizer **out) {
+    *out = NULL;
+    cJSON *root = NULL, *cfg = NULL;
+    kiln_tokenizer *tok = NULL;
+    hf_ctx c = {.path = name ? name : "tokenizer.json", .cfg_path = config_name ? config_name : "tokenizer_config.json"};
+    kiln_status s = parse_json(tokenizer_json, len, c.path, &root);
+    if (s == KILN_OK && config_json) s = parse_json(config_json, config_len, c.cfg_path, &cfg);
+    if (s == KILN_OK) s = load(&c, root, cfg, &tok);
+    cJSON_Delete(root);
+    cJSON_Delete(cfg);
+    if (s != KILN_OK) {
+        kiln_tokenizer_free(tok);
+        return s;
+    }
+    *out = tok;
     return KILN_OK;
 }
 
@@ -373,20 +415,13 @@ kiln_status kiln_tokenizer_from_hf(const char *tokenizer_json, const char *token
                                    kiln_tokenizer **out) {
     *out = NULL;
     char *text = NULL, *cfg_text = NULL;
-    cJSON *root = NULL, *cfg = NULL;
-    kiln_tokenizer *tok = NULL;
-    hf_ctx c = {.path = tokenizer_json};
-    kiln_status s = parse_file(tokenizer_json, &text, &root);
-    if (s == KILN_OK && tokenizer_config_json) s = parse_file(tokenizer_config_json, &cfg_text, &cfg);
-    if (s == KILN_OK) s = load(&c, root, cfg, &tok);
-    cJSON_Delete(root);
-    cJSON_Delete(cfg);
+    size_t len = 0, cfg_len = 0;
+    kiln_status s = kiln_file_read_all(tokenizer_json, MAX_JSON_BYTES, &text, &len);
+    if (s == KILN_OK && tokenizer_config_json)
+        s = kiln_file_read_all(tokenizer_config_json, MAX_JSON_BYTES, &cfg_text, &cfg_len);
+    if (s == KILN_OK)
+        s = kiln_tokenizer_from_hf_text(text, len, tokenizer_json, cfg_text, cfg_len, tokenizer_config_json, out);
     free(text);
     free(cfg_text);
-    if (s != KILN_OK) {
-        kiln_tokenizer_free(tok);
-        return s;
-    }
-    *out = tok;
-    return KILN_OK;
+    return s;
 }

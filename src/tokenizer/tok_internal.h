@@ -63,6 +63,9 @@ kiln_status tok_alloc(int32_t n_vocab, kiln_tokenizer **out);
 // Sets a token's text (copied). Call once per id.
 kiln_status tok_set_text(kiln_tokenizer *tok, int32_t id, const char *text, size_t len);
 const char *tok_text(const kiln_tokenizer *tok, int32_t id, size_t *len);
+// The byte a SentencePiece byte token names ("<0x41>": 0x41), or -1 when the
+// text is not "<0x" two hex digits ">".
+int tok_parse_byte_token(const char *s, size_t len);
 // After texts, types, kind and merges are in place: builds the vocab hash,
 // decoded bytes, byte tokens, the special-token index and the EOG set.
 kiln_status tok_finish(kiln_tokenizer *tok, const char *where);

@@ -24,6 +24,11 @@ kiln_status kiln_tokenizer_from_gguf(const kiln_gguf *gguf, kiln_tokenizer **out
 // tokenizer.json's post-processor or added tokens).
 kiln_status kiln_tokenizer_from_hf(const char *tokenizer_json, const char *tokenizer_config_json,
                                    kiln_tokenizer **out);
+// The same from texts held in memory (the fuzz harnesses, tests); name and
+// config_name are for messages; config_json may be NULL.
+kiln_status kiln_tokenizer_from_hf_text(const char *tokenizer_json, size_t len, const char *name,
+                                        const char *config_json, size_t config_len, const char *config_name,
+                                        kiln_tokenizer **out);
 void kiln_tokenizer_free(kiln_tokenizer *tok);
 
 kiln_tokenizer_kind kiln_tokenizer_get_kind(const kiln_tokenizer *tok);

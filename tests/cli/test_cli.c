@@ -144,8 +144,35 @@ static void test_with_model(void **state) {
     expect("kiln decode 4:");
 }
 
+// Files of the corrupted-file corpus (tools/make_corrupt_corpus.py) as the
+// commands meet them; they need no downloaded model.
+static void test_hostile_files(void **state) {
+    (void)state;
+    const char *dir = KILN_FIXTURES "/corrupt/model";
+    // SentencePiece without tokenizer.ggml.pre: no "(null)".
+    assert_int_equal(kiln("inspect --no-tensors %s/control_spm.gguf", dir), 0);
+    expect("SentencePiece BPE, 268 tokens, pre-tokenizer none,");
+    assert_null(strstr(output, "(null)"));
+    // An unknown pre-tokenizer: every command that tokenizes says so.
+    const char *warning = "pre_unknown.gguf: tokenizer.ggml.pre \"mystery-pre\" is not a pre-tokenizer kiln knows";
+    assert_int_equal(kiln("tokenize -m %s/pre_unknown.gguf 'Hello world'", dir), 0);
+    expect(warning);
+    assert_int_equal(kiln("run -m %s/pre_unknown.gguf -p 'Hello world' -n 2 --temp 0", dir), 0);
+    expect(warning);
+    assert_int_equal(kiln("chat --raw -m %s/pre_unknown.gguf", dir), 0);
+    expect(warning);
+    assert_int_equal(kiln("tokenize -m %s/control_bpe.gguf 'Hello world'", dir), 0);
+    assert_null(strstr(output, "warning"));
+    // NaN logits: an error naming the file, not a token.
+    assert_int_equal(kiln("run -m %s/output_nan.gguf -p 'Hello world' -n 4", dir), 1);
+    expect("output_nan.gguf: the model produced non-finite logits");
+    assert_int_equal(kiln("run -m %s/output_scales_nan.gguf -p 'Hello world' -n 4 --temp 0", dir), 1);
+    expect("output_scales_nan.gguf: the model produced non-finite logits");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hostile_files),
         cmocka_unit_test(test_help_everywhere),
         cmocka_unit_test(test_device),
         cmocka_unit_test(test_bad_arguments),

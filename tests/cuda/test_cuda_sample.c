@@ -327,7 +327,9 @@ static void test_greedy(void **state) {
             cp.temperature = 0.0f;
             kiln_sampler *s = NULL;
             assert_int_equal(kiln_sampler_create(vocab, &cp, &s), KILN_OK);
-            assert_int_equal(kiln_sampler_sample(s, l, NULL, 0), want);
+            int32_t cpu_id = -1;
+            assert_int_equal(kiln_sampler_sample(s, l, NULL, 0, &cpu_id), KILN_OK);
+            assert_int_equal(cpu_id, want);
             kiln_sampler_free(s);
         }
         free(l);
@@ -356,7 +358,7 @@ static void check_against_cpu(gpu *g, const float *logits, const ref_sorted *r, 
         u[k] = xoshiro_uniform(st);
         assert_true(u[k] == kiln_sampler_next_uniform(twin)); // the replay is the sampler's stream
         uf[k] = (float)u[k];
-        cpu[k] = kiln_sampler_sample(s, logits, NULL, 0);
+        assert_int_equal(kiln_sampler_sample(s, logits, NULL, 0, &cpu[k]), KILN_OK);
     }
     kiln_sampler_free(s);
     kiln_sampler_free(twin);

@@ -63,6 +63,7 @@ static void check_metadata(const char *path, uint32_t version) {
     assert_str(get_typed(g, "test.string_nul", KILN_GGUF_STRING)->str, "a\0b", 3);
 
     // Typed getters convert integers that fit and refuse the rest.
+    const kiln_gguf_value *a0;
     uint32_t u;
     float f;
     bool b;
@@ -76,6 +77,55 @@ static void check_metadata(const char *path, uint32_t version) {
     assert_true(kiln_gguf_get_bool(g, "test.bool", &b) && b);
     assert_false(kiln_gguf_get_bool(g, "test.uint8", &b));
     assert_false(kiln_gguf_get_str(g, "test.uint8", &s));
+
+    // The readers of known keys: absent is no error (and leaves the default),
+    // a wrong type or a value that does not fit is one, naming the key.
+    bool found = true;
+    u = 77;
+    assert_int_equal(kiln_gguf_read_u32(g, "no.such.key", &u, &found), KILN_OK);
+    assert_false(found);
+    assert_int_equal(u, 77);
+    assert_int_equal(kiln_gguf_read_u32(g, "test.uint8", &u, &found), KILN_OK);
+    assert_true(found && u == 200);
+    assert_int_equal(kiln_gguf_read_f32(g, "test.float32", &f, NULL), KILN_OK);
+    assert_true(f == 3.25f);
+    assert_int_equal(kiln_gguf_read_bool(g, "test.bool", &b, NULL), KILN_OK);
+    assert_int_equal(kiln_gguf_read_str(g, "test.string", &s, NULL), KILN_OK);
+    assert_int_equal(kiln_gguf_read_array(g, "test.array.int32", KILN_GGUF_INT32, &a0), KILN_OK);
+    assert_non_null(a0);
+    assert_int_equal(kiln_gguf_read_array(g, "no.such.key", KILN_GGUF_INT32, &a0), KILN_OK);
+    assert_null(a0);
+    static const struct {
+        const char *key;
+        int reader; // 0 u32, 1 f32, 2 bool, 3 str, 4 array of int32
+        const char *message;
+    } wrong[] = {
+        {"test.string", 0, "test.string has type string, expected an unsigned integer"},
+        {"test.float32", 0, "test.float32 has type float32, expected an unsigned integer"},
+        {"test.int8", 0, "test.int8 = -100 is out of range"},
+        {"test.uint64", 0, "is out of range"},
+        {"test.string", 1, "test.string has type string, expected a number"},
+        {"test.bool", 1, "test.bool has type bool, expected a number"},
+        {"test.uint8", 2, "test.uint8 has type uint8, expected bool"},
+        {"test.uint8", 3, "test.uint8 has type uint8, expected string"},
+        {"test.array.uint8", 4, "test.array.uint8 has type array of uint8, expected array of int32"},
+        {"test.string", 4, "test.string has type string, expected array of int32"},
+        {"test.array.nested", 4, "test.array.nested has type array of arrays, expected array of int32"},
+    };
+    for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
+        kiln_status st = KILN_OK;
+        switch (wrong[i].reader) {
+        case 0: st = kiln_gguf_read_u32(g, wrong[i].key, &u, NULL); break;
+        case 1: st = kiln_gguf_read_f32(g, wrong[i].key, &f, NULL); break;
+        case 2: st = kiln_gguf_read_bool(g, wrong[i].key, &b, NULL); break;
+        case 3: st = kiln_gguf_read_str(g, wrong[i].key, &s, NULL); break;
+        case 4: st = kiln_gguf_read_array(g, wrong[i].key, KILN_GGUF_INT32, &a0); break;
+        }
+        assert_int_equal(st, KILN_ERR_FORMAT);
+        if (!strstr(kiln_last_error(), wrong[i].message) || !strstr(kiln_last_error(), path))
+            fail_msg("%s: \"%s\" should name the file and say \"%s\"", wrong[i].key, kiln_last_error(),
+                     wrong[i].message);
+    }
 
     // Arrays of every element type.
     const kiln_gguf_value *a;

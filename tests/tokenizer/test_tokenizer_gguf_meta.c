@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -83,7 +84,9 @@ static buf build(const char *model, const char *pre, int variant) {
     kv_str(&b, "tokenizer.ggml.model", model);
     if (pre) kv_str(&b, "tokenizer.ggml.pre", pre);
     size_t n_tok = variant == 1 ? 0 : 258;
-    kv_strs(&b, "tokenizer.ggml.tokens", vocab, n_tok);
+    static const char *empty[258];
+    for (int i = 0; i < 258; i++) empty[i] = "";
+    kv_strs(&b, "tokenizer.ggml.tokens", variant == 5 ? empty : vocab, n_tok);
     int32_t types[258];
     for (int i = 0; i < 258; i++) types[i] = i == 257 ? 3 : 1;
     kv_i32s(&b, "tokenizer.ggml.token_type", types, variant == 2 ? 100 : 258);
@@ -101,6 +104,23 @@ static kiln_status load(buf *b, kiln_gguf **g, kiln_tokenizer **tok) {
     return kiln_tokenizer_from_gguf(*g, tok);
 }
 
+// Runs load() with stderr captured into `err`.
+static kiln_status load_capturing(buf *b, kiln_gguf **g, kiln_tokenizer **tok, char *err, size_t cap) {
+    fflush(stderr);
+    int saved = dup(2);
+    FILE *tmp = tmpfile();
+    assert_true(saved >= 0 && tmp && dup2(fileno(tmp), 2) >= 0);
+    kiln_status s = load(b, g, tok);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    rewind(tmp);
+    size_t n = fread(err, 1, cap - 1, tmp);
+    err[n] = '\0';
+    fclose(tmp);
+    return s;
+}
+
 static void test_known_pre_names(void **state) {
     (void)state;
     static const char *names[] = {"default", "gpt2", "gpt-2", "llama3", "llama-bpe", "qwen2", "smollm", "starcoder",
@@ -110,9 +130,11 @@ static void test_known_pre_names(void **state) {
         buf b = build("gpt2", names[i], 0);
         kiln_gguf *g;
         kiln_tokenizer *tok;
-        kiln_status s = load(&b, &g, &tok);
+        char err[1024];
+        kiln_status s = load_capturing(&b, &g, &tok, err, sizeof err);
         if (s != KILN_OK) fprintf(stderr, "%s: %s\n", names[i], kiln_last_error());
         assert_int_equal(s, KILN_OK);
+        if (strstr(err, "warning")) fail_msg("%s: a known name warns: %s", names[i], err);
         assert_string_equal(kiln_tokenizer_pre_name(tok), names[i]);
         assert_true(kiln_tokenizer_pre_known(tok));
         // "ab" merges; "<|end|>" is special (and an end-of-generation token).
@@ -138,7 +160,12 @@ static void test_unknown_pre_recorded(void **state) {
     buf b = build("gpt2", "mystery-tokenizer", 0);
     kiln_gguf *g;
     kiln_tokenizer *tok;
-    assert_int_equal(load(&b, &g, &tok), KILN_OK);
+    char err[1024];
+    assert_int_equal(load_capturing(&b, &g, &tok, err, sizeof err), KILN_OK);
+    // Said on stderr, with the name and what is used instead, each time it loads.
+    if (!strstr(err, "warning: synthetic.gguf: tokenizer.ggml.pre \"mystery-tokenizer\" is not a pre-tokenizer kiln "
+                     "knows; splitting with GPT-2's regex instead"))
+        fail_msg("no warning on stderr: \"%s\"", err);
     assert_string_equal(kiln_tokenizer_pre_name(tok), "mystery-tokenizer");
     assert_false(kiln_tokenizer_pre_known(tok));
     int32_t *ids;
@@ -160,6 +187,7 @@ static void test_hostile_metadata(void **state) {
     } cases[] = {
         {"gpt2", 1, KILN_ERR_FORMAT},  {"gpt2", 2, KILN_ERR_FORMAT},       {"gpt2", 3, KILN_ERR_FORMAT},
         {"gpt2", 4, KILN_ERR_FORMAT},  {"bert", 0, KILN_ERR_UNSUPPORTED}, {"llama", 0, KILN_ERR_FORMAT}, // no scores
+        {"gpt2", 5, KILN_ERR_FORMAT}, // every token an empty string
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         buf b = build(cases[i].model, "gpt2", cases[i].variant);

@@ -181,8 +181,67 @@ static void test_hostile_json(void **state) {
     unlink(path);
 }
 
+// tokenizer_config.json and tokenizer.json flags of the wrong shape, or
+// naming tokens that do not exist, are errors naming the file and the key
+// (they were read as absent, and a missing EOS as none).
+static void test_hostile_config(void **state) {
+    (void)state;
+    static const char *tj =
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[\"a b\"]},"
+        "\"added_tokens\":[{\"id\":3,\"content\":\"<s>\",\"special\":true},"
+        "{\"id\":4,\"content\":\"</s>\",\"special\":true}]}";
+    // The good ones first: strings, {"content"} objects, null, a named template list.
+    static const char *good[] = {
+        "{}",
+        "{\"bos_token\":\"<s>\",\"eos_token\":{\"content\":\"</s>\"},\"add_bos_token\":true,\"chat_template\":\"x\"}",
+        "{\"bos_token\":null,\"eos_token\":null,\"add_bos_token\":null,\"chat_template\":null}",
+        "{\"chat_template\":[{\"name\":\"tool_use\",\"template\":\"t\"},{\"name\":\"default\",\"template\":\"d\"}]}",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        kiln_tokenizer *tok = NULL;
+        kiln_status s = kiln_tokenizer_from_hf_text(tj, strlen(tj), "t.json", good[i], strlen(good[i]), "c.json", &tok);
+        if (s != KILN_OK) fail_msg("%s: %s", good[i], kiln_last_error());
+        kiln_tokenizer_free(tok);
+    }
+    kiln_tokenizer *tok = NULL;
+    assert_int_equal(kiln_tokenizer_from_hf_text(tj, strlen(tj), "t.json", good[3], strlen(good[3]), "c.json", &tok),
+                     KILN_OK);
+    assert_string_equal(kiln_tokenizer_chat_template(tok), "d");
+    kiln_tokenizer_free(tok);
+    static const struct {
+        const char *config, *message;
+    } bad[] = {
+        {"{\"bos_token\":3}", "c.json: \"bos_token\" must be a string or {\"content\": string}"},
+        {"{\"eos_token\":{\"text\":\"</s>\"}}", "c.json: \"eos_token\" must be a string"},
+        {"{\"eos_token\":\"<|im_end|>\"}", "c.json: \"eos_token\" is \"<|im_end|>\", which is not a token of t.json"},
+        {"{\"add_bos_token\":\"true\"}", "c.json: \"add_bos_token\" must be true or false"},
+        {"{\"chat_template\":7}", "c.json: \"chat_template\" must be a string or a list"},
+        {"{\"chat_template\":[{\"name\":\"default\"}]}", "c.json: a \"chat_template\" entry without"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        tok = (kiln_tokenizer *)1;
+        kiln_status s = kiln_tokenizer_from_hf_text(tj, strlen(tj), "t.json", bad[i].config, strlen(bad[i].config),
+                                                    "c.json", &tok);
+        assert_int_equal(s, KILN_ERR_FORMAT);
+        assert_null(tok);
+        if (!strstr(kiln_last_error(), bad[i].message))
+            fail_msg("%s: \"%s\" should say \"%s\"", bad[i].config, kiln_last_error(), bad[i].message);
+    }
+    // A tokenizer.json flag that is not true/false.
+    static const char *flag =
+        "{\"model\":{\"type\":\"BPE\",\"byte_fallback\":\"yes\",\"vocab\":{\"a\":0},\"merges\":[]}}";
+    assert_int_equal(kiln_tokenizer_from_hf_text(flag, strlen(flag), "t.json", NULL, 0, NULL, &tok), KILN_ERR_FORMAT);
+    assert_non_null(strstr(kiln_last_error(), "t.json: \"byte_fallback\" must be true or false"));
+    // Nothing but empty strings.
+    static const char *empty = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"\":0},\"merges\":[]},"
+                               "\"added_tokens\":[{\"id\":1,\"content\":\"\"}]}";
+    assert_int_equal(kiln_tokenizer_from_hf_text(empty, strlen(empty), "t.json", NULL, 0, NULL, &tok), KILN_ERR_FORMAT);
+    assert_non_null(strstr(kiln_last_error(), "t.json: every token of the vocabulary is an empty string"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hostile_config),
         cmocka_unit_test(test_bpe_llama3_style),   cmocka_unit_test(test_bpe_smollm_style),
         cmocka_unit_test(test_spm_metaspace),      cmocka_unit_test(test_spm_prepend),
         cmocka_unit_test(test_bpe_round_trip),     cmocka_unit_test(test_spm_decode_drops_prefix_space),
