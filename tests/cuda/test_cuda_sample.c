@@ -524,6 +524,70 @@ static void test_graph_replay(void **state) {
     gpu_close(&g);
 }
 
+// NaN or +inf logits, or logits all -inf, are an error on both samplers (the
+// device draw comes out as -1, the CPU's as KILN_ERR_FORMAT); -inf tokens
+// among finite ones are tokens of probability 0, never drawn. The output is
+// poisoned with a value that is neither -1 nor an id, so an unwritten output
+// fails.
+static void test_nonfinite_logits(void **state) {
+    const bool portable = *(const bool *)*state;
+    enum { V = 5000, POISON = 0x55555555 };
+    static const struct {
+        const char *what;
+        int pos;      // the token given `value`; -1: every token
+        float value;
+        bool error;
+    } cases[] = {
+        {"one NaN", 4321, NAN, true},           {"one +inf", 17, INFINITY, true},
+        {"a NaN in the last chunk", V - 1, NAN, true}, {"every logit -inf", -1, -INFINITY, true},
+        {"every logit NaN", -1, NAN, true},     {"the best token -inf", 0, -INFINITY, false},
+    };
+    const kiln_cuda_sample_params greedy = {0.0f, 0, 1.0f, 0.0f, 0.0f, portable},
+                                  sampled = {0.8f, 40, 0.95f, 0.05f, 0.37f, portable};
+    gpu g = gpu_open(V, portable);
+    float *l = malloc(sizeof(float) * V);
+    assert_non_null(l);
+    uint64_t rng = 0x5eed0bad;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        for (int i = 0; i < V; i++) l[i] = 2.5f * gauss(&rng);
+        if (cases[c].pos < 0)
+            for (int i = 0; i < V; i++) l[i] = cases[c].value;
+        else {
+            if (!cases[c].error) l[cases[c].pos] = 100.0f; // it would be drawn if taken as a number
+            l[cases[c].pos] = cases[c].value;
+        }
+        gpu_set_logits(&g, l);
+        for (int k = 0; k < 2; k++) {
+            const kiln_cuda_sample_params p = k ? sampled : greedy;
+            int32_t id = POISON;
+            CUDA_CHECK(cudaMemcpy(g.out, &id, sizeof id, cudaMemcpyHostToDevice));
+            CUDA_CHECK(kiln_cuda_sample(g.stream, g.logits, V, &p, g.workspace, g.out));
+            CUDA_CHECK(cudaStreamSynchronize(g.stream));
+            CUDA_CHECK(cudaMemcpy(&id, g.out, sizeof id, cudaMemcpyDeviceToHost));
+            kiln_sampling_params cp = kiln_sampling_default();
+            cp.temperature = p.temperature, cp.top_k = p.top_k, cp.top_p = p.top_p, cp.min_p = p.min_p;
+            kiln_sampler *s = NULL;
+            assert_int_equal(kiln_sampler_create(V, &cp, &s), KILN_OK);
+            int32_t cpu_id = -2;
+            const kiln_status cpu_st = kiln_sampler_sample(s, l, NULL, 0, &cpu_id);
+            kiln_sampler_free(s);
+            printf("  %s, %s: device %d, cpu %s %d\n", cases[c].what, k ? "sampled" : "greedy", id,
+                   kiln_status_name(cpu_st), cpu_id);
+            if (cases[c].error) {
+                assert_int_equal(id, -1);
+                assert_int_equal(cpu_st, KILN_ERR_FORMAT);
+            } else {
+                assert_int_equal(cpu_st, KILN_OK);
+                assert_true(id >= 0 && id < V);
+                assert_int_not_equal(id, cases[c].pos);
+                if (!k) assert_int_equal(id, cpu_id);
+            }
+        }
+    }
+    free(l);
+    gpu_close(&g);
+}
+
 // Every draw runs both launch paths the backend has: as on this card (on
 // Hopper the second kernel is a programmatic dependent launch) and portable
 // (kiln_kernel_options.portable: what Ampere and Ada run), so a Hopper
@@ -538,7 +602,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_invalid_arguments), BOTH_PATHS(test_greedy),      BOTH_PATHS(test_vocab_1000),
         BOTH_PATHS(test_vocab_49152),             BOTH_PATHS(test_vocab_128256), BOTH_PATHS(test_frequencies),
-        BOTH_PATHS(test_graph_replay),
+        BOTH_PATHS(test_graph_replay),            BOTH_PATHS(test_nonfinite_logits),
     };
     return KILN_RUN_TESTS(tests);
 }
