@@ -167,15 +167,18 @@ typedef struct kiln_op {
     kiln_batch_layout batch;
 } kiln_op;
 
-typedef struct kiln_backend_ops {
+// A backend is three tables, split as ggml splits its seam: the device
+// (what it can do, its memory, the weights), its stream (transfers to and
+// from the host, waiting, graphs), and the operations a step is made of.
+
+typedef struct kiln_device_ops {
     const char *name;
     // The device in words ("2 threads, avx512-vnni kernels", the GPU's name).
     const char *(*describe)(kiln_backend *be);
     void (*destroy)(kiln_backend *be);
-
     void *(*alloc)(kiln_backend *be, size_t bytes); // zeroed; NULL on failure
     void (*free)(kiln_backend *be, void *ptr);
-
+    void (*memory)(kiln_backend *be, kiln_backend_memory *out);
     // Weights. weight_bytes: backend memory a weight needs (0: the backend
     // reads the host copy in place); weight_load converts src into dst (that
     // many bytes of backend memory) and describes the result in *out.
@@ -185,7 +188,29 @@ typedef struct kiln_backend_ops {
     kiln_status (*weight_load)(kiln_backend *be, const kiln_tensor *src, void *dst, kiln_tensor *out);
     // Waits until every weight_load has landed.
     kiln_status (*weights_done)(kiln_backend *be);
+    // Optional: applies the engine's kernel choices (kiln_kernel_options in
+    // kiln.h); a backend without choices leaves it NULL.
+    kiln_status (*configure)(kiln_backend *be, const kiln_kernel_options *k);
+} kiln_device_ops;
 
+typedef struct kiln_stream_ops {
+    void (*to_host)(kiln_backend *be, void *dst, const void *src, size_t n);
+    void (*from_host)(kiln_backend *be, void *dst, const void *src, size_t n);
+    // Status of the work queued so far (asynchronous backends report kernel
+    // failures here); KILN_OK on synchronous ones.
+    kiln_status (*sync)(kiln_backend *be);
+    // The failures known so far, without waiting for queued work.
+    kiln_status (*check)(kiln_backend *be);
+    // Optional (NULL where the backend has none): records the work queued
+    // between graph_begin and graph_end as a graph that graph_launch
+    // replays; buffers keep their addresses.
+    kiln_status (*graph_begin)(kiln_backend *be);
+    kiln_status (*graph_end)(kiln_backend *be, void **graph);
+    kiln_status (*graph_launch)(kiln_backend *be, void *graph);
+    void (*graph_free)(kiln_backend *be, void *graph);
+} kiln_stream_ops;
+
+typedef struct kiln_backend_ops {
     // out[t][dim] = row ids[t] of table (ne[0] = dim)
     void (*get_rows)(kiln_backend *be, const kiln_tensor *table, const int32_t *ids, int n, float *out);
     void (*linear)(kiln_backend *be, const kiln_linear_args *a);
@@ -200,16 +225,8 @@ typedef struct kiln_backend_ops {
     // of the token's sequence; grouped-query: head h reads kv head h / (n_heads / n_kv_heads)
     void (*attention)(kiln_backend *be, const kiln_kv_view *kv, kiln_kv_layer layer, const kiln_batch_layout *batch,
                       const float *q, int n_heads, float scale, float *out);
-    // copies n bytes within backend memory, or between it and host memory
+    // Copies n bytes within backend memory, in the order of the other operations.
     void (*copy)(kiln_backend *be, void *dst, const void *src, size_t n);
-    void (*to_host)(kiln_backend *be, void *dst, const void *src, size_t n);
-    void (*from_host)(kiln_backend *be, void *dst, const void *src, size_t n);
-    // Status of the work queued so far (asynchronous backends report kernel
-    // failures here); KILN_OK on synchronous ones.
-    kiln_status (*sync)(kiln_backend *be);
-    // The failures known so far, without waiting for queued work.
-    kiln_status (*check)(kiln_backend *be);
-    void (*memory)(kiln_backend *be, kiln_backend_memory *out);
 
     // Optional (NULL where the backend has none).
     // Draws a token from logits [vocab] in backend memory.
@@ -222,25 +239,18 @@ typedef struct kiln_backend_ops {
     kiln_status (*sample_start)(kiln_backend *be, const float *logits, int vocab, const kiln_backend_sample_args *a,
                                 int32_t *dev_id);
     kiln_status (*sample_finish)(kiln_backend *be, int32_t *id);
-    // Records the work queued between graph_begin and graph_end as a graph
-    // that graph_launch replays; buffers keep their addresses.
-    kiln_status (*graph_begin)(kiln_backend *be);
-    kiln_status (*graph_end)(kiln_backend *be, void **graph);
-    kiln_status (*graph_launch)(kiln_backend *be, void *graph);
-    void (*graph_free)(kiln_backend *be, void *graph);
-    // Optional: the backend's plan for a step, given all its operations in
-    // order before any runs; it may set their hand-off fields (next_norm,
+    // The backend's plan for a step, given all its operations in order
+    // before any runs; it may set their hand-off fields (next_norm,
     // prepared_input). Backends with a plan get their steps recorded
     // (kiln_step_begin in backend/step.h).
     void (*plan)(kiln_backend *be, kiln_op *ops, int n);
-    // Applies the engine's kernel choices (kiln_kernel_options in kiln.h);
-    // a backend without choices leaves it NULL.
-    kiln_status (*configure)(kiln_backend *be, const kiln_kernel_options *k);
 } kiln_backend_ops;
 
 // What every backend states about its device; its own settings (threads,
 // streams, handles) live behind impl.
 struct kiln_backend {
+    const kiln_device_ops *device;
+    const kiln_stream_ops *stream;
     const kiln_backend_ops *ops;
     kiln_dtype kv_dtype; // what its KV cache stores
     int step_tokens;     // tokens a prompt step should carry for its matrix products to reach their rate
@@ -256,7 +266,7 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out);
 int kiln_cuda_device_count(void);
 
 static inline void kiln_backend_destroy(kiln_backend *be) {
-    if (be) be->ops->destroy(be);
+    if (be) be->device->destroy(be);
 }
 
 #endif

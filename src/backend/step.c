@@ -57,10 +57,10 @@ static void record_copy(kiln_backend *be, void *dst, const void *src, size_t n) 
     if (op) op->copy.dst = dst, op->copy.src = src, op->copy.n = n;
 }
 
-// Only what the forward pass calls; anything else during a step is a bug
-// that must show at once (a NULL call), not run out of order.
+// Only what the forward pass calls; anything else during a step (sampling,
+// the device or stream tables) is a bug that must show at once (a NULL
+// call), not run out of order.
 static const kiln_backend_ops recording_ops = {
-    .name = "recording",
     .get_rows = record_get_rows,
     .linear = record_linear,
     .mlp = record_mlp,
@@ -73,9 +73,9 @@ kiln_backend *kiln_step_begin(kiln_step_recorder *r, kiln_backend *be) {
     r->n_ops = 0;
     r->failed = false;
     if (!be->ops->plan) return be;
-    r->proxy = *be;
-    r->proxy.ops = &recording_ops;
-    r->proxy.impl = r;
+    // Only operations during a step: the device and stream stay out of reach.
+    r->proxy = (kiln_backend){.ops = &recording_ops, .kv_dtype = be->kv_dtype, .step_tokens = be->step_tokens,
+                              .impl = r};
     return &r->proxy;
 }
 

@@ -44,10 +44,10 @@ static kiln_status add_size(const kiln_llm *m, const kiln_weight_desc *d, const 
                             void *ctx) {
     (void)dst;
     sizing *s = ctx;
-    if (!d->is_vector && !s->be->ops->supports(s->be, src->dtype))
+    if (!d->is_vector && !s->be->device->supports(s->be, src->dtype))
         return kiln_fail(KILN_ERR_UNSUPPORTED, "%s: tensor %s has type %s, which the %s backend cannot multiply",
-                         m->path, src->name, kiln_dtype_name(src->dtype), s->be->ops->name);
-    s->total += align_up(s->be->ops->weight_bytes(s->be, src));
+                         m->path, src->name, kiln_dtype_name(src->dtype), s->be->device->name);
+    s->total += align_up(s->be->device->weight_bytes(s->be, src));
     return KILN_OK;
 }
 
@@ -70,8 +70,8 @@ static kiln_status load_one(const kiln_llm *m, const kiln_weight_desc *d, const 
                             void *ctx) {
     (void)d;
     loading *ld = ctx;
-    uint64_t bytes = ld->be->ops->weight_bytes(ld->be, src);
-    kiln_status st = ld->be->ops->weight_load(ld->be, src, bytes ? ld->mem + ld->offset : NULL, dst);
+    uint64_t bytes = ld->be->device->weight_bytes(ld->be, src);
+    kiln_status st = ld->be->device->weight_load(ld->be, src, bytes ? ld->mem + ld->offset : NULL, dst);
     if (st != KILN_OK) return kiln_fail_context(st, "%s: tensor %s", m->path, src->name);
     ld->offset += align_up(bytes);
     ld->done += src->nbytes;
@@ -89,22 +89,22 @@ static kiln_status add_source_bytes(const kiln_llm *m, const kiln_weight_desc *d
 kiln_status kiln_weights_bind(const kiln_llm *m, kiln_backend *be, kiln_progress_fn progress, void *user,
                               kiln_bound_weights *out) {
     memset(out, 0, sizeof *out);
-    if (!be->ops->supports_head_dim(be, m->hp.head_dim))
+    if (!be->device->supports_head_dim(be, m->hp.head_dim))
         return kiln_fail(KILN_ERR_UNSUPPORTED, "%s: the %s backend's attention does not support a head size of %d "
                          "(it supports 64 and 128); run with --device cpu",
-                         m->path, be->ops->name, m->hp.head_dim);
+                         m->path, be->device->name, m->hp.head_dim);
     kiln_status st = kiln_weights_backend_bytes(m, be, &out->bytes);
     if (st != KILN_OK) return st;
     out->w.layers = calloc((size_t)m->hp.n_layers, sizeof *out->w.layers);
     if (!out->w.layers) return kiln_fail(KILN_ERR_NOMEM, "%s: out of memory", m->path);
-    if (out->bytes && !(out->mem = be->ops->alloc(be, out->bytes))) {
+    if (out->bytes && !(out->mem = be->device->alloc(be, out->bytes))) {
         kiln_weights_unbind(be, out);
         return kiln_fail(KILN_ERR_NOMEM, "%s: cannot allocate %.2f GiB for the weights on the %s device", m->path,
-                         (double)out->bytes / (1u << 30), be->ops->name);
+                         (double)out->bytes / (1u << 30), be->device->name);
     }
     loading ld = {.be = be, .mem = out->mem, .progress = progress, .user = user};
     for_each_weight(m, NULL, add_source_bytes, &ld.total);
-    if ((st = for_each_weight(m, &out->w, load_one, &ld)) == KILN_OK) st = be->ops->weights_done(be);
+    if ((st = for_each_weight(m, &out->w, load_one, &ld)) == KILN_OK) st = be->device->weights_done(be);
     if (st != KILN_OK) {
         kiln_weights_unbind(be, out);
         return st;
@@ -114,7 +114,7 @@ kiln_status kiln_weights_bind(const kiln_llm *m, kiln_backend *be, kiln_progress
 }
 
 void kiln_weights_unbind(kiln_backend *be, kiln_bound_weights *bw) {
-    if (bw->mem) be->ops->free(be, bw->mem);
+    if (bw->mem) be->device->free(be, bw->mem);
     free(bw->w.layers);
     memset(bw, 0, sizeof *bw);
 }

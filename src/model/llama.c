@@ -28,7 +28,7 @@ kiln_status kiln_activations_create(kiln_backend *be, const kiln_hparams *hp, in
         {(void **)&a->pos, n * 4},            {(void **)&a->seq, n * 4},
     };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
-        if (!(*bufs[i].dst = be->ops->alloc(be, bufs[i].bytes))) {
+        if (!(*bufs[i].dst = be->device->alloc(be, bufs[i].bytes))) {
             kiln_activations_free(be, a);
             return kiln_fail(KILN_ERR_NOMEM, "activations: cannot allocate %zu bytes", bufs[i].bytes);
         }
@@ -39,7 +39,7 @@ kiln_status kiln_activations_create(kiln_backend *be, const kiln_hparams *hp, in
 void kiln_activations_free(kiln_backend *be, kiln_activations *a) {
     void *bufs[] = {a->x, a->q, a->k, a->v, a->att, a->gate, a->up, a->rows, a->ids, a->pos, a->seq};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        if (bufs[i]) be->ops->free(be, bufs[i]);
+        if (bufs[i]) be->device->free(be, bufs[i]);
     memset(a, 0, sizeof *a);
 }
 

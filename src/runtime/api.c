@@ -27,7 +27,7 @@ static kiln_status pick_backend(const kiln_model_params *p, kiln_backend **be) {
 // sequence of the default context) will not fit.
 static kiln_status check_fits(const kiln_model *m, uint64_t weight_bytes) {
     kiln_backend_memory mem;
-    m->be->ops->memory(m->be, &mem);
+    m->be->device->memory(m->be, &mem);
     if (!mem.total || !weight_bytes) return KILN_OK;
     kiln_engine_options o = {0};
     kiln_engine_resolve_options(m, &o);
@@ -73,12 +73,12 @@ void kiln_model_free(kiln_model *m) {
     free(m);
 }
 
-const char *kiln_model_device(const kiln_model *m) { return m->be->ops->name; }
-const char *kiln_model_device_info(const kiln_model *m) { return m->be->ops->describe(m->be); }
+const char *kiln_model_device(const kiln_model *m) { return m->be->device->name; }
+const char *kiln_model_device_info(const kiln_model *m) { return m->be->device->describe(m->be); }
 
 void kiln_model_memory(const kiln_model *m, int n_ctx, kiln_memory_info *out) {
     kiln_backend_memory mem;
-    m->be->ops->memory(m->be, &mem);
+    m->be->device->memory(m->be, &mem);
     const kiln_engine_options o = {.max_seqs = 1, .max_seq_len = n_ctx > 0 ? n_ctx : 0};
     *out = (kiln_memory_info){.weights = m->weights.bytes, .device_free = mem.free, .device_total = mem.total};
     kiln_engine_memory(m, &o, &out->kv_cache, &out->workspace);

@@ -59,7 +59,7 @@ static kiln_status check_options(const kiln_model *m, const kiln_engine_options 
     if (o->kv_type != KILN_KV_F16 && o->kv_type != KILN_KV_F32)
         return kiln_fail(KILN_ERR_INVALID_ARG, "engine: unknown KV type %d", (int)o->kv_type);
     if (kv_dtype_of(o->kv_type) != m->be->kv_dtype)
-        return kiln_fail(KILN_ERR_UNSUPPORTED, "engine: the %s backend's KV cache is %s", m->be->ops->name,
+        return kiln_fail(KILN_ERR_UNSUPPORTED, "engine: the %s backend's KV cache is %s", m->be->device->name,
                          kiln_dtype_name(m->be->kv_dtype));
     // Within the window, sliding-window attention is full attention; beyond
     // it kiln would attend too far, so longer sequences are refused.
@@ -100,7 +100,7 @@ static uint64_t usable(uint64_t free_bytes) {
 // for the CPU) cannot hold, with the numbers and what would fit.
 static kiln_status check_fits(const kiln_model *m, const kiln_engine_options *o) {
     kiln_backend_memory mem;
-    m->be->ops->memory(m->be, &mem);
+    m->be->device->memory(m->be, &mem);
     if (!mem.total) return KILN_OK;
     uint64_t kv, work;
     memory_of(m, o, &kv, &work);
@@ -109,7 +109,7 @@ static kiln_status check_fits(const kiln_model *m, const kiln_engine_options *o)
     const int fits = longest_fitting(m, o, usable(mem.free));
     char seqs[32] = "";
     if (o->max_seqs > 1) snprintf(seqs, sizeof seqs, " for %d sequences", o->max_seqs);
-    const char *where = mem.weights || strcmp(m->be->ops->name, "cpu") ? "device" : "machine";
+    const char *where = mem.weights || strcmp(m->be->device->name, "cpu") ? "device" : "machine";
     if (fits > 0)
         return kiln_fail(KILN_ERR_NOMEM,
                          "a context of %d tokens%s needs a KV cache of %.2f GiB and %.2f GiB of work space, but "
@@ -129,7 +129,7 @@ kiln_status kiln_engine_create(kiln_model *m, const kiln_engine_options *options
     kiln_engine_resolve_options(m, &o);
     kiln_status st = check_options(m, &o);
     if (st == KILN_OK) st = check_fits(m, &o);
-    if (st == KILN_OK && m->be->ops->configure) st = m->be->ops->configure(m->be, &o.kernels);
+    if (st == KILN_OK && m->be->device->configure) st = m->be->device->configure(m->be, &o.kernels);
     if (st != KILN_OK) return st;
     kiln_engine *e = calloc(1, sizeof *e);
     if (!e) return kiln_fail(KILN_ERR_NOMEM, "engine: out of memory");
@@ -143,7 +143,7 @@ kiln_status kiln_engine_create(kiln_model *m, const kiln_engine_options *options
     st = kiln_kv_pool_create(be, hp, o.kv_pool_tokens, o.max_seqs, o.max_seq_len, kv_dtype_of(o.kv_type), &e->kv);
     if (st == KILN_OK) st = kiln_activations_create(be, hp, o.max_step_tokens, &e->act);
     if (st == KILN_OK) {
-        for (int i = 0; i < logit_buffers(be); i++) e->logits_dev[i] = be->ops->alloc(be, logits_bytes);
+        for (int i = 0; i < logit_buffers(be); i++) e->logits_dev[i] = be->device->alloc(be, logits_bytes);
         e->logits_host = malloc(sizeof(float) * (size_t)hp->vocab);
         e->seq_len = calloc((size_t)o.max_seqs, sizeof *e->seq_len);
         e->seq_stamp = calloc((size_t)o.max_seqs, sizeof *e->seq_stamp);
@@ -165,15 +165,15 @@ kiln_status kiln_engine_create(kiln_model *m, const kiln_engine_options *options
 void kiln_engine_free(kiln_engine *e) {
     if (!e) return;
     kiln_backend *be = e->be;
-    if (e->ahead.queued) (void)be->ops->sync(be); // the step ahead still writes into what is freed below
+    if (e->ahead.queued) (void)be->stream->sync(be); // the step ahead still writes into what is freed below
     for (int i = 0; i < e->n_graphs; i++)
-        if (e->graphs[i].graph) be->ops->graph_free(be, e->graphs[i].graph);
+        if (e->graphs[i].graph) be->stream->graph_free(be, e->graphs[i].graph);
     free(e->graphs);
     kiln_step_recorder_free(&e->recorder);
     kiln_kv_pool_free(e->kv);
     kiln_activations_free(be, &e->act);
     for (int i = 0; i < 2; i++)
-        if (e->logits_dev[i]) be->ops->free(be, e->logits_dev[i]);
+        if (e->logits_dev[i]) be->device->free(be, e->logits_dev[i]);
     free(e->logits_host);
     free(e->seq_len);
     free(e->seq_stamp);
@@ -214,7 +214,7 @@ kiln_status kiln_engine_seq_share(kiln_engine *e, int src, int dst, int n) {
     return st;
 }
 
-kiln_status kiln_engine_sync(kiln_engine *e) { return e->be->ops->sync(e->be); }
+kiln_status kiln_engine_sync(kiln_engine *e) { return e->be->stream->sync(e->be); }
 
 kiln_status kiln_engine_logits(kiln_engine *e, int i, const float **logits) {
     *logits = NULL;
@@ -222,9 +222,9 @@ kiln_status kiln_engine_logits(kiln_engine *e, int i, const float **logits) {
         return kiln_fail(KILN_ERR_INVALID_ARG, "engine: logits row %d outside the last step's %d", i, e->n_rows);
     const int vocab = e->model->llm->hp.vocab;
     if (e->host_row != i) {
-        e->be->ops->to_host(e->be, e->logits_host, e->logits_dev[e->cur] + (size_t)i * vocab,
+        e->be->stream->to_host(e->be, e->logits_host, e->logits_dev[e->cur] + (size_t)i * vocab,
                             sizeof(float) * (size_t)vocab);
-        kiln_status st = e->be->ops->sync(e->be);
+        kiln_status st = e->be->stream->sync(e->be);
         if (st != KILN_OK) return st;
         e->host_row = i;
     }

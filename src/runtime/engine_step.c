@@ -75,20 +75,20 @@ static kiln_status run_forward(kiln_engine *e, const kiln_forward_step *step) {
 
 static kiln_status forward(kiln_engine *e, const kiln_forward_step *step, bool distinct_seqs, int buf) {
     kiln_backend *be = e->be;
-    const bool decode_shape = distinct_seqs && step->n_logits == step->n_tokens && be->ops->graph_begin;
+    const bool decode_shape = distinct_seqs && step->n_logits == step->n_tokens && be->stream->graph_begin;
     kiln_step_graph *g = decode_shape ? graph_for(e, step->n_tokens, buf) : NULL;
     // The first run of a shape goes uncaptured: workspaces reach their size
     // and timed kernel choices are made outside any capture.
     if (!g || g->runs++ == 0) return run_forward(e, step);
     if (!g->graph) {
-        kiln_status st = be->ops->graph_begin(be);
+        kiln_status st = be->stream->graph_begin(be);
         if (st != KILN_OK) return st;
         kiln_status fwd = run_forward(e, step);
-        st = be->ops->graph_end(be, &g->graph);
+        st = be->stream->graph_end(be, &g->graph);
         if (fwd != KILN_OK) return fwd;
         if (st != KILN_OK) return st;
     }
-    return be->ops->graph_launch(be, g->graph);
+    return be->stream->graph_launch(be, g->graph);
 }
 
 // One step into logits buffer `buf`. tokens NULL: the one token's id is on
@@ -114,9 +114,9 @@ static kiln_status run_step(kiln_engine *e, const kiln_batch *b, const int32_t *
         if (!ahead && b->pos[t] < e->seq_len[s]) kiln_kv_pool_truncate(e->kv, s, b->pos[t]);
         if ((st = kiln_kv_pool_prepare(e->kv, s, b->pos[t], b->pos[end] + 1)) != KILN_OK) return st;
     }
-    if (tokens) be->ops->from_host(be, e->act.ids, tokens, sizeof(int32_t) * (size_t)n);
-    be->ops->from_host(be, e->act.pos, b->pos, sizeof(int32_t) * (size_t)n);
-    be->ops->from_host(be, e->act.seq, b->seq, sizeof(int32_t) * (size_t)n);
+    if (tokens) be->stream->from_host(be, e->act.ids, tokens, sizeof(int32_t) * (size_t)n);
+    be->stream->from_host(be, e->act.pos, b->pos, sizeof(int32_t) * (size_t)n);
+    be->stream->from_host(be, e->act.seq, b->seq, sizeof(int32_t) * (size_t)n);
     int k = 0;
     for (int t = 0; t < n; t++)
         if (b->logits ? b->logits[t] : t == n - 1) e->rows[k++] = t;
@@ -147,11 +147,11 @@ kiln_status kiln_engine_step(kiln_engine *e, const kiln_batch *b) {
         e->seq_len[b->seq[0]] = b->pos[0] + 1;
         e->n_rows = 1;
         e->host_row = -1;
-        return e->be->ops->check(e->be);
+        return e->be->stream->check(e->be);
     }
     if ((st = run_step(e, b, b->tokens, n_logits, e->cur, false)) != KILN_OK) return st;
     // No waiting: on a GPU the step runs on while the host prepares the next.
-    return e->be->ops->check(e->be);
+    return e->be->stream->check(e->be);
 }
 
 bool kiln_engine_samples_on_device(const kiln_engine *e) { return e->be->ops->sample != NULL; }
@@ -166,7 +166,7 @@ kiln_status kiln_engine_sample_device(kiln_engine *e, int row, const kiln_backen
 kiln_status kiln_engine_sample_ahead(kiln_engine *e, int row, const kiln_backend_sample_args *a, int seq,
                                      int32_t *id) {
     kiln_backend *be = e->be;
-    const bool can = be->ops->sample_start && be->ops->sample_finish && be->ops->graph_begin && e->logits_dev[1] &&
+    const bool can = be->ops->sample_start && be->ops->sample_finish && be->stream->graph_begin && e->logits_dev[1] &&
                      seq >= 0 && seq < e->opt.max_seqs && e->seq_len[seq] < e->opt.max_seq_len;
     if (!can) return kiln_engine_sample_device(e, row, a, id);
     if (row < 0 || row >= e->n_rows)

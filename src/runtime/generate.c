@@ -56,7 +56,7 @@ kiln_status kiln_generate(kiln_session *s, const int32_t *prompt, size_t n_promp
     double t0 = kiln_now_seconds();
     kiln_status st = kiln_session_eval(s, prompt, n_prompt, NULL);
     // The prompt's time includes its work on a GPU, which eval only queues.
-    if (st == KILN_OK) st = s->model->be->ops->sync(s->model->be);
+    if (st == KILN_OK) st = s->model->be->stream->sync(s->model->be);
     if (st != KILN_OK) return st;
     double t1 = kiln_now_seconds();
     stats->prefill_seconds = t1 - t0;

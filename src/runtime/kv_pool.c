@@ -38,15 +38,15 @@ kiln_status kiln_kv_pool_create(kiln_backend *be, const kiln_hparams *hp, int n_
     p->seq_blocks = calloc((size_t)max_seqs, sizeof *p->seq_blocks);
     p->refs = calloc((size_t)p->n_blocks, sizeof *p->refs);
     p->free_blocks = malloc(sizeof *p->free_blocks * (size_t)p->n_blocks);
-    p->tables_dev = be->ops->alloc(be, sizeof *p->tables * table_entries);
+    p->tables_dev = be->device->alloc(be, sizeof *p->tables * table_entries);
     if (!p->layers || !p->tables || !p->seq_blocks || !p->refs || !p->free_blocks || !p->tables_dev) {
         kiln_kv_pool_free(p);
         return kiln_fail(KILN_ERR_NOMEM, "kv pool: out of memory");
     }
     const size_t layer_bytes = p->block_bytes * (size_t)p->n_blocks;
     for (int l = 0; l < p->n_layers; l++) {
-        p->layers[l].k = be->ops->alloc(be, layer_bytes);
-        p->layers[l].v = be->ops->alloc(be, layer_bytes);
+        p->layers[l].k = be->device->alloc(be, layer_bytes);
+        p->layers[l].v = be->device->alloc(be, layer_bytes);
         if (!p->layers[l].k || !p->layers[l].v) {
             kiln_kv_pool_free(p);
             return kiln_fail(KILN_ERR_NOMEM, "kv pool: cannot allocate %zu bytes for layer %d", 2 * layer_bytes, l);
@@ -64,10 +64,10 @@ void kiln_kv_pool_free(kiln_kv_pool *p) {
     if (!p) return;
     if (p->layers)
         for (int l = 0; l < p->n_layers; l++) {
-            if (p->layers[l].k) p->be->ops->free(p->be, p->layers[l].k);
-            if (p->layers[l].v) p->be->ops->free(p->be, p->layers[l].v);
+            if (p->layers[l].k) p->be->device->free(p->be, p->layers[l].k);
+            if (p->layers[l].v) p->be->device->free(p->be, p->layers[l].v);
         }
-    if (p->tables_dev) p->be->ops->free(p->be, p->tables_dev);
+    if (p->tables_dev) p->be->device->free(p->be, p->tables_dev);
     free(p->layers);
     free(p->tables);
     free(p->seq_blocks);
@@ -80,7 +80,7 @@ static int32_t *table_of(kiln_kv_pool *p, int seq) { return p->tables + (size_t)
 
 static void upload_entries(kiln_kv_pool *p, int seq, int first, int count) {
     if (count <= 0) return;
-    p->be->ops->from_host(p->be, p->tables_dev + (size_t)seq * p->view.max_blocks_per_seq + first,
+    p->be->stream->from_host(p->be, p->tables_dev + (size_t)seq * p->view.max_blocks_per_seq + first,
                           table_of(p, seq) + first, sizeof(int32_t) * (size_t)count);
 }
 

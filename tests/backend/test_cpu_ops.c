@@ -39,7 +39,7 @@ static void check_attention(kiln_dtype kv_dtype, double tol, int n_batch) {
     kiln_kv_view kv = {.dtype = kv_dtype, .block_size = BS, .n_kv_heads = KVH, .head_dim = HD,
                        .max_blocks_per_seq = MAXB, .block_tables = &tables[0][0]};
     size_t elem = kv_dtype == KILN_F16 ? 2 : 4;
-    kiln_kv_layer layer = {be->ops->alloc(be, BLOCKS * BS * row * elem), be->ops->alloc(be, BLOCKS * BS * row * elem)};
+    kiln_kv_layer layer = {be->device->alloc(be, BLOCKS * BS * row * elem), be->device->alloc(be, BLOCKS * BS * row * elem)};
     // Logical K/V of each sequence, written through kv_store one token at a time.
     static float k_ref[2][40][KVH * HD], v_ref[2][40][KVH * HD];
     int lens[2] = {40, 2};
@@ -85,8 +85,8 @@ static void check_attention(kiln_dtype kv_dtype, double tol, int n_batch) {
                 if (!(fabs(got - ref) <= tol)) fail_msg("token %d head %d dim %d: %g vs %g", t, h, i, got, ref);
             }
         }
-    be->ops->free(be, layer.k);
-    be->ops->free(be, layer.v);
+    be->device->free(be, layer.k);
+    be->device->free(be, layer.v);
 }
 
 // Float32 accumulation over <= 40 positions of values in [-1, 1]: errors stay

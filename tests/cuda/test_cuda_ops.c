@@ -1,5 +1,5 @@
 // The CUDA backend's operations as model code calls them: through the
-// backend table (kiln_backend_cuda_create), on buffers from be->ops->alloc,
+// backend table (kiln_backend_cuda_create), on buffers from be->device->alloc,
 // weights prepared by weight_bytes / weight_load / weights_done. Each op runs
 // alone on fresh random inputs and is compared with a float64 reference on
 // the host that uses the weights' device values (after their rounding to F16
@@ -41,7 +41,7 @@ static kiln_status backend_open(kiln_matvec_form form, kiln_backend **out) {
     kiln_status st = kiln_backend_cuda_create(0, out);
     if (st != KILN_OK) return st;
     const kiln_kernel_options k = {.matvec_form = form};
-    st = (*out)->ops->configure(*out, &k);
+    st = (*out)->device->configure(*out, &k);
     if (st != KILN_OK) {
         kiln_backend_destroy(*out);
         *out = NULL;
@@ -73,19 +73,19 @@ static int teardown_backend(void **state) {
 
 // Every op is followed by this: an asynchronous failure shows up here.
 static void sync_ok(kiln_backend *be, const char *what) {
-    const kiln_status st = be->ops->sync(be);
+    const kiln_status st = be->stream->sync(be);
     if (st != KILN_OK) fail_msg("%s: sync: %s", what, kiln_last_error());
 }
 
 static void *dev_alloc(kiln_backend *be, size_t bytes) {
-    void *p = be->ops->alloc(be, bytes);
+    void *p = be->device->alloc(be, bytes);
     assert_non_null(p);
     return p;
 }
 
 static void *dev_upload(kiln_backend *be, const void *host, size_t bytes) {
     void *p = dev_alloc(be, bytes);
-    be->ops->from_host(be, p, host, bytes);
+    be->stream->from_host(be, p, host, bytes);
     // The kernels under test run on the default stream, which does not wait
     // for the backend's (non-blocking) one.
     sync_ok(be, "from_host");
@@ -96,7 +96,7 @@ static void dev_poison(kiln_backend *be, float *dev, size_t n) {
     float *nan_host = malloc(sizeof(float) * n);
     assert_non_null(nan_host);
     for (size_t i = 0; i < n; i++) nan_host[i] = NAN;
-    be->ops->from_host(be, dev, nan_host, sizeof(float) * n);
+    be->stream->from_host(be, dev, nan_host, sizeof(float) * n);
     free(nan_host); // from_host returns once the source has been read
 }
 
@@ -109,7 +109,7 @@ static float *dev_nan(kiln_backend *be, size_t n) {
 static void *host_download(kiln_backend *be, const void *dev, size_t bytes) {
     void *h = malloc(bytes);
     assert_non_null(h);
-    be->ops->to_host(be, h, dev, bytes);
+    be->stream->to_host(be, h, dev, bytes);
     sync_ok(be, "to_host");
     return h;
 }
@@ -218,10 +218,10 @@ static weight weight_make(kiln_backend *be, kiln_dtype src, int rows, int cols, 
     }
     free(row);
 
-    const uint64_t bytes = be->ops->weight_bytes(be, &host);
+    const uint64_t bytes = be->device->weight_bytes(be, &host);
     assert_int_equal(bytes, (uint64_t)elems * (form == KILN_F32 ? 4 : 2));
     w.mem = dev_alloc(be, (size_t)bytes);
-    if (be->ops->weight_load(be, &host, w.mem, &w.dev) != KILN_OK) fail_msg("weight_load: %s", kiln_last_error());
+    if (be->device->weight_load(be, &host, w.mem, &w.dev) != KILN_OK) fail_msg("weight_load: %s", kiln_last_error());
     assert_int_equal(w.dev.dtype, form);
     assert_ptr_equal(w.dev.data, w.mem);
     assert_int_equal(w.dev.ne[0], cols);
@@ -232,11 +232,11 @@ static weight weight_make(kiln_backend *be, kiln_dtype src, int rows, int cols, 
 }
 
 static void weights_done_ok(kiln_backend *be) {
-    if (be->ops->weights_done(be) != KILN_OK) fail_msg("weights_done: %s", kiln_last_error());
+    if (be->device->weights_done(be) != KILN_OK) fail_msg("weights_done: %s", kiln_last_error());
 }
 
 static void weight_free(kiln_backend *be, weight *w) {
-    be->ops->free(be, w->mem);
+    be->device->free(be, w->mem);
     free(w->val);
 }
 
@@ -384,9 +384,9 @@ static void run_linear(kiln_backend *be, const linear_case *lc, uint64_t seed) {
 
     for (int i = 0; i < count; i++) free(xr[i]);
     free(x), free(y_before);
-    be->ops->free(be, dx);
+    be->device->free(be, dx);
     for (int i = 0; i < count; i++) {
-        be->ops->free(be, dy[i]);
+        be->device->free(be, dy[i]);
         weight_free(be, &w[i]);
         if (lc->bias) weight_free(be, &bias[i]);
     }
@@ -526,16 +526,16 @@ static void run_matvec_forms(kiln_backend *be, bool glu, bool norm, bool accumul
         CUDA_CHECK(kiln_cuda_matvec(0, &a));
         CUDA_CHECK(cudaDeviceSynchronize());
         outs[f] = host_download(be, dy, sizeof(float) * ROWS);
-        be->ops->free(be, dy);
+        be->device->free(be, dy);
     }
     for (int r = 0; r < ROWS; r++)
         if (memcmp(&outs[0][r], &outs[1][r], sizeof(float)) != 0)
             fail_msg("matvec%s%s%s: row %d is %.9g with plain rounds, %.9g with pipelined rounds", glu ? " glu" : "",
                      norm ? " norm" : "", accumulate ? " accumulate" : "", r, outs[0][r], outs[1][r]);
     for (int f = 0; f < 2; f++) free(outs[f]);
-    for (int i = 0; i < count; i++) be->ops->free(be, (void *)a.w[i]);
-    be->ops->free(be, (void *)a.x);
-    if (norm) be->ops->free(be, (void *)a.norm);
+    for (int i = 0; i < count; i++) be->device->free(be, (void *)a.w[i]);
+    be->device->free(be, (void *)a.x);
+    if (norm) be->device->free(be, (void *)a.norm);
     free(w), free(x), free(y0), free(gain);
 }
 
@@ -618,11 +618,11 @@ static void run_mlp(kiln_backend *be, kiln_dtype src, int n, bool norm, uint64_t
     const double bound = n <= 8 ? 1e-4 : 3 * u;
     check_outputs(what, got, ref, NULL, (size_t)n * DIM, bound);
     free(got);
-    be->ops->free(be, dh);
-    be->ops->free(be, dx);
-    be->ops->free(be, dgate);
-    be->ops->free(be, dup);
-    be->ops->free(be, dgain);
+    be->device->free(be, dh);
+    be->device->free(be, dx);
+    be->device->free(be, dgate);
+    be->device->free(be, dup);
+    be->device->free(be, dgain);
     free(h);
     free(x0);
     free(gain);
@@ -681,11 +681,11 @@ static void run_linear_norm(kiln_backend *be, kiln_dtype src, int n, int count, 
         check_outputs(what, got, ref, NULL, (size_t)n * rows[i], n <= 8 ? 1e-4 : 2 * u);
         free(got);
         free(ref);
-        be->ops->free(be, dy[i]);
+        be->device->free(be, dy[i]);
         weight_free(be, &w[i]);
     }
-    be->ops->free(be, dx);
-    be->ops->free(be, dg);
+    be->device->free(be, dx);
+    be->device->free(be, dg);
     free(x);
     free(g);
     free(h);
@@ -792,12 +792,12 @@ static void run_prepared_norm(kiln_backend *be, kiln_dtype src, int n, int count
     free(got_y), free(y), free(read), free(h), free(att), free(y0), free(other), free(g);
     for (int i = 0; i < count; i++) {
         free(ref[i]);
-        be->ops->free(be, dz[i]);
+        be->device->free(be, dz[i]);
         weight_free(be, &w2[i]);
     }
     weight_free(be, &wo);
     void *bufs[] = {datt, dy, dother, dg};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->ops->free(be, bufs[i]);
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->device->free(be, bufs[i]);
 }
 
 static void test_prepared_norm(void **state) {
@@ -915,8 +915,8 @@ static void run_rmsnorm(kiln_backend *be, int n, int dim, float eps, kiln_dtype 
     rmsnorm_ref(x, g.val, n, dim, eps, ref, bound);
     check_outputs(what, got, ref, bound, elems, RMSNORM_MAX_REL);
     free(got), free(ref), free(bound), free(x);
-    be->ops->free(be, dx);
-    if (!in_place) be->ops->free(be, dy);
+    be->device->free(be, dx);
+    if (!in_place) be->device->free(be, dy);
     weight_free(be, &g);
 }
 
@@ -957,8 +957,8 @@ static void run_get_rows(kiln_backend *be, kiln_dtype src, int vocab, int dim, u
         }
     printf("  %-64s exact\n", what);
     free(got);
-    be->ops->free(be, dids);
-    be->ops->free(be, dout);
+    be->device->free(be, dids);
+    be->device->free(be, dout);
     weight_free(be, &table);
 }
 
@@ -1150,7 +1150,7 @@ static void run_rope(const rope_case *rc, uint64_t seed) {
     free(written), free(k_cache), free(v_cache), free(q_got), free(k_got), free(q_ref), free(k_ref);
     free(q), free(k), free(v), free(factors), free(nan_cache);
     void *bufs[] = {dq, dk, dv, dpos, dseq, dtable, kc, vc};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->ops->free(be, bufs[i]);
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->device->free(be, bufs[i]);
     kiln_backend_destroy(be);
 }
 
@@ -1211,7 +1211,7 @@ static void run_convert_swiglu(kiln_backend *be, kiln_cuda_type type, size_t n, 
     }
     printf("  %-64s ok\n", what);
     free(x), free(up), free(conv), free(up16), free(act);
-    be->ops->free(be, dx), be->ops->free(be, dupf), be->ops->free(be, d16), be->ops->free(be, dup);
+    be->device->free(be, dx), be->device->free(be, dupf), be->device->free(be, d16), be->device->free(be, dup);
 }
 
 // y += x (the residual add of a GEMM written apart): exact in float.
@@ -1227,7 +1227,7 @@ static void run_add(kiln_backend *be, size_t n, size_t offset, uint64_t seed) {
         if (!(got[i] == want)) fail_msg("add n %zu offset %zu: element %zu is %.9g, want %.9g", n, offset, i, got[i], want);
     }
     free(x), free(y), free(got);
-    be->ops->free(be, dx), be->ops->free(be, dy);
+    be->device->free(be, dx), be->device->free(be, dy);
 }
 
 static void test_convert_swiglu16(void **state) {
@@ -1366,12 +1366,12 @@ static void run_linear_rope(kiln_matvec_form form, const linear_rope_case *lc, u
     free(written), free(k_cache), free(v_cache), free(h), free(x), free(g), free(nan_cache);
     for (int i = 0; i < 3; i++) {
         free(got[i]), free(ref[i]), free(bias[i]);
-        be->ops->free(be, dy[i]);
-        if (db[i]) be->ops->free(be, db[i]);
+        be->device->free(be, dy[i]);
+        if (db[i]) be->device->free(be, db[i]);
         weight_free(be, &w[i]);
     }
     void *bufs[] = {dx, dg, dpos, dseq, dtable, kc, vc};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->ops->free(be, bufs[i]);
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->device->free(be, bufs[i]);
     kiln_backend_destroy(be);
 }
 
@@ -1451,9 +1451,9 @@ static att_cache att_cache_make(kiln_backend *be, uint64_t *rng) {
 }
 
 static void att_cache_free(kiln_backend *be, att_cache *c) {
-    be->ops->free(be, c->dk);
-    be->ops->free(be, c->dv);
-    be->ops->free(be, c->dtable);
+    be->device->free(be, c->dk);
+    be->device->free(be, c->dv);
+    be->device->free(be, c->dtable);
     free(c->k), free(c->v);
 }
 
@@ -1508,7 +1508,7 @@ static void run_attention(kiln_backend *be, const att_cache *c, const int32_t *p
     for (size_t i = 0; i < elems; i++) bound[i] = prefill ? ATT_PREFILL_MAX_ABS : ATT_DECODE_MAX_ABS;
     check_outputs(what, got, ref, bound, elems, ATT_MAX_REL_L2);
     free(got), free(ref), free(bound), free(q);
-    be->ops->free(be, dq), be->ops->free(be, dout), be->ops->free(be, dpos), be->ops->free(be, dseq);
+    be->device->free(be, dq), be->device->free(be, dout), be->device->free(be, dpos), be->device->free(be, dseq);
 }
 
 static void test_attention(void **state) {
@@ -1557,7 +1557,7 @@ static void check_greedy(kiln_backend *be, const float *logits, int vocab, const
     if (id != want) fail_msg("greedy %s: id %d (logit %g), want %d (logit %g)", what, id,
                              id >= 0 && id < vocab ? (double)logits[id] : NAN, want, (double)logits[want]);
     printf("  greedy %-57s id %d\n", what, id);
-    be->ops->free(be, d);
+    be->device->free(be, d);
 }
 
 static void test_sample_greedy(void **state) {
@@ -1684,7 +1684,7 @@ static void run_sample(kiln_backend *be, kiln_backend_sample_args a, bool with_i
     printf("  sample T %.2f top_k %2d top_p %.2f min_p %.2f%s: %d kept, %d buckets checked\n", (double)a.temperature,
            a.top_k, (double)a.top_p, (double)a.min_p, with_inf ? " -inf" : "", n, checked);
     assert_true(checked > 0);
-    be->ops->free(be, d);
+    be->device->free(be, d);
     free(logits), free(cands);
 }
 
@@ -1726,17 +1726,17 @@ static void run_graph(kiln_backend *be, int n, uint64_t seed) {
         // grow buffers while capturing), as the runtime's first, uncaptured
         // decode step does.
         float *x0 = random_floats(nx, 1.0f, &rng);
-        be->ops->from_host(be, dx, x0, sizeof(float) * nx);
+        be->stream->from_host(be, dx, x0, sizeof(float) * nx);
         be->ops->linear(be, &a);
         be->ops->linear(be, &b);
         sync_ok(be, "warm-up");
         free(x0);
     }
-    if (be->ops->graph_begin(be) != KILN_OK) fail_msg("graph_begin: %s", kiln_last_error());
+    if (be->stream->graph_begin(be) != KILN_OK) fail_msg("graph_begin: %s", kiln_last_error());
     be->ops->linear(be, &a);
     be->ops->linear(be, &b);
     void *graph = NULL;
-    if (be->ops->graph_end(be, &graph) != KILN_OK) fail_msg("graph_end: %s", kiln_last_error());
+    if (be->stream->graph_end(be, &graph) != KILN_OK) fail_msg("graph_end: %s", kiln_last_error());
     assert_non_null(graph);
 
     double *ref = malloc(sizeof(double) * ny), *bound = malloc(sizeof(double) * ny),
@@ -1744,10 +1744,10 @@ static void run_graph(kiln_backend *be, int n, uint64_t seed) {
     assert_true(ref && bound && h);
     for (int round = 0; round < 3; round++) {
         float *x = random_floats(nx, 1.0f, &rng);
-        be->ops->from_host(be, dx, x, sizeof(float) * nx);
+        be->stream->from_host(be, dx, x, sizeof(float) * nx);
         dev_poison(be, dy, ny);
         dev_poison(be, dz, nz);
-        if (be->ops->graph_launch(be, graph) != KILN_OK) fail_msg("graph_launch: %s", kiln_last_error());
+        if (be->stream->graph_launch(be, graph) != KILN_OK) fail_msg("graph_launch: %s", kiln_last_error());
         sync_ok(be, "graph launch");
         float *y = host_download(be, dy, sizeof(float) * ny), *z = host_download(be, dz, sizeof(float) * nz);
         for (int t = 0; t < n; t++)
@@ -1780,9 +1780,9 @@ static void run_graph(kiln_backend *be, int n, uint64_t seed) {
         check_outputs(what, z, ref, NULL, nz, LINEAR_MAX_REL_L2);
         free(x), free(y), free(z);
     }
-    be->ops->graph_free(be, graph);
+    be->stream->graph_free(be, graph);
     free(ref), free(bound), free(h);
-    be->ops->free(be, dx), be->ops->free(be, dy), be->ops->free(be, dz);
+    be->device->free(be, dx), be->device->free(be, dy), be->device->free(be, dz);
     weight_free(be, &w);
     weight_free(be, &w2);
     weight_free(be, &g);

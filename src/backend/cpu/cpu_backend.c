@@ -143,7 +143,7 @@ static const char *cpu_describe(kiln_backend *be) {
     return impl->description;
 }
 
-static const kiln_backend_ops cpu_ops = {
+static const kiln_device_ops cpu_device = {
     .name = "cpu",
     .describe = cpu_describe,
     .destroy = cpu_destroy,
@@ -154,17 +154,23 @@ static const kiln_backend_ops cpu_ops = {
     .weight_bytes = cpu_weight_bytes,
     .weight_load = cpu_weight_load,
     .weights_done = cpu_done,
+    .memory = cpu_memory,
+};
+
+static const kiln_stream_ops cpu_stream = {
+    .to_host = cpu_copy,
+    .from_host = cpu_copy,
+    .sync = cpu_done,
+    .check = cpu_done,
+};
+
+static const kiln_backend_ops cpu_ops = {
     .get_rows = cpu_get_rows,
     .linear = cpu_linear,
     .mlp = cpu_mlp,
     .rope_kv_store = cpu_rope_kv_store,
     .attention = kiln_cpu_attention,
     .copy = cpu_copy,
-    .to_host = cpu_copy,
-    .from_host = cpu_copy,
-    .sync = cpu_done,
-    .check = cpu_done,
-    .memory = cpu_memory,
 };
 
 kiln_status kiln_backend_cpu_create(int n_threads, bool precise, kiln_backend **out) {
@@ -176,6 +182,8 @@ kiln_status kiln_backend_cpu_create(int n_threads, bool precise, kiln_backend **
         return kiln_fail(KILN_ERR_NOMEM, "cpu backend: out of memory");
     }
     be->impl = impl;
+    be->device = &cpu_device;
+    be->stream = &cpu_stream;
     be->ops = &cpu_ops;
     be->kv_dtype = KILN_F32;
     be->step_tokens = 512;

@@ -248,7 +248,7 @@ static kiln_status cuda_configure(kiln_backend *be, const kiln_kernel_options *k
 
 static const char *cuda_describe(kiln_backend *be) { return cuda_of(be)->prop.name; }
 
-static const kiln_backend_ops cuda_ops = {
+static const kiln_device_ops cuda_device = {
     .name = "cuda",
     .describe = cuda_describe,
     .destroy = cuda_destroy,
@@ -259,26 +259,32 @@ static const kiln_backend_ops cuda_ops = {
     .weight_bytes = cuda_weight_bytes,
     .weight_load = cuda_weight_load,
     .weights_done = cuda_weights_done,
+    .memory = cuda_memory,
+    .configure = cuda_configure,
+};
+
+static const kiln_stream_ops cuda_stream = {
+    .to_host = cuda_to_host,
+    .from_host = cuda_from_host,
+    .sync = cuda_sync,
+    .check = cuda_check,
+    .graph_begin = cuda_graph_begin,
+    .graph_end = cuda_graph_end,
+    .graph_launch = cuda_graph_launch,
+    .graph_free = cuda_graph_free,
+};
+
+static const kiln_backend_ops cuda_ops = {
     .get_rows = cuda_get_rows,
     .linear = cuda_linear,
     .mlp = cuda_mlp,
     .rope_kv_store = cuda_rope_kv_store,
     .attention = cuda_attention,
     .copy = cuda_copy,
-    .to_host = cuda_to_host,
-    .from_host = cuda_from_host,
-    .sync = cuda_sync,
-    .check = cuda_check,
-    .memory = cuda_memory,
     .sample = cuda_sample,
     .sample_start = cuda_sample_start,
     .sample_finish = cuda_sample_finish,
-    .graph_begin = cuda_graph_begin,
-    .graph_end = cuda_graph_end,
-    .graph_launch = cuda_graph_launch,
-    .graph_free = cuda_graph_free,
     .plan = cuda_plan,
-    .configure = cuda_configure,
 };
 
 int kiln_cuda_device_count(void) {
@@ -307,6 +313,8 @@ kiln_status kiln_backend_cuda_create(int device, kiln_backend **out) {
         free(c);
         return kiln_fail(KILN_ERR_NOMEM, "cuda backend: out of memory");
     }
+    be->device = &cuda_device;
+    be->stream = &cuda_stream;
     be->ops = &cuda_ops;
     be->impl = c;
     be->kv_dtype = KILN_F16;
