@@ -601,20 +601,39 @@ static void test_context_warning(void **state) {
     assert_null(strstr(err_buf, "warning"));
 }
 
-// run --system / --template: the prompt answered as a chat turn.
+// run --system / --template: the prompt answered as a chat turn, the same
+// tokens as the rendered template given as a plain prompt.
 static void test_run_chat_template(void **state) {
     (void)state;
     const char *model = require_model();
-    assert_int_equal(kiln_io(NULL, "run -m '%s' --system 'Answer in one sentence.' -p 'What is the capital of France?' "
-                                   "-n 16 --temp 0",
-                             model),
-                     0);
-    expect_out("Paris");
-    assert_null(strstr(out_buf, "What is the capital")); // the reply, not the prompt
-    assert_int_equal(kiln_io(NULL, "run -m '%s' --template chatml -p 'What is the capital of France?' -n 16 --temp 0",
-                             model),
-                     0);
-    expect_out("Paris");
+    static char reply[sizeof out_buf];
+    const char *cases[][2] = {
+        {"--system 'Answer in one sentence.'", "<|im_start|>system\nAnswer in one sentence.<|im_end|>\n"},
+        // The model's own family keeps its default system prompt.
+        {"--template chatml", "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+                              "Face<|im_end|>\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        assert_int_equal(kiln_io(NULL, "run -m '%s' %s -p 'What is the capital of France?' -n 8 --temp 0 --json",
+                                 model, cases[i][0]),
+                         0);
+        assert_null(strstr(out_buf, "What is the capital")); // the reply, not the prompt
+        snprintf(reply, sizeof reply, "%s", out_buf);
+        cJSON *j = parse_json(err_buf);
+        int n_prompt = (int)json_number(j, "n_prompt");
+        cJSON_Delete(j);
+        char rendered[1024];
+        snprintf(rendered, sizeof rendered,
+                 "%s<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+                 cases[i][1]);
+        assert_int_equal(kiln_io(NULL, "run -m '%s' -p %s -n 8 --temp 0 --no-display-prompt --json", model,
+                                 sh_quote(rendered)),
+                         0);
+        assert_string_equal(out_buf, reply);
+        j = parse_json(err_buf);
+        assert_int_equal((int)json_number(j, "n_prompt"), n_prompt);
+        cJSON_Delete(j);
+    }
     assert_int_equal(kiln_io(NULL, "run -m '%s' --system hi --no-bos -p x", model), 2);
     expect_err("--no-bos does not go with --system or --template");
 }
