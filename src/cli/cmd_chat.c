@@ -301,7 +301,10 @@ int cmd_chat(int argc, char **argv) {
         bool eof;
         char *line = read_message(&in, &eof);
         if (!line) {
-            if (eof) break;
+            if (eof) {
+                if (in.interactive) fputc('\n', stderr); // the shell's prompt on a line of its own
+                break;
+            }
             // Ctrl-C at the prompt: a second one quits (the handler exits).
             fprintf(stderr, "\n(Ctrl-C again, Ctrl-D or /exit quits)\n");
             continue;

@@ -23,13 +23,23 @@ static double mib(uint64_t bytes) { return (double)bytes / (1024.0 * 1024.0); }
 
 static void print_bytes(const char *label, uint64_t bytes) { printf("  %-22s %10.2f MiB\n", label, mib(bytes)); }
 
+// Text from the model's files, with control characters (terminal escapes)
+// shown as '?'.
+static const char *safe(const char *s, char *buf, size_t cap) {
+    size_t n = 0;
+    for (; s && *s && n + 1 < cap; s++, n++) buf[n] = (unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s;
+    buf[n] = '\0';
+    return buf;
+}
+
 static void print_tensor(const kiln_tensor_info *t) {
     char shape[96];
     int n = snprintf(shape, sizeof shape, "[");
     for (int d = 0; d < t->n_dims && d < 4 && n < (int)sizeof shape; d++)
         n += snprintf(shape + n, sizeof shape - (size_t)n, d ? ", %lld" : "%lld", (long long)t->ne[d]);
     if (n < (int)sizeof shape) snprintf(shape + n, sizeof shape - (size_t)n, "]");
-    printf("  %-48s %-5s %-20s %10.2f MiB\n", t->name, t->dtype, shape, mib(t->bytes));
+    char name[256];
+    printf("  %-48s %-5s %-20s %10.2f MiB\n", safe(t->name, name, sizeof name), t->dtype, shape, mib(t->bytes));
 }
 
 // The reason without the path in front (the model line names the file).
@@ -81,8 +91,9 @@ static void print_text(const char *name, const kiln_model_info *info, int ctx, c
                info->tied_embeddings ? "tied (output uses the token embedding)" : "separate output");
     }
     printf("tokenizer:      %s, %d tokens", info->tokenizer, info->tokenizer_vocab);
+    char pre[128];
     if (info->pre_tokenizer)
-        printf(", pre-tokenizer %s%s", info->pre_tokenizer,
+        printf(", pre-tokenizer %s%s", safe(info->pre_tokenizer, pre, sizeof pre),
                info->pre_tokenizer_known ? "" : " (not one kiln knows: the GPT-2 rule is used)");
     printf(", bos %d, eos %d\n", info->bos, info->eos);
     if (!info->has_chat_template) printf("chat template:  none\n");
