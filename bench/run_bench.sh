@@ -26,8 +26,18 @@ trap 'rm -rf "$tmp"' EXIT
 
 # One after the other, never together: they would fight over the same cores.
 if [ -x "$kiln" ]; then
-  "$kiln" bench -m "$model" -t "$threads" -p "$prefill" -n "$decode" | tee "$tmp/kiln.txt" >&2 \
-    || echo "run_bench: kiln bench failed" >&2
+  # kiln bench --json: the median of each test, as lines like llama.cpp's below.
+  if "$kiln" bench -m "$model" -t "$threads" -p "$prefill" -n "$decode" --json >"$tmp/kiln.json"; then
+    python3 -c '
+import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    phase, n = ("prefill", r["n_prompt"]) if r["n_gen"] == 0 else ("decode", r["n_gen"])
+    print("kiln %s %d: %.1f tok/s" % (phase, n, r["tokens_per_second"]["median"]))
+' "$tmp/kiln.json" | tee "$tmp/kiln.txt" >&2
+  else
+    echo "run_bench: kiln bench failed" >&2
+    : >"$tmp/kiln.txt"
+  fi
 else
   echo "run_bench: $kiln not built; kiln column will be empty" >&2
   : >"$tmp/kiln.txt"

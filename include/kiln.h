@@ -45,6 +45,10 @@ typedef struct kiln_model_params {
     // Called as the weights load (fraction done in [0, 1]); may be NULL.
     void (*progress)(double fraction, void *user);
     void *progress_user;
+    // Metadata and tokenizer only, for any architecture: no weights are
+    // bound and no backend is made. Such a model answers the tokenizer,
+    // chat-template and model-information calls; it cannot make sessions.
+    bool vocab_only;
 } kiln_model_params;
 
 // Where memory goes, in bytes (device memory on a GPU, host memory on the CPU).
@@ -266,6 +270,92 @@ typedef struct kiln_generate_stats {
 kiln_status kiln_generate(kiln_session *session, const int32_t *prompt, size_t n_prompt,
                           const kiln_sampling_params *sampling, const kiln_generate_params *params,
                           kiln_text_callback on_text, void *user, kiln_generate_stats *stats);
+
+// ---- Model information (kiln inspect) ----------------------------------------
+
+// What the model's files say and how kiln holds the model. Strings belong to
+// the model and live as long as it. Numbers the files do not give are 0.
+typedef struct kiln_model_info {
+    const char *path;
+    const char *format;       // "gguf" or "safetensors" (a Hugging Face folder)
+    uint32_t gguf_version;    // 0 unless GGUF
+    uint64_t n_metadata;      // GGUF metadata keys (0 unless GGUF)
+    uint64_t n_tensors;
+    const char *arch;         // "llama", "qwen2", "gemma3", ...; "" when the files name none
+    // Whether kiln can run this architecture and its hyperparameters; when it
+    // cannot (only a vocab_only load succeeds), unsupported says why.
+    bool supported;
+    const char *unsupported;  // NULL when supported
+    bool vocab_only;          // loaded with kiln_model_params.vocab_only
+    int n_layers;
+    int dim;                  // hidden size
+    int ffn_dim;
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;
+    int vocab;                // rows of the embedding table
+    int ctx_train;            // context the model was trained for
+    int sliding_window;       // 0: none
+    float rope_theta;
+    int rope_dims;
+    bool rope_interleaved;    // RoPE rotates adjacent pairs (else halves); meaningful when supported
+    bool rope_llama3;         // Llama 3 frequency scaling
+    float norm_eps;
+    bool qkv_bias;
+    bool tied_embeddings;     // the output projection is the token embedding
+    const char *tokenizer;    // "byte-level BPE" or "SentencePiece BPE"
+    int tokenizer_vocab;
+    const char *pre_tokenizer; // the pre-tokenizer's name, or NULL
+    bool pre_tokenizer_known;  // false: a name kiln does not know, run with the GPT-2 rule
+    int32_t bos, eos;          // -1: none
+    bool adds_bos;
+    const char *chat_template_family; // as kiln_chat_template_family(), or NULL
+    bool has_chat_template;
+    uint64_t weight_bytes;    // every tensor as stored in the files
+    const char *device;       // "cpu" or "cuda"; NULL with vocab_only
+    const char *kv_dtype;     // what a session's KV cache stores ("f32", "f16"); NULL with vocab_only
+} kiln_model_info;
+
+void kiln_model_get_info(const kiln_model *model, kiln_model_info *out);
+
+// One tensor of the model's files, in the files' order.
+typedef struct kiln_tensor_info {
+    const char *name;
+    const char *dtype; // "F32", "BF16", "Q4_1", ...
+    int n_dims;
+    int64_t ne[4];     // ne[0] varies fastest (GGUF's order); unused dimensions are 1
+    uint64_t bytes;
+} kiln_tensor_info;
+
+uint64_t kiln_model_tensor_count(const kiln_model *model);
+kiln_status kiln_model_tensor_info(const kiln_model *model, uint64_t i, kiln_tensor_info *out);
+
+// Checks the ranges of sampling parameters (temperature >= 0, 0 < top_p <= 1,
+// 0 <= min_p <= 1, ...) as kiln_session_sample would; the message names the
+// parameter and its range.
+kiln_status kiln_sampling_params_check(const kiln_sampling_params *params);
+
+// ---- Measuring (kiln bench) ------------------------------------------------------
+
+// Seconds on a monotonic clock, for timing work (wait for it first:
+// kiln_session_sync, kiln_engine_sync).
+double kiln_now_seconds(void);
+// CPU threads the model's backend runs on (0 on a GPU), and the CPU kernel
+// set it picked from the processor's features ("avx512-vnni", "avx2", "scalar").
+int kiln_model_threads(const kiln_model *model);
+const char *kiln_cpu_kernels(void);
+
+// What the model's device can do at best, measured now: the ceilings kiln's
+// own kernels are compared with. KILN_ERR_UNSUPPORTED off a GPU.
+typedef struct kiln_device_ceilings {
+    double read_gbps;        // streaming read (bytes read / time), 1e9 bytes a second
+    double copy_gbps;        // device-to-device copy ((bytes read + written) / time)
+    double gemm_bf16_tflops; // cuBLASLt 8192^3 BF16 GEMM on random data
+} kiln_device_ceilings;
+kiln_status kiln_device_measure_ceilings(const kiln_model *model, kiln_device_ceilings *out);
+// Bytes of the weights one decode step reads on the model's device: every
+// matrix once and one row of the embedding table.
+uint64_t kiln_model_decode_read_bytes(const kiln_model *model);
 
 #ifdef __cplusplus
 }

@@ -12,6 +12,8 @@ dest=.gpu-debs
 # libpcre2-dev's .so symlinks point into all four runtime packages; only
 # libpcre2-8 is linked, but unpacking all keeps the symlinks whole.
 # pkgconf-bin + libpkgconf3: a pkg-config for the case that the machine has none.
+# libedit-dev is left out on purpose: it is optional (kiln chat's line editing),
+# and its .so needs libbsd, which that machine may lack.
 pkgs=(
   libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3
   libcjson-dev libcjson1

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what kiln needs to build and test on Debian/Ubuntu, if missing.
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libpcre2-dev libcjson-dev libcmocka-dev unzip)
+pkgs=(build-essential cmake pkg-config libpcre2-dev libcjson-dev libcmocka-dev libedit-dev unzip)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

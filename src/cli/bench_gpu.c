@@ -7,35 +7,20 @@
 
 #include "cli/bench_gpu.h"
 #include "cli/cli.h"
-#include "runtime/generate.h"
-#include "runtime/session.h"
 
-#ifdef KILN_HAVE_CUDA
-#include "backend/cuda/cuda_ceilings.h"
-#endif
 
 #define DECODE_STEPS 128
 #define BATCH_STEPS 64
 
-// Weight bytes one decode step reads: every matrix once, one embedding row.
-static double weight_bytes_per_token(const kiln_model *m) {
-    const kiln_hparams *hp = &m->llm->hp;
-    const kiln_weights *w = &m->weights.w;
-    double embd_table = (double)w->tok_embd.nbytes, row = embd_table / hp->vocab;
-    double total = (double)m->weights.bytes;
-    // A tied output matrix is the embedding table, read whole by the logits.
-    return hp->tied_embeddings ? total : total - embd_table + row;
-}
-
 // KV bytes attention reads for one token at context ctx (f16 K and V).
-static double kv_bytes_per_token(const kiln_hparams *hp, double ctx) {
+static double kv_bytes_per_token(const kiln_model_info *hp, double ctx) {
     return 2.0 * hp->n_layers * ctx * hp->n_kv_heads * hp->head_dim * 2.0;
 }
 
 // FLOPs of a causal prefill of n tokens from position 0: matrix products
 // (2 per weight element per token; the logits for the last token only) plus
 // attention (QK^T and PV: 4 * head_dim per head per visible position).
-static double prefill_flops(const kiln_hparams *hp, int n) {
+static double prefill_flops(const kiln_model_info *hp, int n) {
     double q = (double)hp->n_heads * hp->head_dim, kv = (double)hp->n_kv_heads * hp->head_dim;
     double per_layer = hp->dim * (q + 2 * kv) + q * hp->dim + 3.0 * hp->dim * hp->ffn_dim;
     double matmul = 2.0 * n * per_layer * hp->n_layers + 2.0 * hp->dim * hp->vocab;
@@ -47,20 +32,15 @@ typedef struct ceilings {
     double read_gbps, copy_gbps, gemm_tflops;
 } ceilings;
 
-static bool measure_ceilings(ceilings *c) {
+static bool measure_ceilings(const kiln_model *m, ceilings *c) {
     memset(c, 0, sizeof *c);
-#ifdef KILN_HAVE_CUDA
-    kiln_cuda_ceilings k;
-    cudaError_t e = kiln_cuda_measure_ceilings(&k);
-    if (e != cudaSuccess) {
-        fprintf(stderr, "kiln bench: measuring the ceilings failed: %s\n", cudaGetErrorString(e));
+    kiln_device_ceilings k;
+    if (kiln_device_measure_ceilings(m, &k) != KILN_OK) {
+        fprintf(stderr, "kiln bench: %s\n", kiln_last_error());
         return false;
     }
     *c = (ceilings){k.read_gbps, k.copy_gbps, k.gemm_bf16_tflops};
     return true;
-#else
-    return false;
-#endif
 }
 
 // Decode at batch 1: a prompt of ctx tokens, then DECODE_STEPS greedy steps
@@ -91,7 +71,9 @@ static bool bench_decode(kiln_model *m, const int32_t *ids, int ctx, int reps, c
         times[r] = kiln_now_seconds() - t0;
     }
     double t = cli_median(times, reps) / DECODE_STEPS;
-    double bytes = w_bytes + kv_bytes_per_token(&m->llm->hp, ctx + DECODE_STEPS / 2.0);
+    kiln_model_info info;
+    kiln_model_get_info(m, &info);
+    double bytes = w_bytes + kv_bytes_per_token(&info, ctx + DECODE_STEPS / 2.0);
     double gbps = bytes / t / 1e9;
     char of[16];
     printf("| decode b1 ctx %-5d | %9.1f tok/s | %7.1f GB/s | %s of read bw | %.3f ms/token |\n", ctx, 1.0 / t, gbps,
@@ -119,7 +101,9 @@ static bool bench_prefill(kiln_model *m, const int32_t *ids, int n, int reps, co
         }
         times[r] = kiln_now_seconds() - t0;
     }
-    double t = cli_median(times, reps), tflops = prefill_flops(&m->llm->hp, n) / t / 1e12;
+    kiln_model_info info;
+    kiln_model_get_info(m, &info);
+    double t = cli_median(times, reps), tflops = prefill_flops(&info, n) / t / 1e12;
     char of[16];
     printf("| prefill %-5d       | %9.1f tok/s | %7.1f TFLOP/s | %s of GEMM rate | %.1f ms |\n", n, n / t, tflops,
            fraction(of, tflops, c->gemm_tflops), t * 1e3);
@@ -201,12 +185,14 @@ bool bench_gpu_workload_known(const char *only) {
 
 int bench_gpu_suite(kiln_model *m, const char *path, int reps, const char *only, bool want_ceilings) {
     if (reps > 16) reps = 16;
-    const kiln_hparams *hp = &m->llm->hp;
+    kiln_model_info info;
+    kiln_model_get_info(m, &info);
+    const kiln_model_info *hp = &info;
     ceilings c;
     memset(&c, 0, sizeof c);
     // Profiling runs skip the ceilings (their kernels would shift the launch
     // counts the profiler skips); fractions then print as n/a.
-    bool have_ceilings = want_ceilings && measure_ceilings(&c);
+    bool have_ceilings = want_ceilings && measure_ceilings(m, &c);
     kiln_memory_info mem;
     kiln_model_memory(m, 4096 + DECODE_STEPS + 1, &mem);
     const double gib = 1u << 30;
@@ -225,7 +211,7 @@ int bench_gpu_suite(kiln_model *m, const char *path, int reps, const char *only,
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)max_ids);
     if (!ids) return 1;
     cli_fill_tokens(ids, max_ids, hp->vocab);
-    const double w_bytes = weight_bytes_per_token(m);
+    const double w_bytes = (double)kiln_model_decode_read_bytes(m);
     printf("weights read per token: %.2f GB\n\n| workload | throughput | rate | of ceiling | time |\n|---|---|---|---|---|\n",
            w_bytes / 1e9);
     fflush(stdout);

@@ -1,20 +1,23 @@
-// kiln tokenize: print the token ids of a text.
+// kiln tokenize: print the token ids of a text. Reads only the model's
+// metadata and tokenizer, so it works for any architecture whose tokenizer
+// kiln supports.
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
-#include "runtime/session.h"
 
 static void tokenize_help(FILE *out) {
     fprintf(out, "usage: kiln tokenize -m MODEL [options] TEXT\n\n"
-                 "Prints the token ids of TEXT, space-separated, on one line.\n\n"
-                 "  -m, --model PATH   GGUF file or Hugging Face folder (required)\n"
-                 "      --bos          add the beginning-of-sequence token even if the model does not\n"
-                 "      --no-bos       never add it (default: as the model says)\n"
-                 "      --no-special   treat special tokens written in TEXT as plain text\n"
-                 "      --pieces       print one token per line: id and its text\n"
-                 "  -h, --help         this help\n");
+                 "Prints the token ids of TEXT, space-separated, on one line. Needs only the model's\n"
+                 "tokenizer: works on any GGUF or Hugging Face folder whose tokenizer kiln reads, also of\n"
+                 "architectures kiln cannot run.\n\n" CLI_MODEL_HELP
+                 "      --bos                 add the beginning-of-sequence token even if the model does not\n"
+                 "      --no-bos              never add it (default: as the model says)\n"
+                 "      --no-special          treat special tokens written in TEXT as plain text\n"
+                 "      --pieces              print one token per line: id and its text\n"
+                 "      --json                one JSON object: {\"ids\": [...]} (with --pieces, also \"pieces\")\n"
+                 "  -h, --help                this help\n");
 }
 
 static void print_piece(const char *bytes, size_t len) {
@@ -35,12 +38,12 @@ int cmd_tokenize(int argc, char **argv) {
     static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"bos", no_argument, 0, OPT_BOS},
                                          {"no-bos", no_argument, 0, OPT_NO_BOS},
                                          {"no-special", no_argument, 0, OPT_NO_SPECIAL},
-                                         {"pieces", no_argument, 0, OPT_PIECES}, {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+                                         {"pieces", no_argument, 0, OPT_PIECES}, {"json", no_argument, 0, OPT_JSON},
+                                         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     cli_common c;
     cli_common_init(&c, 0);
     int bos = -1, opt;
-    bool special = true, pieces = false;
+    bool special = true, pieces = false, json = false;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
         switch (opt) {
@@ -49,6 +52,7 @@ int cmd_tokenize(int argc, char **argv) {
         case OPT_NO_BOS: bos = 0; break;
         case OPT_NO_SPECIAL: special = false; break;
         case OPT_PIECES: pieces = true; break;
+        case OPT_JSON: json = true; break;
         case 'h': tokenize_help(stdout); return 0;
         default: fprintf(stderr, "see 'kiln tokenize --help'\n"); return 2;
         }
@@ -62,10 +66,15 @@ int cmd_tokenize(int argc, char **argv) {
         return 2;
     }
     const char *text = argv[optind];
-    c.device = KILN_DEVICE_CPU; // tokenizing needs no weights on a GPU
+    c.vocab_only = true; // the tokenizer alone: no weights, any architecture
     kiln_model *model = cli_load_model(&c, "tokenize");
     if (!model) return 1;
-    bool add_bos = bos >= 0 ? bos == 1 : kiln_tokenizer_add_bos_default(model->llm->tok);
+    bool add_bos = bos >= 0 ? bos == 1 : kiln_model_adds_bos(model);
+    if (bos == 1 && kiln_model_bos(model) < 0) {
+        cli_error("tokenize", "the model has no beginning-of-sequence token; drop --bos");
+        kiln_model_free(model);
+        return 1;
+    }
     int32_t *ids;
     size_t n;
     if (kiln_tokenize(model, text, strlen(text), add_bos, special, &ids, &n) != KILN_OK) {
@@ -73,18 +82,40 @@ int cmd_tokenize(int argc, char **argv) {
         kiln_model_free(model);
         return 1;
     }
-    for (size_t i = 0; i < n; i++) {
+    if (json) {
+        cli_json j;
+        cli_json_begin(&j, stdout);
+        cli_json_object(&j, NULL);
+        cli_json_array(&j, "ids");
+        for (size_t i = 0; i < n; i++) cli_json_int(&j, NULL, ids[i]);
+        cli_json_close(&j);
         if (pieces) {
-            const char *bytes;
-            size_t len;
-            printf("%6d  ", ids[i]);
-            if (kiln_token_bytes(model, ids[i], &bytes, &len) == KILN_OK) print_piece(bytes, len);
-            putchar('\n');
-        } else {
-            printf(i ? " %d" : "%d", ids[i]);
+            cli_json_array(&j, "pieces");
+            for (size_t i = 0; i < n; i++) {
+                const char *bytes;
+                size_t len;
+                if (kiln_token_bytes(model, ids[i], &bytes, &len) == KILN_OK)
+                    cli_json_strn(&j, NULL, bytes, len);
+                else
+                    cli_json_null(&j, NULL);
+            }
+            cli_json_close(&j);
         }
+        cli_json_end(&j);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            if (pieces) {
+                const char *bytes;
+                size_t len;
+                printf("%6d  ", ids[i]);
+                if (kiln_token_bytes(model, ids[i], &bytes, &len) == KILN_OK) print_piece(bytes, len);
+                putchar('\n');
+            } else {
+                printf(i ? " %d" : "%d", ids[i]);
+            }
+        }
+        if (!pieces) putchar('\n');
     }
-    if (!pieces) putchar('\n');
     free(ids);
     kiln_model_free(model);
     return 0;

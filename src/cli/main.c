@@ -25,7 +25,7 @@ static void usage(FILE *out) {
     fprintf(out, "\nexample: kiln run -m SmolLM2-135M-Instruct.Q4_1.gguf -p \"The capital of France is\" -n 32\n");
 }
 
-int main(int argc, char **argv) {
+static int dispatch(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -43,4 +43,11 @@ int main(int argc, char **argv) {
     fprintf(stderr, "kiln: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;
+}
+
+int main(int argc, char **argv) {
+    int rc = dispatch(argc, argv);
+    // What was written to stdout must have arrived (> /dev/full, a full disk).
+    if (!cli_stdout_ok(argc >= 2 ? argv[1] : "")) return rc ? rc : 1;
+    return rc;
 }

@@ -44,8 +44,11 @@ static kiln_status check_fits(const kiln_model *m, uint64_t weight_bytes) {
                      mem.free / gib, mem.total / gib);
 }
 
+kiln_status kiln_model_load_vocab(const char *path, kiln_model **out); // api_info.c
+
 kiln_status kiln_model_load(const char *path, const kiln_model_params *params, kiln_model **out) {
     *out = NULL;
+    if (params && params->vocab_only) return kiln_model_load_vocab(path, out);
     if (!path) return kiln_fail(KILN_ERR_INVALID_ARG, "no model path given");
     kiln_model *m = calloc(1, sizeof *m);
     if (!m) return kiln_fail(KILN_ERR_NOMEM, "out of memory");

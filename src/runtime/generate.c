@@ -6,12 +6,6 @@
 #include <string.h>
 #include <time.h>
 
-double kiln_now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 // Longest suffix of text that is a proper prefix of some stop string.
 static size_t held_suffix(const char *text, size_t len, const char *const *stop, int n_stop) {
     size_t best = 0;

@@ -7,6 +7,5 @@
 
 #include "runtime/session.h"
 
-double kiln_now_seconds(void);
 
 #endif
