@@ -246,8 +246,10 @@ __global__ void __launch_bounds__(ARGMAX_THREADS)
         const int i = base + k * ARGMAX_THREADS + threadIdx.x;
         if (i < vocab) {
             const float x = logits[i];
-            nonfinite |= isnan(x) || x == INFINITY; // -inf alone is a token of probability 0
-            if (better(x, i, v, idx)) v = x, idx = i;
+            nonfinite |= isnan(x) || x == INFINITY;
+            // -inf is a token of probability 0, never the best (even against
+            // the -inf start: all -inf leaves INT_MAX, an error).
+            if (x != -INFINITY && better(x, i, v, idx)) v = x, idx = i;
         }
     }
     // A NaN or +inf logit anywhere makes the draw an error (as on the CPU;
