@@ -76,10 +76,15 @@ void kiln_model_free(kiln_model *m) {
     free(m);
 }
 
-const char *kiln_model_device(const kiln_model *m) { return m->be->device->name; }
-const char *kiln_model_device_info(const kiln_model *m) { return m->be->device->describe(m->be); }
+// A vocab_only model has no backend: it answers "none".
+const char *kiln_model_device(const kiln_model *m) { return m->be ? m->be->device->name : "none"; }
+const char *kiln_model_device_info(const kiln_model *m) { return m->be ? m->be->device->describe(m->be) : "none"; }
 
 void kiln_model_memory(const kiln_model *m, int n_ctx, kiln_memory_info *out) {
+    if (!m->be) { // vocab_only: nothing would run
+        *out = (kiln_memory_info){0};
+        return;
+    }
     kiln_backend_memory mem;
     m->be->device->memory(m->be, &mem);
     const kiln_engine_options o = {.max_seqs = 1, .max_seq_len = n_ctx > 0 ? n_ctx : 0};

@@ -17,7 +17,7 @@ double kiln_now_seconds(void) {
 }
 
 int kiln_model_threads(const kiln_model *m) {
-    return strcmp(m->be->device->name, "cpu") == 0 ? kiln_cpu_threads(m->be) : 0;
+    return m->be && strcmp(m->be->device->name, "cpu") == 0 ? kiln_cpu_threads(m->be) : 0;
 }
 
 const char *kiln_cpu_kernels(void) { return kiln_cpu_simd_name(); }
@@ -25,7 +25,7 @@ const char *kiln_cpu_kernels(void) { return kiln_cpu_simd_name(); }
 kiln_status kiln_device_measure_ceilings(const kiln_model *m, kiln_device_ceilings *out) {
     memset(out, 0, sizeof *out);
 #ifdef KILN_HAVE_CUDA
-    if (strcmp(m->be->device->name, "cuda") == 0) {
+    if (m->be && strcmp(m->be->device->name, "cuda") == 0) {
         kiln_cuda_ceilings k;
         cudaError_t e = kiln_cuda_measure_ceilings(&k);
         if (e != cudaSuccess)
@@ -35,7 +35,7 @@ kiln_status kiln_device_measure_ceilings(const kiln_model *m, kiln_device_ceilin
     }
 #endif
     return kiln_fail(KILN_ERR_UNSUPPORTED, "ceilings are measured on a GPU; the model is on the %s",
-                     m->be->device->name);
+                     kiln_model_device(m));
 }
 
 uint64_t kiln_model_decode_read_bytes(const kiln_model *m) {

@@ -39,6 +39,8 @@ static void memory_of(const kiln_model *m, const kiln_engine_options *o, uint64_
 
 void kiln_engine_memory(const kiln_model *m, const kiln_engine_options *options, uint64_t *kv_pool,
                         uint64_t *workspace) {
+    *kv_pool = *workspace = 0;
+    if (!m->be) return; // vocab_only
     kiln_engine_options o = options ? *options : (kiln_engine_options){0};
     kiln_engine_resolve_options(m, &o);
     memory_of(m, &o, kv_pool, workspace);
@@ -125,6 +127,9 @@ static kiln_status check_fits(const kiln_model *m, const kiln_engine_options *o)
 
 kiln_status kiln_engine_create(kiln_model *m, const kiln_engine_options *options, kiln_engine **out) {
     *out = NULL;
+    if (!m->be)
+        return kiln_fail(KILN_ERR_INVALID_ARG, "%s was loaded with vocab_only (metadata and tokenizer): load it "
+                         "without vocab_only to run it", m->llm->path);
     kiln_engine_options o = options ? *options : (kiln_engine_options){0};
     kiln_engine_resolve_options(m, &o);
     kiln_status st = check_options(m, &o);

@@ -73,6 +73,18 @@ static void test_vocab_only_matches_full(void **state) {
         assert_int_equal(fi.n_tensors, vi.n_tensors);
         assert_int_equal(fi.weight_bytes, vi.weight_bytes);
         assert_int_equal(kiln_model_bos(full), kiln_model_bos(vocab));
+        // Nothing that runs: refused with a message, never a crash.
+        kiln_session *sess = NULL;
+        kiln_engine *eng = NULL;
+        assert_int_equal(kiln_session_create(vocab, 64, &sess), KILN_ERR_INVALID_ARG);
+        assert_null(sess);
+        assert_non_null(strstr(kiln_last_error(), "vocab_only"));
+        assert_int_equal(kiln_engine_create(vocab, NULL, &eng), KILN_ERR_INVALID_ARG);
+        kiln_memory_info mem;
+        kiln_model_memory(vocab, 0, &mem);
+        assert_int_equal(mem.kv_cache, 0);
+        assert_string_equal(kiln_model_device(vocab), "none");
+        assert_int_equal(kiln_model_threads(vocab), 0);
         assert_int_equal(kiln_model_adds_bos(full), kiln_model_adds_bos(vocab));
         assert_true(fi.n_tensors > 0);
         same_ids(full, vocab, "Hello world, 2024! <|im_start|>");
