@@ -111,10 +111,9 @@ static void print_text(const char *name, const kiln_model_info *info, int ctx, c
         print_bytes(kv, mem->kv_cache);
         print_bytes("workspace", mem->workspace);
         print_bytes("total", weights + mem->kv_cache + mem->workspace);
-        if (mem->device_total) { // on the CPU: the machine's memory (within its cgroup)
-            const bool cpu = strcmp(info->device, "cpu") == 0;
-            print_bytes(cpu ? "machine free now" : "device free now", mem->device_free);
-            print_bytes(cpu ? "machine total" : "device total", mem->device_total);
+        if (mem->device_total && strcmp(info->device, "cpu") != 0) { // a GPU's own memory
+            print_bytes("device free now", mem->device_free);
+            print_bytes("device total", mem->device_total);
         }
     } else {
         printf("memory:         not estimated (kiln cannot run this model); weights %.2f MiB in the files\n",
