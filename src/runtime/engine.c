@@ -80,7 +80,7 @@ static int longest_fitting(const kiln_model *m, const kiln_engine_options *given
         const int mid = lo + (hi - lo + 1) / 2;
         kiln_engine_options o = *given;
         o.max_seq_len = mid;
-        if (o.kv_pool_tokens == given->max_seqs * given->max_seq_len) o.kv_pool_tokens = 0; // scales with it
+        if ((int64_t)o.kv_pool_tokens == (int64_t)given->max_seqs * given->max_seq_len) o.kv_pool_tokens = 0; // scales with it
         o.max_step_tokens = o.max_step_tokens > mid && o.max_step_tokens > o.max_seqs ? 0 : o.max_step_tokens;
         kiln_engine_resolve_options(m, &o);
         uint64_t kv, work;

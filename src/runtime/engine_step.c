@@ -59,11 +59,6 @@ static kiln_step_graph *graph_for(kiln_engine *e, int n_tokens, int buf) {
     return &e->graphs[e->n_graphs++];
 }
 
-// The forward pass, replayed from a graph when the shape allows: single
-// tokens of distinct sequences, each wanting logits (decode, batched
-// decode). Such a graph stays valid while the inputs' values change: every
-// kernel reads positions and block tables from device memory, and the
-// attention grid follows the table row length, fixed for the engine.
 // The forward pass issued into the backend's plan for the step, then run.
 static kiln_status run_forward(kiln_engine *e, const kiln_forward_step *step) {
     const kiln_model *m = e->model;
@@ -73,6 +68,11 @@ static kiln_status run_forward(kiln_engine *e, const kiln_forward_step *step) {
     return st != KILN_OK ? st : ran;
 }
 
+// The forward pass, replayed from a graph when the shape allows: single
+// tokens of distinct sequences, each wanting logits (decode, batched
+// decode). Such a graph stays valid while the inputs' values change: every
+// kernel reads positions and block tables from device memory, and the
+// attention grid follows the table row length, fixed for the engine.
 static kiln_status forward(kiln_engine *e, const kiln_forward_step *step, bool distinct_seqs, int buf) {
     kiln_backend *be = e->be;
     const bool decode_shape = distinct_seqs && step->n_logits == step->n_tokens && be->stream->graph_begin;
@@ -101,7 +101,9 @@ static kiln_status run_step(kiln_engine *e, const kiln_batch *b, const int32_t *
     const int n = b->n_tokens;
     kiln_status st;
     // Blocks first: positions from the sequence's first token on are written,
-    // so shared blocks there are copied and later ones given back.
+    // so shared blocks there are copied. Blocks past a rewritten sequence's
+    // new end go back only once the step is queued: a refused step must
+    // leave every sequence as it was.
     bool distinct = true;
     for (int t = 0; t < n; t++) {
         if (t > 0 && b->seq[t] == b->seq[t - 1]) {
@@ -110,9 +112,7 @@ static kiln_status run_step(kiln_engine *e, const kiln_batch *b, const int32_t *
         }
         int end = t;
         while (end + 1 < n && b->seq[end + 1] == b->seq[t]) end++;
-        const int s = b->seq[t];
-        if (!ahead && b->pos[t] < e->seq_len[s]) kiln_kv_pool_truncate(e->kv, s, b->pos[t]);
-        if ((st = kiln_kv_pool_prepare(e->kv, s, b->pos[t], b->pos[end] + 1)) != KILN_OK) return st;
+        if ((st = kiln_kv_pool_prepare(e->kv, b->seq[t], b->pos[t], b->pos[end] + 1)) != KILN_OK) return st;
     }
     if (tokens) be->stream->from_host(be, e->act.ids, tokens, sizeof(int32_t) * (size_t)n);
     be->stream->from_host(be, e->act.pos, b->pos, sizeof(int32_t) * (size_t)n);
@@ -127,7 +127,12 @@ static kiln_status run_step(kiln_engine *e, const kiln_batch *b, const int32_t *
                                     .logits = e->logits_dev[buf]};
     if ((st = forward(e, &step, distinct, buf)) != KILN_OK) return st;
     if (!ahead) {
-        for (int t = 0; t < n; t++) e->seq_len[b->seq[t]] = b->pos[t] + 1;
+        for (int t = 0; t < n; t++) {
+            const int s = b->seq[t];
+            if ((t + 1 == n || b->seq[t + 1] != s) && b->pos[t] + 1 < e->seq_len[s])
+                kiln_kv_pool_truncate(e->kv, s, b->pos[t] + 1); // a rewrite that ends earlier than before
+            e->seq_len[s] = b->pos[t] + 1;
+        }
         e->n_rows = n_logits;
         e->host_row = -1;
     }

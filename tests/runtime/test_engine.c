@@ -255,6 +255,19 @@ static void test_bad_batches_refused(void **state) {
     expect_refused(e, &b, KILN_ERR_CONTEXT_FULL, "free blocks");
     assert_int_equal(kiln_engine_seq_length(e, 0), 32);
     assert_int_equal(kiln_engine_seq_length(e, 1), 16);
+    // A refused step that would also have rewritten sequence 0 from position
+    // 5 leaves it whole: its blocks are still held, its length still 32.
+    assert_int_equal(kiln_engine_free_slots(e), 0);
+    int32_t mixed_pos[2] = {5, 16}, mixed_seq[2] = {0, 1};
+    const kiln_batch mixed = {.n_tokens = 2, .tokens = tokens, .pos = mixed_pos, .seq = mixed_seq};
+    expect_refused(e, &mixed, KILN_ERR_CONTEXT_FULL, "free blocks");
+    assert_int_equal(kiln_engine_free_slots(e), 0);
+    assert_int_equal(kiln_engine_seq_length(e, 0), 32);
+    // The same rewrite alone goes through and gives the blocks past it back.
+    const kiln_batch rewrite = {.n_tokens = 1, .tokens = tokens, .pos = mixed_pos, .seq = mixed_seq};
+    assert_int_equal(kiln_engine_step(e, &rewrite), KILN_OK);
+    assert_int_equal(kiln_engine_seq_length(e, 0), 6);
+    assert_int_equal(kiln_engine_free_slots(e), 16);
     assert_int_equal(kiln_engine_seq_share(e, 0, 0, 4), KILN_ERR_INVALID_ARG);
     assert_int_equal(kiln_engine_seq_share(e, 0, 1, 33), KILN_ERR_INVALID_ARG);
     assert_int_equal(kiln_engine_seq_truncate(e, 1, 17), KILN_ERR_INVALID_ARG);
